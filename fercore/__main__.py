@@ -1,0 +1,3 @@
+from fercore.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""`python -m fercore`: train, evaluate, predict, export, runs. User errors exit 2 with one line on stderr."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fercore.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(2, f"fercore: error: {message} (see --help)\n")
+
+
+def _default_run_dir(arch: str) -> Path:
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}"
+
+
+def _progress_printer(stream=sys.stderr):
+    """A one-line progress bar on a terminal, one line per epoch otherwise."""
+    tty = stream.isatty()
+
+    def show(record: dict[str, Any]) -> None:
+        if record["type"] == "progress" and tty:
+            frac = record["step"] / record["steps"]
+            bar = "#" * int(frac * 24)
+            stream.write(f"\repoch {record['epoch']} [{bar:<24}] {record['step']}/{record['steps']} "
+                         f"loss {record['train_loss']:.3f} acc {record['train_acc']:.3f} "
+                         f"{record['images_per_s']:.0f} img/s ")
+            stream.flush()
+        elif record["type"] == "epoch":
+            stream.write(("\r" if tty else "") + f"epoch {record['epoch']}: train loss {record['train_loss']:.3f} "
+                         f"acc {record['train_acc']:.3f} | val loss {record['val_loss']:.3f} acc {record['val_acc']:.3f} "
+                         f"f1 {record['val_macro_f1']:.3f} | lr {record['lr']:.2e} | {record['seconds']:.0f}s "
+                         f"{record['images_per_s']:.0f} img/s\n")
+            stream.flush()
+    return show
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fercore.augment import AugmentConfig
+    from fercore.config import TrainConfig, preset
+    from fercore.train import run_training
+
+    if args.resume:
+        result = run_training(TrainConfig(), Path(args.resume), resume=True, on_progress=_progress_printer())
+        print(json.dumps(result))
+        return 0
+    overrides: dict[str, Any] = {k: v for k, v in {
+        "data": args.data, "arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size,
+        "lr": args.lr, "optimizer": args.optimizer, "schedule": args.schedule, "weight_decay": args.weight_decay,
+        "label_smoothing": args.label_smoothing, "class_weights": args.class_weights, "early_stop": args.early_stop,
+        "val_fraction": args.val_fraction, "seed": args.seed, "device": args.device, "threads": args.threads,
+        "amp": args.amp,
+    }.items() if v is not None}
+    if args.classes:
+        from fercore.labels import resolve_classes
+        try:
+            overrides["classes"] = list(resolve_classes(args.classes))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    if args.no_augment:
+        overrides["augment"] = AugmentConfig.off()
+    cfg = preset(args.preset, **overrides) if args.preset else TrainConfig.from_dict(overrides)
+    if args.data is None and not args.preset:
+        raise UserError("--data is required (a folder, archive.zip, fer2013.csv, or 'synthetic')")
+    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(cfg.arch)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    result = run_training(cfg, run_dir, on_progress=_progress_printer())
+    print(json.dumps(result))
+    return 0
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="python -m fercore", description="Facial emotion recognition: train, evaluate, predict, export.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a model from scratch; the run goes to --run-dir")
+    train.add_argument("--data", help="folder, archive.zip, fer2013.csv, or 'synthetic[:N]'")
+    train.add_argument("--preset", help="a named recipe: fer2013 (the shipped model), demo")
+    train.add_argument("--classes", nargs="+", help="emotion names or a set name (basic4); default all 7")
+    train.add_argument("--arch", help="architecture name (see 'python -m fercore models')")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--optimizer", choices=["sgd", "adamw"])
+    train.add_argument("--schedule", choices=["onecycle", "cosine", "plateau", "exponential", "constant"])
+    train.add_argument("--weight-decay", type=float)
+    train.add_argument("--label-smoothing", type=float)
+    train.add_argument("--class-weights", choices=["none", "balanced", "sqrt"])
+    train.add_argument("--early-stop", type=int, metavar="PATIENCE")
+    train.add_argument("--val-fraction", type=float)
+    train.add_argument("--no-augment", action="store_true")
+    train.add_argument("--run-dir")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or interrupted run from its last.pt")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    train.add_argument("--threads", type=int, help="CPU threads (0 = all cores)")
+    train.add_argument("--amp", choices=["auto", "on", "off"])
+    train.add_argument("--seed", type=int)
+    train.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"fercore: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fercore: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,90 @@
+"""The training recipe as one dataclass, and the named presets."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from fercore.augment import AugmentConfig
+from fercore.errors import UserError
+from fercore.labels import EMOTIONS
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("onecycle", "cosine", "plateau", "exponential", "constant")
+CLASS_WEIGHTS = ("none", "balanced", "sqrt")
+
+
+@dataclass
+class TrainConfig:
+    """Everything needed to reproduce a run (saved as the run's config.json)."""
+
+    data: str = "synthetic"
+    classes: list[str] = field(default_factory=lambda: list(EMOTIONS))
+    arch: str = "fernet"
+    arch_args: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.1
+    class_weights: str = "none"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    early_stop: int = 0  # patience in epochs without a better val accuracy; 0 = off
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # 0 = every usable core
+    amp: str = "auto"  # auto / on / off
+    tta: bool = True  # the checkpoint's default for evaluation and prediction
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 2, "batch size must be at least 2"),
+            (self.lr > 0, "learning rate must be positive"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.class_weights in CLASS_WEIGHTS, f"class weights must be one of {', '.join(CLASS_WEIGHTS)}"),
+            (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
+            (0 < self.val_fraction < 0.5, "validation fraction must be in (0, 0.5)"),
+            (self.amp in ("auto", "on", "off"), "amp must be auto, on or off"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["augment"] = self.augment.to_dict()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise UserError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        values = dict(values)
+        if isinstance(values.get("augment"), dict):
+            values["augment"] = AugmentConfig.from_dict(values["augment"])
+        return cls(**values)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The recipe of the shipped model checkpoints/fer2013.pt.
+    "fer2013": dict(arch="fernet", epochs=45, batch_size=128, optimizer="sgd", lr=0.05, schedule="onecycle",
+                    weight_decay=5e-4, label_smoothing=0.1, class_weights="sqrt"),
+    # A minute on a laptop CPU: the synthetic demo set, end to end.
+    "demo": dict(data="synthetic", arch="basic", epochs=6, batch_size=64, optimizer="adamw", lr=3e-3,
+                 weight_decay=1e-4, schedule="onecycle", label_smoothing=0.0),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}: choose from {', '.join(PRESETS)}")
+    return TrainConfig.from_dict({**PRESETS[name], **overrides})

@@ -1,0 +1,4 @@
+"""Data sources, the decode cache, splits and synthetic faces."""
+from fercore.data.dataset import FaceData, FaceSet, is_synthetic, load_data
+
+__all__ = ["FaceData", "FaceSet", "is_synthetic", "load_data"]

@@ -1,0 +1,88 @@
+"""Decoding images of any format, mode and size into 48x48 grayscale faces, the same way everywhere."""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fercore.errors import UserError
+
+FACE_SIZE = 48
+MAX_IMAGE_PIXELS = 40_000_000  # larger claims are refused before decoding (decompression bombs)
+MAX_WORK_SIDE = 1600  # photos are downscaled to this longest side before detection
+
+ImageSource = str | Path | bytes | BinaryIO
+
+
+class ImageError(UserError):
+    """An image that cannot be decoded, with the reason in one line."""
+
+
+def open_image(source: ImageSource) -> Image.Image:
+    """Open an image (first frame), refuse pixel bombs, apply EXIF orientation and load it fully."""
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(stream)
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ImageError(f"image is {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}")
+            if width < 1 or height < 1:
+                raise ImageError("image has no pixels")
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"image claims more than {MAX_IMAGE_PIXELS:,} pixels (decompression bomb?)") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image file (or a format Pillow cannot read)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"cannot decode image: {exc}") from None
+    return img
+
+
+def to_gray(img: Image.Image) -> np.ndarray:
+    """Any Pillow image to a uint8 grayscale array; transparency is composited on white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return ((arr - lo) * scale).round().astype(np.uint8)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    if img.mode != "L":
+        img = img.convert("RGB").convert("L")
+    return np.asarray(img, dtype=np.uint8)
+
+
+def to_face(gray: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
+    """Resize a grayscale crop to size x size (antialiased bilinear), the one resize used everywhere."""
+    if gray.shape == (size, size):
+        return np.ascontiguousarray(gray, dtype=np.uint8)
+    resized = Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def decode_face(source: ImageSource, size: int = FACE_SIZE) -> np.ndarray:
+    """An image file (already a face crop) to a size x size uint8 array."""
+    return to_face(to_gray(open_image(source)), size)
+
+
+def downscale(img: Image.Image, max_side: int = MAX_WORK_SIDE) -> tuple[Image.Image, float]:
+    """Shrink a photo so its longest side is at most max_side; returns the image and the scale used."""
+    longest = max(img.size)
+    if longest <= max_side:
+        return img, 1.0
+    scale = max_side / longest
+    new_size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(new_size, Image.Resampling.BILINEAR, reducing_gap=2.0), scale

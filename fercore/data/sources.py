@@ -1,0 +1,267 @@
+"""Reading FER2013 as users have it: Kaggle folders, the Kaggle zip, a bare emotion folder, or fer2013.csv.
+
+Every reader returns a `RawFaces`: all faces decoded to 48x48 uint8, their emotion and split. Nothing is
+extracted to disk: zips are read in place, so a hostile archive path can never write anywhere.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from fercore.data.images import FACE_SIZE, ImageError, decode_face
+from fercore.errors import UserError
+from fercore.labels import EMOTIONS, FER2013_CSV_ORDER, canonical_emotion
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+SPLIT_NAMES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "publictest": "val",
+    "test": "test", "testing": "test", "privatetest": "test",
+}
+MAX_ZIP_MEMBERS = 200_000
+MAX_ZIP_UNCOMPRESSED = 2 * 1024**3  # 2 GiB: FER2013's zip holds about 60 MB
+MAX_ZIP_RATIO = 200  # a member compressing better than this is treated as a bomb
+CSV_PIXELS = FACE_SIZE * FACE_SIZE
+
+
+@dataclass
+class LoadReport:
+    """What a reader skipped or could not place, to show the user."""
+
+    skipped_files: int = 0
+    skipped_examples: list[str] = field(default_factory=list)
+    unknown_folders: list[str] = field(default_factory=list)
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped_files += 1
+        if len(self.skipped_examples) < 5:
+            self.skipped_examples.append(f"{name}: {reason}")
+
+    def summary(self) -> str:
+        parts = []
+        if self.skipped_files:
+            parts.append(f"skipped {self.skipped_files} unreadable file(s), e.g. {self.skipped_examples[0]}")
+        if self.unknown_folders:
+            parts.append("ignored folder(s) that are not emotions: " + ", ".join(sorted(self.unknown_folders)[:8]))
+        return "; ".join(parts)
+
+
+@dataclass
+class RawFaces:
+    """Decoded faces of one source: images [N,48,48] uint8, emotions (index into EMOTIONS), split names."""
+
+    images: np.ndarray
+    emotions: np.ndarray
+    splits: np.ndarray  # str array: train / val / test / all
+    report: LoadReport
+
+
+def source_kind(path: Path) -> str:
+    """'zip', 'csv' or 'folder'; raises UserError for anything else."""
+    if not path.exists():
+        raise UserError(f"data not found: {path}")
+    if path.is_dir():
+        return "folder"
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        return "zip"
+    if suffix == ".csv":
+        return "csv"
+    raise UserError(f"unsupported data file {path.name}: give a folder, a .zip or a .csv")
+
+
+# ---------------------------------------------------------------- image trees (folders and zips)
+
+@dataclass(frozen=True)
+class _Entry:
+    parts: tuple[str, ...]  # path inside the source, without the file name
+    name: str
+    read: Callable[[], bytes]
+
+
+def _place(parts: tuple[str, ...]) -> tuple[str | None, str | None, str | None]:
+    """(emotion, split, unknown-folder) for an image's directory parts."""
+    if not parts:
+        return None, None, None
+    emotion = canonical_emotion(parts[-1])
+    if emotion is None:
+        return None, None, parts[-1]
+    split = "all"
+    for part in reversed(parts[:-1]):
+        named = SPLIT_NAMES.get(part.lower())
+        if named:
+            split = named
+            break
+    return emotion, split, None
+
+
+def _decode_entries(entries: list[_Entry], source_name: str) -> RawFaces:
+    report = LoadReport()
+    placed: list[tuple[_Entry, str, str]] = []
+    unknown: Counter[str] = Counter()
+    for entry in entries:
+        emotion, split, stray = _place(entry.parts)
+        if stray is not None:
+            unknown["/".join(entry.parts)] += 1
+        elif emotion is not None:
+            placed.append((entry, emotion, split))
+    report.unknown_folders = list(unknown)
+    if not placed:
+        found = sorted({e.parts[0] for e in entries if e.parts} | {e.name for e in entries if not e.parts})[:10]
+        raise UserError(
+            f"no emotion folders in {source_name}: expected train/ and test/ holding "
+            f"{', '.join(EMOTIONS)} folders, or those folders directly; found: {', '.join(found) or 'nothing'}"
+        )
+
+    def decode(item: tuple[_Entry, str, str]) -> np.ndarray | None:
+        entry = item[0]
+        try:
+            return decode_face(entry.read())
+        except (ImageError, OSError) as exc:
+            report.skip("/".join((*entry.parts, entry.name)), str(exc))
+            return None
+
+    workers = max(1, min(4, (os.cpu_count() or 1)))
+    with ThreadPoolExecutor(workers) as pool:
+        faces = list(pool.map(decode, placed, chunksize=256))
+    keep = [i for i, face in enumerate(faces) if face is not None]
+    if not keep:
+        raise UserError(f"none of the {len(placed)} images in {source_name} could be read ({report.skipped_examples[0]})")
+    return RawFaces(
+        images=np.stack([faces[i] for i in keep]),
+        emotions=np.array([EMOTIONS.index(placed[i][1]) for i in keep], dtype=np.int64),
+        splits=np.array([placed[i][2] for i in keep]),
+        report=report,
+    )
+
+
+def _folder_entries(root: Path) -> Iterator[_Entry]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(dirpath).relative_to(root).parts
+        for name in sorted(filenames):
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                full = Path(dirpath, name)
+                yield _Entry(rel, name, full.read_bytes)
+
+
+def read_folder(root: Path) -> RawFaces:
+    """A folder with train/ and test/ (each of emotion folders), or emotion folders directly."""
+    entries = list(_folder_entries(root))
+    own_split = SPLIT_NAMES.get(root.name.lower())
+    raw = _decode_entries(entries, root.name)
+    if own_split and set(raw.splits.tolist()) == {"all"}:  # pointed at archive/test itself
+        raw.splits = np.full(len(raw.splits), own_split)
+    return raw
+
+
+def _zip_entries(archive: zipfile.ZipFile, report_unsafe: list[str]) -> Iterator[_Entry]:
+    infos = archive.infolist()
+    if len(infos) > MAX_ZIP_MEMBERS:
+        raise UserError(f"zip has {len(infos):,} members, over the limit of {MAX_ZIP_MEMBERS:,}")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_ZIP_UNCOMPRESSED:
+        raise UserError(f"zip would unpack to {total / 1024**3:.1f} GiB, over the limit of "
+                        f"{MAX_ZIP_UNCOMPRESSED / 1024**3:.0f} GiB (zip bomb?)")
+    for info in infos:
+        if info.is_dir():
+            continue
+        path = PurePosixPath(info.filename.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+            report_unsafe.append(info.filename)
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith(".") or "__MACOSX" in path.parts:
+            continue
+        if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO and info.file_size > 10**6:
+            raise UserError(f"zip member {info.filename} expands {info.file_size // info.compress_size}x (zip bomb?)")
+        yield _Entry(tuple(path.parts[:-1]), path.name, lambda info=info: archive.read(info))
+
+
+def read_zip(path: Path) -> RawFaces:
+    """The Kaggle archive.zip (or any zip of the folder layouts), read in place without extracting."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unsafe: list[str] = []
+            entries = list(_zip_entries(archive, unsafe))
+            raw = _decode_entries(entries, path.name)
+    except zipfile.BadZipFile:
+        raise UserError(f"{path.name} is not a valid zip file") from None
+    for name in unsafe:
+        raw.report.skip(name, "unsafe path inside the zip (ignored)")
+    return raw
+
+
+# ---------------------------------------------------------------- fer2013.csv
+
+def _csv_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    reader = csv.DictReader(lines)
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    if "emotion" not in header or "pixels" not in header:
+        raise UserError(f"CSV header must have 'emotion' and 'pixels' (and optionally 'Usage'); found: {', '.join(reader.fieldnames or []) or 'nothing'}")
+    reader.fieldnames = header
+    for row in reader:
+        yield reader.line_num, row
+
+
+def read_csv(path: Path) -> RawFaces:
+    """fer2013.csv: emotion (0-6 in FER2013's order), pixels (2304 numbers), optional Usage."""
+    images: list[np.ndarray] = []
+    emotions: list[int] = []
+    splits: list[str] = []
+    errors: list[str] = []
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        for line, row in _csv_rows(handle):
+            problem = None
+            try:
+                label = int((row.get("emotion") or "").strip())
+                pixels = np.array((row.get("pixels") or "").split(), dtype=np.int64)
+            except ValueError:
+                problem = "non-numeric emotion or pixels"
+            else:
+                if not 0 <= label < len(FER2013_CSV_ORDER):
+                    problem = f"emotion {label} out of range 0-6"
+                elif pixels.size != CSV_PIXELS:
+                    problem = f"{pixels.size} pixels, expected {CSV_PIXELS}"
+                elif pixels.min() < 0 or pixels.max() > 255:
+                    problem = "pixel values outside 0-255"
+            if problem:
+                errors.append(f"line {line}: {problem}")
+                if len(errors) >= 3:
+                    break
+                continue
+            images.append(pixels.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE))
+            emotions.append(EMOTIONS.index(FER2013_CSV_ORDER[label]))
+            usage = (row.get("usage") or "").strip().lower()
+            splits.append(SPLIT_NAMES.get(usage, "all") if usage else "all")
+    if errors:
+        raise UserError(f"{path.name}: bad rows: " + "; ".join(errors))
+    if not images:
+        raise UserError(f"{path.name} has no data rows")
+    return RawFaces(np.stack(images), np.array(emotions, dtype=np.int64), np.array(splits), LoadReport())
+
+
+READERS: dict[str, Callable[[Path], RawFaces]] = {"folder": read_folder, "zip": read_zip, "csv": read_csv}
+
+
+def stat_fingerprint(path: Path) -> str:
+    """Path, size and mtime of a file, or of every image in a folder: the decode cache's key material."""
+    if path.is_file():
+        st = path.stat()
+        return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    lines = io.StringIO()
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                st = os.stat(os.path.join(dirpath, name))
+                lines.write(f"{dirpath}/{name}|{st.st_size}|{st.st_mtime_ns}\n")
+    return f"{path.resolve()}\n{lines.getvalue()}"

@@ -1,0 +1,39 @@
+"""Turning uint8 faces into model inputs and probabilities: one path for training, evaluation and prediction."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fercore import hardware
+
+
+def to_input(faces: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 or 0..1 float faces [N,H,W] or [N,1,H,W] to normalised float [N,1,H,W] in channels_last."""
+    x = faces.float() / 255 if faces.dtype == torch.uint8 else faces.float()
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def predict_proba(model: nn.Module, faces: np.ndarray | torch.Tensor, mean: float, std: float,
+                  tta: bool = False, batch_size: int = 512) -> torch.Tensor:
+    """Class probabilities [N,C] (float32, CPU) for uint8 faces; tta averages with the mirrored faces."""
+    device = next(model.parameters()).device
+    dtype = hardware.amp_dtype(device)
+    faces = torch.as_tensor(faces)
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(faces), batch_size):
+        x = to_input(faces[start:start + batch_size].to(device), mean, std)
+        with hardware.autocast(device, dtype):
+            probs = model(x).float().softmax(1)
+            if tta:
+                probs = (probs + model(x.flip(-1)).float().softmax(1)) / 2
+        out.append(probs.cpu())
+    model.train(was_training)
+    if not out:
+        return torch.empty(0, 0)
+    return torch.cat(out)

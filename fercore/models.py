@@ -1,0 +1,129 @@
+"""Architectures built from scratch, chosen by name: a registry in the spirit of timm's create_model."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class BasicCNN(nn.Module):
+    """Seed 001's design: (Conv-BN-ReLU-MaxPool) x4 -> FC 512 -> classes."""
+
+    def __init__(self, num_classes: int = 7, widths: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.5):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 1
+        for width in widths:
+            layers += [*conv_bn_relu(cin, width), nn.MaxPool2d(2)]
+            cin = width
+        self.features = nn.Sequential(*layers)
+        side = 48 // 2 ** len(widths)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(cin * side * side, 512), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(512, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class VGGNet(nn.Module):
+    """VGG-style: four double-conv blocks with BN, max-pool and dropout, then two FC layers."""
+
+    def __init__(self, num_classes: int = 7, widths: tuple[int, ...] = (64, 128, 256, 512), dropout: float = 0.4):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 1
+        for width in widths:
+            layers += [conv_bn_relu(cin, width), conv_bn_relu(width, width), nn.MaxPool2d(2), nn.Dropout(dropout / 2)]
+            cin = width
+        self.features = nn.Sequential(*layers)
+        side = 48 // 2 ** len(widths)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(cin * side * side, 1024), nn.BatchNorm1d(1024), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(1024, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(512, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation-free basic residual block (two 3x3 convs), projection shortcut when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+class FERNet(nn.Module):
+    """Our design: VGG-style stages made residual, narrow widths, max-pool between stages, small FC head.
+
+    Residual double-conv blocks train faster and deeper than plain VGG blocks at the same width, so the net
+    can stay narrow (32-256 channels), which is what a CPU pays for.
+    """
+
+    def __init__(self, num_classes: int = 7, widths: tuple[int, ...] = (32, 64, 128, 256),
+                 depths: tuple[int, ...] = (1, 1, 2, 1), dropout: float = 0.4):
+        super().__init__()
+        layers: list[nn.Module] = [conv_bn_relu(1, widths[0])]
+        cin = widths[0]
+        for width, depth in zip(widths, depths):
+            for _ in range(depth):
+                layers.append(ResidualBlock(cin, width, 1))
+                cin = width
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        side = 48 // 2 ** len(widths)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin * side * side, 256), nn.BatchNorm1d(256),
+            nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(256, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    description: str
+    builder: Callable[..., nn.Module]
+
+
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
+    Architecture("basic", "Seed design: 4x (Conv-BN-ReLU-MaxPool) 32-256 -> FC 512", BasicCNN),
+    Architecture("vgg", "VGG-style: 4 double-conv BN blocks 64-512 with dropout -> FC 1024-512", VGGNet),
+    Architecture("fernet", "Ours: residual VGG, 5 residual double-conv blocks 32-256, max-pool stages, FC 256", FERNet),
+)}
+
+
+def names() -> list[str]:
+    return list(ARCHITECTURES)
+
+
+def build(name: str, num_classes: int = 7, **kwargs: object) -> nn.Module:
+    """A freshly initialised model (never pretrained)."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}: choose from {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name].builder(num_classes=num_classes, **kwargs)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,178 @@
+"""A training run is a directory: config.json, metrics.jsonl, status.json, best.pt, last.pt.
+
+Everything but the append-only metrics log is written atomically. A run's process holds a lock file with
+its pid; a run whose status says running but whose pid is gone is reported as interrupted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fercore.atomic import atomic_write_json, atomic_write_jsonl, read_json
+from fercore.errors import UserError
+
+CONFIG, METRICS, STATUS, BEST, LAST, STOP, LOCK = (
+    "config.json", "metrics.jsonl", "status.json", "best.pt", "last.pt", "STOP", "run.lock")
+ACTIVE_STATES = ("starting", "running")
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class RunDir:
+    """Reading and writing one run directory."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # ---- writing (the training process)
+    def acquire(self) -> None:
+        """Take the run's lock; refuse when another live process holds it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.file(LOCK)
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    holder = int(lock.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    holder = 0
+                if pid_alive(holder) and holder != os.getpid():
+                    raise UserError(f"run {self.path} is already in use by process {holder}") from None
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(os.getpid()))
+            return
+        raise UserError(f"cannot lock run directory {self.path}")
+
+    def release(self) -> None:
+        lock = self.file(LOCK)
+        try:
+            if int(lock.read_text().strip() or 0) == os.getpid():
+                lock.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_json(self.file(CONFIG), config)
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.file(METRICS), "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def truncate_log(self, after_epoch: int) -> None:
+        """Keep only the log lines of completed epochs up to after_epoch (on resume)."""
+        records = [r for r in self.metrics() if r.get("epoch", 0) <= after_epoch]
+        atomic_write_jsonl(self.file(METRICS), records)
+
+    def write_status(self, **fields: Any) -> None:
+        status = self.status_raw()
+        status.update(fields, updated=time.time())
+        atomic_write_json(self.file(STATUS), status)
+
+    def clear_stop(self) -> None:
+        self.file(STOP).unlink(missing_ok=True)
+
+    # ---- reading (pages, CLI)
+    def config(self) -> dict[str, Any]:
+        try:
+            return read_json(self.file(CONFIG))
+        except (OSError, ValueError):
+            return {}
+
+    def status_raw(self) -> dict[str, Any]:
+        try:
+            return read_json(self.file(STATUS))
+        except (OSError, ValueError):
+            return {}
+
+    def status(self) -> dict[str, Any]:
+        """status.json, with a dead process's 'running' turned into 'interrupted'."""
+        status = self.status_raw()
+        if status.get("state") in ACTIVE_STATES and not pid_alive(status.get("pid")):
+            status["state"] = "interrupted"
+            status.setdefault("error", "the training process ended without saying so (killed or crashed)")
+        return status
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """metrics.jsonl records; a half-written last line is ignored."""
+        try:
+            lines = self.file(METRICS).read_text().splitlines()
+        except OSError:
+            return []
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+    def epochs(self) -> list[dict[str, Any]]:
+        return [r for r in self.metrics() if r.get("type") == "epoch"]
+
+    def request_stop(self) -> None:
+        """Ask the training process to stop after its current step (it saves last.pt first)."""
+        self.file(STOP).touch()
+
+    def stop_requested(self) -> bool:
+        return self.file(STOP).exists()
+
+    def is_active(self) -> bool:
+        return self.status().get("state") in ACTIVE_STATES
+
+    def summary(self) -> dict[str, Any]:
+        """One row of the run history table."""
+        config, status, epochs = self.config(), self.status(), self.epochs()
+        best = max((e.get("val_acc") or 0.0 for e in epochs), default=None)
+        return {
+            "name": self.name, "state": status.get("state", "unknown"), "data": config.get("data"),
+            "arch": config.get("arch"), "epochs": f"{status.get('epoch', len(epochs))}/{config.get('epochs', '?')}",
+            "best_val_acc": best, "duration_s": sum(e.get("seconds", 0) for e in epochs),
+            "started": status.get("started"), "path": str(self.path),
+        }
+
+
+def list_runs(root: Path) -> list[RunDir]:
+    """Run directories under root, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and (p / CONFIG).exists()]
+    return sorted(runs, key=lambda r: r.file(CONFIG).stat().st_mtime, reverse=True)
+
+
+def delete_run(run: RunDir) -> None:
+    if run.is_active():
+        raise UserError(f"run {run.name} is still running: stop it first")
+    shutil.rmtree(run.path)

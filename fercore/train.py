@@ -1,0 +1,339 @@
+"""The training loop: one run directory, events out, clean stop and exact resume.
+
+Randomness is a pure function of (seed, epoch, step): the epoch's shuffle, each step's augmentation and
+dropout are seeded from those numbers, so a run resumed from last.pt ends exactly where an uninterrupted
+run would.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+from torch import nn
+
+from fercore import hardware, models
+from fercore.augment import augment_batch
+from fercore.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
+from fercore.config import TrainConfig
+from fercore.data import FaceSet, load_data
+from fercore.errors import UserError
+from fercore.inference import predict_proba, to_input
+from fercore.runs import BEST, LAST, RunDir
+
+PROGRESS_SECONDS = 1.0
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class StopRequested(Exception):
+    """Raised inside the loop when a stop was asked for; the position is saved first."""
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def _step_seed(seed: int, epoch: int, step: int) -> int:
+    return (seed * 1_000_003 + epoch * 100_003 + step) % (2**63)
+
+
+def _class_weights(counts: np.ndarray, mode: str) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
+    if mode == "sqrt":
+        weights = np.sqrt(weights)
+    return torch.tensor(weights / weights.mean(), dtype=torch.float32)
+
+
+def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (no_decay if param.dim() <= 1 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
+
+
+def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.2)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
+    if cfg.schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.01 ** (1 / max(1, cfg.epochs)))
+    return None
+
+
+PER_STEP_SCHEDULES = ("onecycle", "cosine")
+
+
+@dataclass
+class Position:
+    """Where the run is: the next epoch and step to do, and the running sums of the current epoch."""
+
+    epoch: int = 0  # 0-based epoch in progress
+    step: int = 0  # next step within it
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    epoch_seconds: float = 0.0
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT or by the run's STOP file."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.signalled = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signalled = True
+
+    def __bool__(self) -> bool:
+        return self.signalled or self.run.stop_requested()
+
+
+class Trainer:
+    """Owns the model, optimiser and data of one run; `fit` runs it to the end or to a stop."""
+
+    def __init__(self, cfg: TrainConfig, run: RunDir, on_progress: ProgressCallback | None = None):
+        cfg.validate()
+        self.cfg, self.run, self.on_progress = cfg, run, on_progress
+        self.threads = hardware.configure_threads(cfg.threads)
+        torch.set_flush_denormal(True)
+        self.device = hardware.pick_device(cfg.device)
+        self.amp = hardware.amp_dtype(self.device, cfg.amp)
+        self.classes = tuple(cfg.classes)
+        data = load_data(cfg.data)
+        self.fingerprint = data.fingerprint
+        self.train_set = data.split("train", self.classes, cfg.val_fraction, cfg.split_seed)
+        self.val_set = data.split("val", self.classes, cfg.val_fraction, cfg.split_seed)
+        pixels = self.train_set.images.astype(np.float32) / 255
+        self.mean, self.std = float(pixels.mean()), float(pixels.std() or 1.0)
+        self.images = torch.from_numpy(self.train_set.images).to(self.device)
+        self.labels = torch.from_numpy(self.train_set.labels).to(self.device)
+        self.batch_size = min(cfg.batch_size, len(self.train_set))
+        self.steps_per_epoch = max(1, len(self.train_set) // self.batch_size)
+        torch.manual_seed(cfg.seed)
+        self.model = models.build(cfg.arch, len(self.classes), **cfg.arch_args).to(
+            self.device, memory_format=torch.channels_last)
+        self.optimizer = _optimizer(cfg, self.model)
+        self.scheduler = _scheduler(cfg, self.optimizer, self.steps_per_epoch)
+        weights = _class_weights(np.bincount(self.train_set.labels, minlength=len(self.classes)), cfg.class_weights)
+        self.loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(self.device),
+                                           label_smoothing=cfg.label_smoothing)
+        self.aug_gen = torch.Generator(device=self.device)
+        self.pos = Position()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, with_state: bool, metrics: dict[str, Any]) -> dict[str, Any]:
+        extra: dict[str, Any] = {
+            "metrics": metrics, "data_fingerprint": self.fingerprint, "data_source": self.cfg.data,
+            "config": self.cfg.to_dict(), "parameters": models.parameter_count(self.model),
+            "val_split": {"fraction": self.cfg.val_fraction, "seed": self.cfg.split_seed},
+            "trained_on": {"device": str(self.device), "threads": self.threads,
+                           "amp": str(self.amp).replace("torch.", "") if self.amp else "float32"},
+        }
+        if with_state:
+            extra["train_state"] = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else {},
+                "position": dict(self.pos.__dict__),
+            }
+        return make_checkpoint(self.model, self.cfg.arch, self.cfg.arch_args, self.classes, self.mean, self.std,
+                               self.cfg.tta, **extra)
+
+    def _save_last(self) -> None:
+        epochs = self.run.epochs()
+        last = epochs[-1] if epochs else {}
+        save_checkpoint(self.run.file(LAST), self._checkpoint(True, last))
+
+    def restore(self) -> None:
+        """Continue from the run's last.pt: weights, optimiser, schedule and position."""
+        data = read_checkpoint(self.run.file(LAST))
+        if data.get("data_fingerprint") != self.fingerprint:
+            raise UserError(f"the data of {self.cfg.data} changed since this run started: cannot resume")
+        self.model.load_state_dict(data["state_dict"])
+        state = data["train_state"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.pos = Position(**state["position"])
+        self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
+
+    # ------------------------------------------------------------------ the loop
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _report(self, record: dict[str, Any], log: bool = True) -> None:
+        if log:
+            self.run.log(record)
+        if self.on_progress:
+            self.on_progress(record)
+
+    def _train_epoch(self, stop: _StopFlag) -> None:
+        cfg, pos, epoch = self.cfg, self.pos, self.pos.epoch
+        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, -1)))
+        order = order.to(self.device)
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        started, last_report, seen_here = time.monotonic(), time.monotonic(), 0
+        base_seconds = pos.epoch_seconds
+        for step in range(pos.step, self.steps_per_epoch):
+            if stop:
+                self._fold(loss_sum, correct, seen_here, base_seconds + time.monotonic() - started)
+                raise StopRequested
+            seed = _step_seed(cfg.seed, epoch, step)
+            self.aug_gen.manual_seed(seed)
+            torch.manual_seed(seed)
+            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            x = augment_batch(self.images[idx].unsqueeze(1).float() / 255, cfg.augment, self.aug_gen)
+            x, y = to_input(x, self.mean, self.std), self.labels[idx]
+            with hardware.autocast(self.device, self.amp):
+                logits = self.model(x)
+                loss = self.loss_fn(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler is not None and cfg.schedule in PER_STEP_SCHEDULES:
+                self.scheduler.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen_here += len(y)
+            pos.step = step + 1
+            now = time.monotonic()
+            if now - last_report >= PROGRESS_SECONDS or pos.step == self.steps_per_epoch:
+                last_report = now
+                self._fold(loss_sum, correct, seen_here, base_seconds + now - started)
+                loss_sum.zero_(); correct.zero_(); seen_here = 0
+                base_seconds, started = pos.epoch_seconds, now
+                self._report({"type": "progress", "epoch": epoch + 1, "step": pos.step,
+                              "steps": self.steps_per_epoch, "train_loss": pos.loss_sum / max(1, pos.seen),
+                              "train_acc": pos.correct / max(1, pos.seen), "lr": self._lr(),
+                              "images_per_s": pos.seen / max(1e-9, pos.epoch_seconds), "time": time.time()})
+                self._write_running_status()
+
+    def _fold(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, epoch_seconds: float) -> None:
+        """Move the device-side running sums into the position (one host sync per report, not per step)."""
+        loss_value = float(loss_sum)
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(f"the loss became {loss_value} in epoch {self.pos.epoch + 1}: lower the "
+                                   "learning rate; the last good checkpoint is kept")
+        self.pos.loss_sum += loss_value
+        self.pos.correct += int(correct)
+        self.pos.seen += seen
+        self.pos.epoch_seconds = epoch_seconds
+
+    def _validate(self) -> dict[str, float]:
+        probs = predict_proba(self.model, self.val_set.images, self.mean, self.std)
+        labels = torch.from_numpy(self.val_set.labels)
+        pred = probs.argmax(1)
+        nll = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
+        return {"val_loss": nll, "val_acc": float((pred == labels).float().mean()),
+                "val_macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0))}
+
+    def _write_running_status(self) -> None:
+        pos, cfg = self.pos, self.cfg
+        done = pos.epoch + pos.step / self.steps_per_epoch
+        history = self.run.epochs()
+        per_epoch = (np.median([e["seconds"] for e in history]) if history
+                     else pos.epoch_seconds / max(pos.step, 1) * self.steps_per_epoch)
+        self.run.write_status(state="running", pid=os.getpid(), epoch=pos.epoch + 1, total_epochs=cfg.epochs,
+                              step=pos.step, steps=self.steps_per_epoch,
+                              eta_s=float(per_epoch * (cfg.epochs - done)), best_val_acc=pos.best_val_acc)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the last epoch (or early stop); returns the best epoch's metrics."""
+        cfg, pos = self.cfg, self.pos
+        with _StopFlag(self.run) as stop:
+            while pos.epoch < cfg.epochs:
+                self._train_epoch(stop)
+                val = self._validate()
+                record = {"type": "epoch", "epoch": pos.epoch + 1,
+                          "train_loss": pos.loss_sum / max(1, pos.seen), "train_acc": pos.correct / max(1, pos.seen),
+                          **val, "lr": self._lr(), "seconds": pos.epoch_seconds,
+                          "images_per_s": pos.seen / max(1e-9, pos.epoch_seconds), "time": time.time()}
+                if self.scheduler is not None and cfg.schedule == "plateau":
+                    self.scheduler.step(val["val_acc"])
+                elif self.scheduler is not None and cfg.schedule == "exponential":
+                    self.scheduler.step()
+                improved = val["val_acc"] > pos.best_val_acc
+                if improved:
+                    pos.best_val_acc, pos.best_epoch = val["val_acc"], pos.epoch + 1
+                    save_checkpoint(self.run.file(BEST), self._checkpoint(False, record))
+                self._report(record)
+                self.pos = pos = Position(epoch=pos.epoch + 1, best_val_acc=pos.best_val_acc,
+                                          best_epoch=pos.best_epoch)
+                self._save_last()
+                self._write_running_status()
+                if cfg.early_stop and pos.epoch - pos.best_epoch >= cfg.early_stop:
+                    break
+        return {"best_val_acc": pos.best_val_acc, "best_epoch": pos.best_epoch, "epochs": pos.epoch}
+
+
+def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False,
+                 on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Start (or resume) a run in run_dir, keeping status.json true whatever happens."""
+    run = RunDir(run_dir)
+    if resume:
+        if not run.file(LAST).exists():
+            raise UserError(f"nothing to resume in {run_dir}: it has no {LAST}")
+        cfg = TrainConfig.from_dict(run.config())
+    elif run.file("config.json").exists():
+        raise UserError(f"{run_dir} already holds a run: use --resume {run_dir} or another --run-dir")
+    run.acquire()
+    try:
+        run.clear_stop()
+        run.write_status(state="starting", pid=os.getpid(), epoch=0, total_epochs=cfg.epochs,
+                         started=run.status_raw().get("started", time.time()), error=None)
+        if not resume:
+            run.write_config(cfg.to_dict())
+        trainer = Trainer(cfg, run, on_progress)
+        if resume:
+            trainer.restore()
+            run.truncate_log(trainer.pos.epoch)
+        try:
+            result = trainer.fit()
+        except StopRequested:
+            trainer._save_last()
+            run.write_status(state="stopped", pid=None, epoch=trainer.pos.epoch + 1)
+            return {"stopped": True, "best_val_acc": trainer.pos.best_val_acc}
+        run.write_status(state="finished", pid=None, eta_s=0.0, best_val_acc=result["best_val_acc"])
+        return result
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        run.write_status(state="failed", pid=None, error=message)
+        raise
+    finally:
+        run.clear_stop()
+        run.release()
