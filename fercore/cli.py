@@ -75,6 +75,76 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fercore.evaluate import evaluate
+
+    report = evaluate(args.checkpoint, args.data, args.split, args.tta)
+    if args.json:
+        print(json.dumps(report.to_json()))
+        return 0
+    print(f"{report.data} [{report.split}] n={len(report.labels)} tta={'on' if report.tta else 'off'}")
+    print(f"accuracy {report.accuracy:.4f}   macro F1 {report.macro_f1:.4f}")
+    print(f"{'class':<10} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
+    for name, row in report.per_class().items():
+        print(f"{name:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['f1']:>7.3f} {row['support']:>8d}")
+    print("confusion (rows = true, columns = predicted):")
+    print(" " * 10 + " ".join(f"{c[:7]:>7}" for c in report.classes))
+    for name, row in zip(report.classes, report.confusion()):
+        print(f"{name:<10}" + " ".join(f"{v:>7d}" for v in row))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fercore.predict import Predictor, predict_files
+
+    results = predict_files(Predictor.from_checkpoint(args.checkpoint), args.images)
+    if args.json:
+        print(json.dumps([r.to_json() for r in results]))
+    else:
+        for result in results:
+            if result.error:
+                print(f"{result.image}: error: {result.error}")
+                continue
+            note = " (no face found: whole image)" if result.no_face_found else ""
+            print(f"{result.image}: {len(result.faces)} face(s){note}")
+            for face in result.faces:
+                print(f"  box {face.box}: {face.label} {face.confidence:.1%}")
+    return 0 if any(r.error is None for r in results) else 2
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fercore.export import export
+
+    print(export(args.checkpoint, args.format, args.out))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from fercore import models
+
+    for name, arch in models.ARCHITECTURES.items():
+        count = models.parameter_count(models.build(name, 7))
+        print(f"{name:<8} {count / 1e6:6.2f}M  {arch.description}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from fercore.runs import RunDir, list_runs
+
+    if args.stop:
+        RunDir(Path(args.stop)).request_stop()
+        print(f"stop requested: {args.stop}")
+        return 0
+    rows = [r.summary() for r in list_runs(Path(args.root))]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        best = f"{row['best_val_acc']:.3f}" if row["best_val_acc"] is not None else "-"
+        print(f"{row['name']:<32} {row['state']:<12} {row['arch'] or '-':<8} {row['epochs']:>7} best {best}")
+    return 0
+
+
 def build_parser() -> _Parser:
     parser = _Parser(prog="python -m fercore", description="Facial emotion recognition: train, evaluate, predict, export.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -102,6 +172,38 @@ def build_parser() -> _Parser:
     train.add_argument("--amp", choices=["auto", "on", "off"])
     train.add_argument("--seed", type=int)
     train.set_defaults(func=cmd_train)
+
+    from fercore.checkpoint import SHIPPED
+
+    evaluate = sub.add_parser("evaluate", help="accuracy, macro F1, per-class report and confusion of a checkpoint")
+    evaluate.add_argument("--checkpoint", default=str(SHIPPED))
+    evaluate.add_argument("--data", required=True, help="folder, archive.zip, fer2013.csv, or 'synthetic'")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                          help="average with mirrored faces (default: the checkpoint's own setting)")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="detect faces in images and classify their emotions")
+    predict.add_argument("--checkpoint", default=str(SHIPPED))
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(func=cmd_predict)
+
+    export = sub.add_parser("export", help="export a checkpoint to TorchScript or ONNX")
+    export.add_argument("--checkpoint", default=str(SHIPPED))
+    export.add_argument("--format", required=True, choices=["torchscript", "onnx"])
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=cmd_export)
+
+    models_cmd = sub.add_parser("models", help="list the architectures")
+    models_cmd.set_defaults(func=cmd_models)
+
+    runs = sub.add_parser("runs", help="list training runs, or ask one to stop")
+    runs.add_argument("--root", default="runs")
+    runs.add_argument("--stop", metavar="RUN_DIR", help="ask a running run to stop after its current step")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(func=cmd_runs)
     return parser
 
 
@@ -113,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"fercore: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("fercore: interrupted", file=sys.stderr)
         return 130

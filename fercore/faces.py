@@ -23,11 +23,11 @@ _STRIDE = 2  # ... and its step
 # fer_crop_box: a square of side FER_CROP_SCALE * (w + h) / 2 centred on the MTCNN box. Measured on 361
 # FER2013 train faces (400 drawn with seed 0 from all emotions, 192 px in 640x480 scenes as in
 # benchmarks/bench_detectors.py, 39 not detected) by grid search for the largest mean Pearson correlation
-# between the re-crop resized to 48x48 and the original: 1.04 gives 0.577 (median 0.606), against 0.571 for
-# 1.00, 0.561 for 1.10, 0.488 for 1.20; shifting the centre (x by up to 0.04, y by up to 0.12 sides) gained
-# under 0.006. The
-# per-face exact fit has median 1.07 with a spread of 17%, since FER2013's own framing varies that much.
-# MTCNN boxes are taller than wide (median h/w 1.3): the crop is ~1.2 box widths, ~0.92 box heights.
+# between the re-crop resized to 48x48 and the original: 1.04 gives 0.577 (median 0.606), against 0.571
+# for 1.00, 0.561 for 1.10 and 0.488 for 1.20; shifting the centre (x by up to 0.04, y by up to 0.12
+# sides) gained under 0.006. The per-face exact fit has median 1.07 and a spread of 17%: FER2013's own
+# framing varies that much. MTCNN boxes are taller than wide (median h/w 1.3), so the crop is about 1.2
+# box widths and 0.92 box heights.
 FER_CROP_SCALE = 1.04
 
 
@@ -72,7 +72,7 @@ def _pyramid(width: int, height: int, min_face: int) -> _Pyramid | None:
         offsets.append((x, y))
         x, shelf_h = x + w, max(shelf_h, h)
     canvas = (shelf_w, y + shelf_h)
-    cell_level = np.full(((canvas[0] - _CELL) // _STRIDE + 1, (canvas[1] - _CELL) // _STRIDE + 1), -1, np.int32)
+    cell_level = np.full(((canvas[0] - _CELL) // _STRIDE + 1, (canvas[1] - _CELL) // _STRIDE + 1), -1, np.int16)
     for level, ((w, h), (ox, oy)) in enumerate(zip(sizes, offsets)):
         cx, cy = ox // _STRIDE, oy // _STRIDE
         cell_level[cx : cx + (w - _CELL) // _STRIDE + 1, cy : cy + (h - _CELL) // _STRIDE + 1] = level

@@ -1,0 +1,80 @@
+"""Evaluating a checkpoint on a data split: accuracy, macro F1, per-class report, confusion, mistakes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from fercore.checkpoint import LoadedModel, load_model
+from fercore.data import FaceSet, load_data
+from fercore.inference import predict_proba
+
+
+@dataclass
+class EvalReport:
+    """Everything the Evaluate page and `evaluate --json` show."""
+
+    classes: tuple[str, ...]
+    labels: np.ndarray  # true class index per face
+    probabilities: np.ndarray  # [N, C]
+    faces: FaceSet
+    tta: bool
+    split: str = ""
+    data: str = ""
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(1)
+
+    @property
+    def accuracy(self) -> float:
+        return float(accuracy_score(self.labels, self.predictions))
+
+    @property
+    def macro_f1(self) -> float:
+        return float(f1_score(self.labels, self.predictions, labels=range(len(self.classes)),
+                              average="macro", zero_division=0))
+
+    def per_class(self) -> dict[str, dict[str, float]]:
+        p, r, f, s = precision_recall_fscore_support(self.labels, self.predictions, labels=range(len(self.classes)),
+                                                     zero_division=0)
+        return {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+                for i, c in enumerate(self.classes)}
+
+    def confusion(self) -> np.ndarray:
+        """Counts, rows = true class, columns = predicted class."""
+        return confusion_matrix(self.labels, self.predictions, labels=range(len(self.classes)))
+
+    def mistakes(self, limit: int = 24) -> list[dict[str, Any]]:
+        """The most confident wrong predictions, most confident first."""
+        wrong = np.flatnonzero(self.predictions != self.labels)
+        conf = self.probabilities[wrong, self.predictions[wrong]]
+        order = wrong[np.argsort(-conf, kind="stable")][:limit]
+        return [{"index": int(i), "true": self.classes[self.labels[i]], "predicted": self.classes[self.predictions[i]],
+                 "confidence": float(self.probabilities[i, self.predictions[i]])} for i in order]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": int(len(self.labels)),
+                "classes": list(self.classes), "per_class": self.per_class(),
+                "confusion": self.confusion().tolist(), "tta": self.tta, "split": self.split, "data": self.data}
+
+
+def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None) -> EvalReport:
+    """Evaluate a loaded model on faces labelled with the model's own classes."""
+    use_tta = loaded.tta if tta is None else tta
+    probs = predict_proba(loaded.model, faces.images, loaded.mean, loaded.std, tta=use_tta).numpy()
+    return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta)
+
+
+def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta: bool | None = None) -> EvalReport:
+    """Load a checkpoint and a data source and evaluate one split (val uses the checkpoint's own carve)."""
+    loaded = load_model(checkpoint)
+    source = load_data(data)
+    carve = loaded.info.get("val_split", {"fraction": 0.1, "seed": 0})
+    faces = source.split(split, loaded.classes, carve["fraction"], carve["seed"])
+    report = evaluate_faces(loaded, faces, tta)
+    report.split, report.data = split, str(data)
+    return report

@@ -1,0 +1,54 @@
+"""Export to TorchScript and ONNX: a self-contained model from raw 0..255 faces to probabilities."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fercore.atomic import atomic_write
+from fercore.checkpoint import LoadedModel, load_model
+from fercore.errors import UserError
+
+FORMATS = ("torchscript", "onnx")
+
+
+class ProbabilityModel(nn.Module):
+    """Normalisation, the network and softmax in one module: input float [N,1,48,48] with values 0..255."""
+
+    def __init__(self, loaded: LoadedModel):
+        super().__init__()
+        self.net = loaded.model
+        self.register_buffer("mean", torch.tensor(loaded.mean * 255))
+        self.register_buffer("std", torch.tensor(loaded.std * 255))
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        return self.net((faces - self.mean) / self.std).softmax(1)
+
+
+def export(checkpoint: str | Path, fmt: str, out: str | Path) -> Path:
+    """Write the exported model atomically; returns its path."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}: choose {' or '.join(FORMATS)}")
+    loaded = load_model(checkpoint)
+    wrapper = ProbabilityModel(loaded).eval()
+    example = torch.rand(2, 1, loaded.size, loaded.size) * 255
+    card = json.dumps({"classes": list(loaded.classes), "input": "float32 [N,1,48,48] grayscale 0..255",
+                       "output": "probabilities [N,C]", "arch": loaded.info.get("arch")})
+    out = Path(out)
+    if fmt == "torchscript":
+        with torch.no_grad():
+            scripted = torch.jit.trace(wrapper, example)
+        atomic_write(out, lambda handle: torch.jit.save(scripted, handle, _extra_files={"fercore.json": card}))
+    else:
+        import onnx
+
+        with torch.no_grad():
+            program = torch.onnx.export(wrapper, (example,), None, input_names=["faces"],
+                                        output_names=["probabilities"], dynamo=True, verbose=False,
+                                        dynamic_shapes={"faces": {0: torch.export.Dim("batch")}})
+        model = program.model_proto
+        onnx.helper.set_model_props(model, {"fercore": card})
+        atomic_write(out, lambda handle: handle.write(model.SerializeToString()))
+    return out

@@ -1,0 +1,124 @@
+"""Prediction: a photo or a video frame -> detected faces -> emotion probabilities, all faces in one batch."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fercore.checkpoint import SHIPPED, LoadedModel, load_model
+from fercore.data.images import ImageSource, downscale, open_image, to_face, to_gray
+from fercore.errors import UserError
+from fercore.faces import FaceDetector, fer_crop_box, load_detector
+from fercore.inference import predict_proba
+
+
+@dataclass
+class FacePrediction:
+    """One face: its box (x, y, w, h) in the image's pixels, the top label and every class's probability."""
+
+    box: tuple[int, int, int, int]
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"box": list(self.box), "label": self.label, "confidence": self.confidence,
+                "probabilities": self.probabilities}
+
+
+@dataclass
+class ImagePrediction:
+    """One image's result: its faces, whether no face was found (whole image classified), or an error."""
+
+    image: str
+    faces: list[FacePrediction] = field(default_factory=list)
+    error: str | None = None
+    no_face_found: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image": self.image, "faces": [f.to_json() for f in self.faces], "error": self.error,
+                "no_face_found": self.no_face_found}
+
+
+class Predictor:
+    """A loaded model and face detector; build once per process and reuse."""
+
+    def __init__(self, loaded: LoadedModel, detector: FaceDetector | None = None):
+        self.loaded = loaded
+        self.detector = detector or load_detector()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path = SHIPPED) -> Predictor:
+        return cls(load_model(path))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.loaded.classes
+
+    def classify(self, faces: np.ndarray) -> np.ndarray:
+        """Probabilities [N,C] for uint8 48x48 faces [N,48,48], using the model's own TTA default."""
+        if len(faces) == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        lm = self.loaded
+        return predict_proba(lm.model, faces, lm.mean, lm.std, tta=lm.tta).numpy()
+
+    def _predictions(self, boxes: list[tuple[int, int, int, int]], probs: np.ndarray) -> list[FacePrediction]:
+        out = []
+        for box, p in zip(boxes, probs):
+            top = int(p.argmax())
+            out.append(FacePrediction(tuple(int(v) for v in box), self.classes[top], float(p[top]),
+                                      {c: float(v) for c, v in zip(self.classes, p)}))
+        return out
+
+    def predict_array(self, rgb: np.ndarray, whole_if_none: bool = False,
+                      detect_scale: float = 1.0) -> list[FacePrediction]:
+        """Faces in an RGB uint8 frame. detect_scale < 1 detects on a smaller copy (for live video)."""
+        detect_on = rgb
+        if detect_scale < 1.0:
+            import cv2
+
+            detect_on = cv2.resize(rgb, None, fx=detect_scale, fy=detect_scale, interpolation=cv2.INTER_AREA)
+        h, w = rgb.shape[:2]
+        boxes = []
+        for face in self.detector.detect(detect_on):
+            x, y, bw, bh = fer_crop_box(face, detect_on.shape[1], detect_on.shape[0])
+            s = 1.0 / detect_scale
+            boxes.append((round(x * s), round(y * s), max(1, round(bw * s)), max(1, round(bh * s))))
+        gray = to_gray(Image.fromarray(rgb)) if rgb.ndim == 3 else rgb
+        if not boxes and whole_if_none:
+            boxes = [(0, 0, w, h)]
+        crops = np.stack([to_face(gray[y:y + bh, x:x + bw]) for x, y, bw, bh in boxes]) if boxes else np.zeros((0, 48, 48), np.uint8)
+        return self._predictions(boxes, self.classify(crops))
+
+    def predict_image(self, source: ImageSource, name: str = "image") -> ImagePrediction:
+        """A photo file or bytes: faces with boxes in the photo's own (EXIF-rotated) pixels; errors are caught."""
+        try:
+            img = open_image(source)
+        except UserError as exc:
+            return ImagePrediction(name, error=str(exc))
+        work, scale = downscale(img)
+        rgb = np.asarray(work.convert("RGB"))
+        faces = self.predict_array(rgb)
+        no_face = not faces
+        if no_face:
+            faces = self.predict_array(rgb, whole_if_none=True)
+        if scale != 1.0:
+            for face in faces:
+                face.box = tuple(round(v / scale) for v in face.box)
+        return ImagePrediction(name, faces, None, no_face)
+
+
+def predict_files(predictor: Predictor, paths: list[str | Path]) -> list[ImagePrediction]:
+    """Predict each file; one bad file gives an error entry, the others still get predictions."""
+    results = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            results.append(ImagePrediction(str(path), error="file not found"))
+            continue
+        with open(path, "rb") as handle:
+            results.append(predictor.predict_image(handle.read(), str(path)))
+    return results
