@@ -65,8 +65,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
     if args.no_augment:
         overrides["augment"] = AugmentConfig.off()
+    if args.config:  # a saved config.json (the app's launch file, another run's); flags override it
+        try:
+            saved = json.loads(Path(args.config).read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read --config {args.config}: {exc}") from None
+        if not isinstance(saved, dict):
+            raise UserError(f"--config {args.config} is not a JSON object of training options")
+        overrides = {**saved, **overrides}
     cfg = preset(args.preset, **overrides) if args.preset else TrainConfig.from_dict(overrides)
-    if args.data is None and not args.preset:
+    if args.data is None and not args.preset and not args.config:
         raise UserError("--data is required (a folder, archive.zip, fer2013.csv, or 'synthetic')")
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(cfg.arch)
     print(f"run directory: {run_dir}", file=sys.stderr)
@@ -152,6 +160,7 @@ def build_parser() -> _Parser:
     train = sub.add_parser("train", help="train a model from scratch; the run goes to --run-dir")
     train.add_argument("--data", help="folder, archive.zip, fer2013.csv, or 'synthetic[:N]'")
     train.add_argument("--preset", help="a named recipe: fer2013 (the shipped model), demo")
+    train.add_argument("--config", metavar="JSON", help="start from a saved config.json (a run's); flags override it")
     train.add_argument("--classes", nargs="+", help="emotion names or a set name (basic4); default all 7")
     train.add_argument("--arch", help="architecture name (see 'python -m fercore models')")
     train.add_argument("--epochs", type=int)

@@ -79,8 +79,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fer2013": dict(arch="fernet", epochs=45, batch_size=128, optimizer="sgd", lr=0.05, schedule="onecycle",
                     weight_decay=5e-4, label_smoothing=0.1, class_weights="sqrt"),
     # A minute on a laptop CPU: the synthetic demo set, end to end.
-    "demo": dict(data="synthetic", arch="basic", epochs=6, batch_size=64, optimizer="adamw", lr=3e-3,
-                 weight_decay=1e-4, schedule="onecycle", label_smoothing=0.0),
+    "demo": dict(data="synthetic", arch="basic", epochs=8, batch_size=64, optimizer="adamw", lr=3e-3,
+                 weight_decay=1e-4, schedule="onecycle", label_smoothing=0.0,
+                 augment=AugmentConfig(rotate=5, scale=0.05, translate=0.05, brightness=0.1, contrast=0.1, erase=0)),
 }
 
 

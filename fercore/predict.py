@@ -87,9 +87,13 @@ class Predictor:
             x, y, bw, bh = fer_crop_box(face, detect_on.shape[1], detect_on.shape[0])
             s = 1.0 / detect_scale
             boxes.append((round(x * s), round(y * s), max(1, round(bw * s)), max(1, round(bh * s))))
-        gray = to_gray(Image.fromarray(rgb)) if rgb.ndim == 3 else rgb
         if not boxes and whole_if_none:
             boxes = [(0, 0, w, h)]
+        return self.predict_boxes(rgb, boxes)
+
+    def predict_boxes(self, rgb: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[FacePrediction]:
+        """Classify the faces at known (x, y, w, h) boxes of a frame, without detecting (live video between detections)."""
+        gray = to_gray(Image.fromarray(rgb)) if rgb.ndim == 3 else rgb
         crops = np.stack([to_face(gray[y:y + bh, x:x + bw]) for x, y, bw, bh in boxes]) if boxes else np.zeros((0, 48, 48), np.uint8)
         return self._predictions(boxes, self.classify(crops))
 

@@ -106,6 +106,7 @@ def _place(parts: tuple[str, ...]) -> tuple[str | None, str | None, str | None]:
 
 def _decode_entries(entries: list[_Entry], source_name: str) -> RawFaces:
     report = LoadReport()
+    entries = sorted(entries, key=lambda e: (e.parts, e.name))  # one canonical order for folders and zips
     placed: list[tuple[_Entry, str, str]] = []
     unknown: Counter[str] = Counter()
     for entry in entries:

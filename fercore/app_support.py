@@ -1,0 +1,290 @@
+"""What the Streamlit app needs from fercore beyond one call: its settings, training processes, checkpoints to
+pick from, uploaded data sets and face grids.
+
+No Streamlit here (this is testable on its own), and no torch at import time (the home page stays fast):
+functions that need torch import it when called.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fercore.atomic import atomic_write_bytes, atomic_write_json
+from fercore.errors import UserError
+from fercore.runs import BEST, LAST, RunDir, list_runs
+
+if TYPE_CHECKING:
+    from fercore.augment import AugmentConfig
+    from fercore.config import TrainConfig
+    from fercore.data import FaceSet
+    from fercore.evaluate import EvalReport
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RUNS_DIR_ENV = "FERCORE_RUNS_DIR"
+DATA_DIR_ENV = "FERCORE_DATA_DIR"
+ICE_SERVERS_ENV = "FERCORE_ICE_SERVERS"
+
+DATA_UPLOAD_SUFFIXES = (".zip", ".csv")
+MAX_DATA_UPLOAD_MB = 300  # fits the Kaggle archive.zip (about 60 MB) and fer2013.csv (about 290 MB)
+MAX_IMAGE_UPLOAD_MB = 25
+LAUNCH_CONFIG = "launch.json"  # the recipe the app asked for; the run's own config.json follows it
+TRAIN_LOG = "train.log"  # the training process's stdout and stderr
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+IMBALANCE_RATIO = 3.0  # warn when the largest class has this many times the images of the smallest
+
+
+# ---------------------------------------------------------------- settings (environment variables)
+def runs_dir() -> Path:
+    """Where training runs live: $FERCORE_RUNS_DIR or runs/ in the project."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs").expanduser()
+
+
+def data_dir() -> Path:
+    """Where uploaded data sets are stored: $FERCORE_DATA_DIR or data/ in the project."""
+    return Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data").expanduser()
+
+
+def ice_servers() -> list[dict[str, Any]]:
+    """WebRTC ICE servers from $FERCORE_ICE_SERVERS (a JSON list); none by default, so nothing outside is asked."""
+    raw = os.environ.get(ICE_SERVERS_ENV, "").strip()
+    if not raw:
+        return []
+    example = '[{"urls": ["stun:stun.example.org:3478"]}]'
+    try:
+        servers = json.loads(raw)
+    except ValueError:
+        raise UserError(f"{ICE_SERVERS_ENV} is not valid JSON: give a list such as {example}") from None
+    if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
+        raise UserError(f"{ICE_SERVERS_ENV} must be a JSON list of servers with 'urls', such as {example}")
+    return servers
+
+
+# ---------------------------------------------------------------- training processes
+def training_threads() -> int:
+    """Threads for a training process: every usable core but one, which the app's server keeps."""
+    from fercore.hardware import usable_cores
+
+    return max(1, usable_cores() - 1)
+
+
+def default_run_name(arch: str) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}"
+
+
+def new_run_dir(name: str) -> Path:
+    """The directory for a new run called name under the runs folder; refuses unsafe or taken names."""
+    if not RUN_NAME.fullmatch(name):
+        raise UserError("a run name uses letters, digits, '.', '_' and '-' only (at most 80, no leading dot)")
+    path = runs_dir() / name
+    if path.exists():
+        raise UserError(f"a run named {name} already exists: choose another name")
+    return path
+
+
+_children: list[subprocess.Popen] = []  # launched processes, kept so that finished ones are reaped
+
+
+def _launch(args: list[str], run_dir: Path) -> int:
+    """Start `python -m fercore ARGS` in its own session at low priority, output to the run's log; returns its pid."""
+    _children[:] = [child for child in _children if child.poll() is None]
+    command = [sys.executable, "-m", "fercore", *args]
+    if shutil.which("nice"):
+        command = ["nice", "-n", "10", *command]  # nice execs python: the pid stays the training process's
+    with open(run_dir / TRAIN_LOG, "ab") as log:
+        child = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    _children.append(child)
+    return child.pid
+
+
+def start_training(cfg: TrainConfig, run_dir: Path) -> int:
+    """Launch a training process for cfg into the new run_dir; returns its pid. Invalid recipes fail here."""
+    cfg.validate()
+    run_dir.mkdir(parents=True)
+    atomic_write_json(run_dir / LAUNCH_CONFIG, cfg.to_dict())
+    return _launch(["train", "--config", str(run_dir / LAUNCH_CONFIG), "--run-dir", str(run_dir),
+                    "--threads", str(training_threads())], run_dir)
+
+
+def resume_training(run: RunDir) -> int:
+    """Launch a process that continues a stopped, interrupted or failed run from its last.pt."""
+    if run.is_active():
+        raise UserError(f"run {run.name} is still running")
+    if not run.file(LAST).exists():
+        raise UserError(f"run {run.name} has no {LAST} to resume from (it stopped before its first save)")
+    return _launch(["train", "--resume", str(run.path)], run.path)
+
+
+def log_tail(run: RunDir, lines: int = 12) -> str:
+    """The last lines of the run's training log ('' when there is none)."""
+    try:
+        text = run.file(TRAIN_LOG).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
+
+
+def launch_problem(run: RunDir) -> str | None:
+    """Why a launched run never got going (its process ended before writing a status), or None."""
+    if run.status_raw() or not run.file(TRAIN_LOG).exists():
+        return None
+    errors = [line for line in log_tail(run, 50).splitlines() if "error" in line.lower()]
+    if errors:
+        return errors[-1].removeprefix("fercore: error: ")
+    return None
+
+
+# ---------------------------------------------------------------- checkpoints
+@dataclass(frozen=True)
+class CheckpointChoice:
+    label: str
+    path: Path
+
+
+def shipped_checkpoint() -> Path:
+    from fercore.checkpoint import SHIPPED
+
+    return SHIPPED
+
+
+def checkpoint_choices() -> list[CheckpointChoice]:
+    """The shipped model (when it exists), then each run's best.pt and last.pt, newest run first."""
+    choices = []
+    if shipped_checkpoint().is_file():
+        choices.append(CheckpointChoice(f"shipped model ({shipped_checkpoint().name})", shipped_checkpoint()))
+    for run in list_runs(runs_dir()):
+        summary = run.summary()
+        if run.file(BEST).is_file():
+            best = summary["best_val_acc"]
+            note = f"val acc {best:.1%}" if best is not None else "no epoch yet"
+            choices.append(CheckpointChoice(f"{run.name} · best ({note})", run.file(BEST)))
+        if run.file(LAST).is_file():
+            choices.append(CheckpointChoice(f"{run.name} · last (epoch {summary['epochs']})", run.file(LAST)))
+    return choices
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
+def model_card(path: Path) -> dict[str, str]:
+    """A checkpoint's card as display rows: architecture, parameters, data, validation accuracy, training time."""
+    from fercore import checkpoint, models
+
+    card = checkpoint.model_card(checkpoint.read_checkpoint(path))
+    arch = card.get("arch", "?")
+    description = models.ARCHITECTURES[arch].description if arch in models.ARCHITECTURES else ""
+    metrics = card.get("metrics") or {}
+    epochs = RunDir(Path(path).parent).epochs()
+    trained_on = card.get("trained_on", {})
+    rows = {
+        "Architecture": f"{arch}: {description}" if description else arch,
+        "Parameters": f"{card['parameters'] / 1e6:.2f} M" if "parameters" in card else "?",
+        "Classes": ", ".join(card.get("classes", [])),
+        "Data": str(card.get("data_source", "?")),
+        "Validation accuracy": (f"{metrics['val_acc']:.1%} (macro F1 {metrics.get('val_macro_f1', 0):.3f}, "
+                                f"epoch {metrics.get('epoch', '?')})" if "val_acc" in metrics else "?"),
+        "Training time": (f"{_duration(sum(e.get('seconds', 0) for e in epochs))} for {len(epochs)} epochs"
+                          if epochs else "?"),
+    }
+    if trained_on:
+        rows["Trained on"] = f"{trained_on.get('device', '?')}, {trained_on.get('threads', '?')} thread(s), " \
+                             f"{trained_on.get('amp', '?')}"
+    return rows
+
+
+# ---------------------------------------------------------------- data sets
+def store_upload(name: str, content: bytes) -> Path:
+    """Keep an uploaded archive.zip or fer2013.csv under the data folder, named by its content (stored once)."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in DATA_UPLOAD_SUFFIXES:
+        raise UserError(f"{name}: upload a .zip (Kaggle's archive.zip) or a .csv (fer2013.csv)")
+    if len(content) > MAX_DATA_UPLOAD_MB * 1024**2:
+        raise UserError(f"{name} is {len(content) / 1024**2:.0f} MB, over the limit of {MAX_DATA_UPLOAD_MB} MB")
+    path = data_dir() / f"upload-{hashlib.sha256(content).hexdigest()[:20]}{suffix}"
+    if not path.exists():
+        atomic_write_bytes(path, content)
+    return path
+
+
+def class_samples(faces: FaceSet, per_class: int = 4, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Up to per_class random faces of each class, class by class, with their labels."""
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(np.flatnonzero(faces.labels == i))[:per_class] for i in range(len(faces.classes))]
+    order = np.concatenate(picked)
+    return faces.images[order], [faces.classes[faces.labels[i]] for i in order]
+
+
+def imbalance_warning(counts: dict[str, int]) -> str | None:
+    """A sentence for a class set whose largest class dwarfs its smallest, or None."""
+    rarest, commonest = min(counts, key=counts.get), max(counts, key=counts.get)
+    if counts[rarest] * IMBALANCE_RATIO > counts[commonest]:
+        return None
+    return (f"Imbalanced classes: {rarest} has {counts[rarest]:,} images, {commonest} {counts[commonest]:,} "
+            f"({counts[commonest] / max(1, counts[rarest]):.0f}x). Class weights 'sqrt' or 'balanced' help the "
+            "rare classes.")
+
+
+def face_grid(faces: np.ndarray, columns: int, zoom: int = 2, gap: int = 2) -> np.ndarray:
+    """Tile uint8 faces [N,H,W] into one image, columns wide, each face enlarged zoom times (nearest pixel)."""
+    n, h, w = faces.shape
+    rows = max(1, -(-n // columns))
+    grid = np.full((rows * (h * zoom + gap) - gap, columns * (w * zoom + gap) - gap), 255, np.uint8)
+    for i, face in enumerate(faces):
+        r, c = divmod(i, columns)
+        y, x = r * (h * zoom + gap), c * (w * zoom + gap)
+        grid[y:y + h * zoom, x:x + w * zoom] = np.kron(face, np.ones((zoom, zoom), np.uint8))
+    return grid
+
+
+def augmented(faces: np.ndarray, cfg: AugmentConfig, seed: int = 0) -> np.ndarray:
+    """The faces [N,48,48] as training would see them under cfg (a fixed seed: a change shows only its own effect)."""
+    import torch
+
+    from fercore.augment import augment_batch
+
+    x = torch.from_numpy(faces).unsqueeze(1).float() / 255
+    out = augment_batch(x, cfg, torch.Generator().manual_seed(seed))
+    return (out.squeeze(1) * 255).round().to(torch.uint8).numpy()
+
+
+def only(field: str, value: float) -> AugmentConfig:
+    """An augmentation recipe with one augmentation switched on, for its preview."""
+    from fercore.augment import AugmentConfig
+
+    return dataclasses.replace(AugmentConfig.off(), **{field: value})
+
+
+# ---------------------------------------------------------------- evaluation and prediction output
+def predictions_csv(report: EvalReport) -> str:
+    """One row per face: index, true class, predicted class and every class's probability."""
+    buffer = io.StringIO()
+    buffer.write(",".join(["index", "true", "predicted", *report.classes]) + "\n")
+    for i, (label, probs) in enumerate(zip(report.labels, report.probabilities)):
+        values = ",".join(f"{p:.5f}" for p in probs)
+        buffer.write(f"{i},{report.classes[label]},{report.classes[int(probs.argmax())]},{values}\n")
+    return buffer.getvalue()
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    return buffer.getvalue()

@@ -1,0 +1,108 @@
+"""Plotly figure builders for the app: pure functions of plain data (testable without Streamlit or torch)."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from fercore.labels import COLORS
+
+TRAIN_COLOR, VAL_COLOR, LR_COLOR = "#3e63dd", "#e5484d", "#12a594"
+METRIC_TITLES = {
+    "val_acc": "validation accuracy", "val_macro_f1": "validation macro F1", "val_loss": "validation loss",
+    "train_acc": "training accuracy", "train_loss": "training loss", "lr": "learning rate",
+}
+
+
+def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2),
+                      **extra)
+    return fig
+
+
+def training_curves(epochs: Sequence[Mapping[str, Any]], progress: Sequence[Mapping[str, Any]] = ()) -> go.Figure:
+    """Loss, accuracy (train and validation) and learning rate against epochs.
+
+    epochs are metrics.jsonl 'epoch' records; progress are 'progress' records, drawn as a dotted line at
+    fractional epochs so that an epoch in progress shows before its first validation.
+    """
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("loss", "accuracy", "learning rate"))
+    x = [e["epoch"] for e in epochs]
+    live = [p for p in progress if p["epoch"] > (x[-1] if x else 0)]
+    live_x = [p["epoch"] - 1 + p["step"] / p["steps"] for p in live]
+    for col, key in ((1, "loss"), (2, "acc")):
+        for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
+            fig.add_trace(go.Scatter(x=x, y=[e[f"{split}_{key}"] for e in epochs], name=split, mode="lines+markers",
+                                     line=dict(color=color), legendgroup=split, showlegend=col == 1), row=1, col=col)
+        if live:
+            fig.add_trace(go.Scatter(x=live_x, y=[p[f"train_{key}"] for p in live], name="train (this epoch)",
+                                     mode="lines", line=dict(color=TRAIN_COLOR, dash="dot"), legendgroup="live",
+                                     showlegend=col == 1), row=1, col=col)
+    lr_x, lr_y = x + live_x, [e["lr"] for e in epochs] + [p["lr"] for p in live]
+    fig.add_trace(go.Scatter(x=lr_x, y=lr_y, name="lr", mode="lines", line=dict(color=LR_COLOR), showlegend=False),
+                  row=1, col=3)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(tickformat=".0%", row=1, col=2)
+    fig.update_yaxes(tickformat=".1e", row=1, col=3)
+    return _layout(fig, 320)
+
+
+def runs_overlay(runs: Mapping[str, Sequence[Mapping[str, Any]]], metric: str = "val_acc") -> go.Figure:
+    """One metric of several runs against epochs, one line per run (name -> its epoch records)."""
+    fig = go.Figure()
+    for name, epochs in runs.items():
+        fig.add_trace(go.Scatter(x=[e["epoch"] for e in epochs], y=[e.get(metric) for e in epochs], name=name,
+                                 mode="lines+markers"))
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text=METRIC_TITLES.get(metric, metric), tickformat=".0%" if "acc" in metric else None)
+    return _layout(fig, 360)
+
+
+def confusion_heatmap(matrix: np.ndarray, classes: Sequence[str], normalize: bool = False) -> go.Figure:
+    """Confusion matrix (rows = true class, columns = predicted) with counts in the cells.
+
+    normalize colours each row by its share of the true class (recall on the diagonal) and writes the share
+    above the count.
+    """
+    counts = np.asarray(matrix)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = counts / np.maximum(totals, 1)
+    values = shares if normalize else counts
+    text = [[f"{s:.0%}<br>{c}" if normalize else f"{c}" for s, c in zip(srow, crow)]
+            for srow, crow in zip(shares, counts)]
+    fig = go.Figure(go.Heatmap(z=values, x=list(classes), y=list(classes), text=text, texttemplate="%{text}",
+                               colorscale="Blues", zmin=0, zmax=1 if normalize else None,
+                               hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
+    fig.update_xaxes(title_text="predicted", side="top")
+    fig.update_yaxes(title_text="true", autorange="reversed")
+    return _layout(fig, 120 + 48 * len(classes))
+
+
+def per_class_bars(per_class: Mapping[str, Mapping[str, float]]) -> go.Figure:
+    """Precision, recall and F1 of each class as grouped bars (EvalReport.per_class())."""
+    classes = list(per_class)
+    fig = go.Figure([go.Bar(x=classes, y=[per_class[c][metric] for c in classes], name=metric)
+                     for metric in ("precision", "recall", "f1")])
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    return _layout(fig, 320, barmode="group")
+
+
+def probability_bars(probabilities: Mapping[str, float], title: str | None = None) -> go.Figure:
+    """One face's class probabilities as horizontal bars in the emotions' colours, the top class on top."""
+    ranked = sorted(probabilities.items(), key=lambda kv: kv[1])
+    fig = go.Figure(go.Bar(x=[p for _, p in ranked], y=[c for c, _ in ranked], orientation="h",
+                           marker_color=[COLORS.get(c, "#888888") for c, _ in ranked],
+                           text=[f"{p:.0%}" for _, p in ranked], textposition="auto"))
+    fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    return _layout(fig, 60 + 26 * len(ranked), title=title)
+
+
+def class_counts(counts: Mapping[str, int], title: str | None = None) -> go.Figure:
+    """Images per class as bars in the emotions' colours."""
+    fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), text=[f"{n:,}" for n in counts.values()],
+                           textposition="outside", marker_color=[COLORS.get(c, "#888888") for c in counts]))
+    fig.update_yaxes(title_text="images")
+    return _layout(fig, 300, title=title)

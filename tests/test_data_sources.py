@@ -1,0 +1,226 @@
+"""Every data source layout, its error messages, and the decode cache."""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import jpeg_bytes, write_image_tree
+from fercore.data import load_data
+from fercore.data import dataset as dataset_module
+from fercore.data.sources import READERS
+from fercore.errors import UserError
+from fercore.labels import EMOTIONS, FER2013_CSV_ORDER
+
+
+def test_kaggle_folder_has_train_and_test(image_tree: Path) -> None:
+    data = load_data(image_tree)
+    assert data.splits_present() == ["test", "train"]
+    assert data.raw.images.shape[1:] == (48, 48) and data.raw.images.dtype == np.uint8
+    test = data.split("test")
+    assert set(test.counts()) == set(EMOTIONS) and all(n > 0 for n in test.counts().values())
+
+
+def test_bare_folder_is_one_split_and_val_is_carved(tmp_path: Path) -> None:
+    root = write_image_tree(tmp_path / "faces", per_class=10, splits=())
+    data = load_data(root)
+    assert data.splits_present() == ["all"]
+    train, val = data.split("train"), data.split("val")
+    assert len(train) + len(val) == len(data.split("all"))
+    assert all(n == 1 for n in val.counts().values())  # 10% of 10 per class, stratified
+
+
+def test_pointing_at_the_test_folder_itself_gives_test_split(image_tree: Path) -> None:
+    data = load_data(image_tree / "test")
+    assert data.splits_present() == ["test"]
+    assert len(data.split("test")) == len(load_data(image_tree).split("test"))
+
+
+def test_synonym_and_case_folder_names(tmp_path: Path) -> None:
+    names = {"angry": "Anger", "sad": "SADNESS", "happy": "Happiness", "surprise": "surprised"}
+    data = load_data(write_image_tree(tmp_path / "a", folder_names=names))
+    assert set(data.split("train").counts()) == set(EMOTIONS)
+
+
+def test_class_subset_relabels_with_names(image_tree: Path) -> None:
+    subset = ("angry", "happy", "neutral", "sad")
+    faces = load_data(image_tree).split("train", subset)
+    assert faces.classes == subset and set(faces.labels.tolist()) == {0, 1, 2, 3}
+
+
+def test_misnamed_class_folder_is_named_in_the_error(tmp_path: Path) -> None:
+    root = write_image_tree(tmp_path / "a", folder_names={"happy": "hapy"})
+    with pytest.raises(UserError, match=r"no happy images.*hapy"):
+        load_data(root).split("train")
+
+
+def test_wrong_layout_says_what_was_expected_and_found(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(jpeg_bytes(np.zeros((48, 48), np.uint8)))
+    with pytest.raises(UserError, match=r"expected train/ and test/.*found: a.jpg"):
+        load_data(tmp_path / "photos")
+
+
+def test_empty_folder_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no emotion folders"):
+        load_data(tmp_path / "empty")
+
+
+def test_unreadable_files_are_skipped_and_counted(image_tree: Path) -> None:
+    (image_tree / "train" / "happy" / "broken.jpg").write_bytes(b"this is text")
+    (image_tree / "train" / "sad" / "empty.png").write_bytes(b"")
+    data = load_data(image_tree)
+    assert data.raw.report.skipped_files == 2
+    assert "broken.jpg" in data.raw.report.summary() or "empty.png" in data.raw.report.summary()
+
+
+def test_all_unreadable_is_fatal(tmp_path: Path) -> None:
+    folder = tmp_path / "a" / "train" / "happy"
+    folder.mkdir(parents=True)
+    (folder / "x.jpg").write_bytes(b"nope")
+    with pytest.raises(UserError, match="none of the 1 images"):
+        load_data(tmp_path / "a")
+
+
+def test_images_of_any_mode_and_size(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "a" / "happy"
+    folder.mkdir(parents=True)
+    rgb = rng.integers(0, 255, (120, 90, 3), dtype=np.uint8)
+    (folder / "rgba.png").write_bytes(jpeg_bytes(rgb, "PNG", "RGBA"))
+    (folder / "palette.gif").write_bytes(jpeg_bytes(rgb, "GIF", "P"))
+    (folder / "cmyk.jpg").write_bytes(jpeg_bytes(rgb, "JPEG", "CMYK"))
+    (folder / "big.bmp").write_bytes(jpeg_bytes(rng.integers(0, 255, (600, 800, 3), dtype=np.uint8), "BMP"))
+    (folder / "one.png").write_bytes(jpeg_bytes(np.full((1, 1), 7, np.uint8), "PNG"))
+    (folder / "deep.png").write_bytes(jpeg_bytes((rng.integers(0, 65535, (50, 50))).astype(np.uint16), "PNG"))
+    (tmp_path / "a" / "sad").mkdir()
+    (tmp_path / "a" / "sad" / "x.webp").write_bytes(jpeg_bytes(rgb, "WEBP"))
+    data = load_data(tmp_path / "a")
+    assert data.raw.report.skipped_files == 0 and len(data.raw.images) == 7
+    assert data.raw.images.shape == (7, 48, 48)
+
+
+def test_zip_read_in_place_with_nested_top_folder(tmp_path: Path) -> None:
+    tree = write_image_tree(tmp_path / "archive")
+    zip_path = tmp_path / "archive.zip"
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for path in tree.rglob("*.jpg"):
+            archive.write(path, Path("fer2013") / path.relative_to(tree))
+    from_zip, from_folder = load_data(zip_path), load_data(tree)
+    assert from_zip.splits_present() == ["test", "train"]
+    assert from_zip.fingerprint == from_folder.fingerprint  # same faces, same order, same content
+
+
+def test_zip_slip_members_are_ignored_and_nothing_written(tmp_path: Path) -> None:
+    zip_path = tmp_path / "evil.zip"
+    face = jpeg_bytes(np.full((48, 48), 100, np.uint8))
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        archive.writestr("train/happy/ok.jpg", face)
+        archive.writestr("train/sad/ok.jpg", face)
+        archive.writestr("../../evil/happy/x.jpg", face)
+        archive.writestr("/abs/happy/y.jpg", face)
+    before = set(tmp_path.parent.parent.rglob("*.jpg"))
+    data = load_data(zip_path)
+    assert len(data.raw.images) == 2 and data.raw.report.skipped_files == 2
+    assert "unsafe path" in data.raw.report.summary()
+    assert set(tmp_path.parent.parent.rglob("*.jpg")) == before  # nothing extracted anywhere
+    assert not Path("/abs").exists() and not (Path.cwd().parent.parent / "evil").exists()
+
+
+def test_zip_bomb_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fercore.data import sources
+
+    zip_path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("train/happy/big.png", b"\0" * 3_000_000)
+    monkeypatch.setattr(sources, "MAX_ZIP_UNCOMPRESSED", 1_000_000)
+    with pytest.raises(UserError, match="zip bomb"):
+        load_data(zip_path)
+
+
+def test_not_a_zip(tmp_path: Path) -> None:
+    path = tmp_path / "archive.zip"
+    path.write_bytes(b"PK not really")
+    with pytest.raises(UserError, match="not a valid zip"):
+        load_data(path)
+
+
+def _csv(path: Path, rows: list[str], header: str = "emotion,pixels,Usage") -> Path:
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _pixels(value: int, n: int = 2304) -> str:
+    return " ".join([str(value)] * n)
+
+
+def test_csv_with_usage_maps_splits_and_fer_label_order(tmp_path: Path) -> None:
+    rows = [f"{label},{_pixels(label * 30)},{usage}" for label in range(7)
+            for usage in ("Training", "Training", "PublicTest", "PrivateTest")]
+    data = load_data(_csv(tmp_path / "fer2013.csv", rows))
+    assert data.splits_present() == ["test", "train", "val"]
+    test = data.split("test")
+    for face, label in zip(test.images, test.labels):  # csv label 6 is neutral, not surprise
+        assert EMOTIONS[label] == FER2013_CSV_ORDER[int(face[0, 0]) // 30]
+
+
+def test_csv_without_usage(tmp_path: Path) -> None:
+    rows = [f"{label},{_pixels(label)}" for label in range(7) for _ in range(3)]
+    data = load_data(_csv(tmp_path / "f.csv", rows, header="emotion,pixels"))
+    assert data.splits_present() == ["all"]
+
+
+@pytest.mark.parametrize("row, message", [
+    (f"3,{_pixels(1, 2000)},Training", "line 3: 2000 pixels, expected 2304"),
+    (f"9,{_pixels(1)},Training", "line 3: emotion 9 out of range"),
+    (f"3,{_pixels(1, 2303)} x,Training", "line 3: non-numeric"),
+    (f"3,{_pixels(300)},Training", "line 3: pixel values outside"),
+])
+def test_csv_bad_rows_are_reported_by_line(tmp_path: Path, row: str, message: str) -> None:
+    path = _csv(tmp_path / "f.csv", [f"0,{_pixels(5)},Training", row])
+    with pytest.raises(UserError, match=message):
+        load_data(path)
+
+
+def test_csv_wrong_header(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="header must have 'emotion' and 'pixels'"):
+        load_data(_csv(tmp_path / "f.csv", ["1,2"], header="label,image"))
+
+
+def test_second_load_hits_the_cache(image_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = load_data(image_tree)
+
+    def no_decoding(path: Path) -> None:
+        raise AssertionError("decoded again instead of using the cache")
+
+    monkeypatch.setitem(READERS, "folder", no_decoding)
+    second = load_data(image_tree)
+    assert second.fingerprint == first.fingerprint
+    np.testing.assert_array_equal(second.raw.images, first.raw.images)
+
+
+def test_cache_is_invalidated_when_a_file_changes(image_tree: Path) -> None:
+    first = load_data(image_tree)
+    (image_tree / "train" / "happy" / "new.jpg").write_bytes(jpeg_bytes(np.full((48, 48), 9, np.uint8)))
+    second = load_data(image_tree)
+    assert len(second.raw.images) == len(first.raw.images) + 1
+
+
+def test_synthetic_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = load_data("synthetic:700")
+    assert len(data.raw.images) == 700 and data.splits_present() == ["test", "train"]
+    with pytest.raises(UserError, match="synthetic size"):
+        load_data("synthetic:5")
+    assert dataset_module.is_synthetic("synthetic") and not dataset_module.is_synthetic("synthetics/x")
+
+
+def test_missing_source_and_unknown_split(image_tree: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="data not found"):
+        load_data(tmp_path / "nope")
+    with pytest.raises(UserError, match="has no val split|unknown split"):
+        load_data(image_tree).split("validation")
+    with pytest.raises(UserError, match="has no test split"):
+        load_data(write_image_tree(tmp_path / "b", splits=("train",))).split("test")

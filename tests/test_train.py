@@ -1,0 +1,133 @@
+"""Training runs: learning, run directory contents, stop and exact resume, failures."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from fercore import train as train_module
+from fercore.checkpoint import load_model, read_checkpoint
+from fercore.config import TrainConfig, preset
+from fercore.errors import UserError
+from fercore.evaluate import evaluate
+from fercore.runs import RunDir, list_runs
+from fercore.train import run_training
+
+
+def _cfg(**overrides: object) -> TrainConfig:
+    base = dict(data="synthetic:700", arch="basic", epochs=2, batch_size=32, optimizer="sgd", lr=0.02,
+                schedule="cosine", threads=1, amp="off")
+    return TrainConfig.from_dict({**base, **overrides})
+
+
+def test_short_run_learns_synthetic_faces_well_above_chance(tiny_checkpoint: Path) -> None:
+    report = evaluate(tiny_checkpoint, "synthetic:2100", "test")
+    assert report.accuracy > 0.5  # chance is 1/7
+
+
+def test_run_directory_has_everything(tiny_checkpoint: Path) -> None:
+    run = RunDir(tiny_checkpoint.parent)
+    assert run.status()["state"] == "finished"
+    assert TrainConfig.from_dict(run.config()).arch == "basic"
+    epochs = run.epochs()
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4, 5, 6]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"):
+        assert all(isinstance(e[key], float) for e in epochs)
+    assert any(r["type"] == "progress" for r in run.metrics())
+    best = read_checkpoint(run.file("best.pt"))  # weights_only=True inside
+    assert best["metrics"]["val_acc"] == max(e["val_acc"] for e in epochs)
+    assert "train_state" not in best and "train_state" in read_checkpoint(run.file("last.pt"))
+    assert best["classes"] == list(run.config()["classes"]) and len(best["data_fingerprint"]) == 16
+    assert not run.file("run.lock").exists()
+    assert list_runs(run.path.parent)[0].name == run.name
+
+
+def test_checkpoint_loads_with_plain_weights_only(tiny_checkpoint: Path) -> None:
+    data = torch.load(tiny_checkpoint, weights_only=True)
+    assert data["format"] == "fercore-checkpoint" and data["arch"] == "basic"
+    assert load_model(tiny_checkpoint).classes == tuple(data["classes"])
+
+
+def _stop_at(run_dir: Path, epoch: int, step: int):
+    def on_progress(record: dict) -> None:
+        if record["type"] == "progress" and record["epoch"] == epoch and record["step"] == step:
+            RunDir(run_dir).request_stop()
+    return on_progress
+
+
+def test_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
+    cfg = _cfg(epochs=3)
+    run_training(cfg, tmp_path / "straight")
+    stopped = run_training(cfg, tmp_path / "resumed", on_progress=_stop_at(tmp_path / "resumed", 2, 5))
+    assert stopped["stopped"]
+    run = RunDir(tmp_path / "resumed")
+    assert run.status()["state"] == "stopped" and not run.file("STOP").exists()
+    assert read_checkpoint(run.file("last.pt"))["train_state"]["position"]["step"] == 5
+    run_training(TrainConfig(), tmp_path / "resumed", resume=True)
+    straight = read_checkpoint(tmp_path / "straight" / "last.pt")["state_dict"]
+    resumed = read_checkpoint(tmp_path / "resumed" / "last.pt")["state_dict"]
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    a, b = RunDir(tmp_path / "straight").epochs(), run.epochs()
+    assert [e["val_acc"] for e in a] == [e["val_acc"] for e in b]
+    assert [e["train_loss"] for e in a] == pytest.approx([e["train_loss"] for e in b], rel=1e-6)
+
+
+def test_existing_run_dir_is_refused_and_resume_needs_last(tmp_path: Path) -> None:
+    run_training(_cfg(epochs=1), tmp_path / "r")
+    with pytest.raises(UserError, match="already holds a run"):
+        run_training(_cfg(epochs=1), tmp_path / "r")
+    with pytest.raises(UserError, match="nothing to resume"):
+        run_training(TrainConfig(), tmp_path / "empty", resume=True)
+
+
+def test_a_run_in_use_by_a_live_process_is_refused(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "busy")
+    run.path.mkdir()
+    run.file("run.lock").write_text(str(os.getppid()))  # a live process that is not us
+    with pytest.raises(UserError, match="already in use"):
+        run_training(_cfg(epochs=1), run.path)
+
+
+def test_stale_lock_and_status_of_a_dead_process(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "dead")
+    run.path.mkdir()
+    run.file("run.lock").write_text("999999999")
+    run.write_status(state="running", pid=999999999)
+    assert run.status()["state"] == "interrupted"
+    run_training(_cfg(epochs=1), run.path)  # the stale lock does not block a new run
+    assert run.status()["state"] == "finished"
+
+
+def test_diverging_loss_fails_the_run_with_a_message(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="loss became nan|loss became inf"):
+        run_training(_cfg(lr=1e12, schedule="constant", epochs=2), tmp_path / "nan")
+    status = RunDir(tmp_path / "nan").status()
+    assert status["state"] == "failed" and "learning rate" in status["error"]
+
+
+def test_bad_data_fails_cleanly_with_status(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="data not found"):
+        run_training(_cfg(data=str(tmp_path / "missing")), tmp_path / "bad")
+    status = RunDir(tmp_path / "bad").status()
+    assert status["state"] == "failed" and "data not found" in status["error"]
+
+
+@pytest.mark.parametrize("schedule, optimizer", [("onecycle", "adamw"), ("plateau", "sgd"), ("exponential", "sgd")])
+def test_every_schedule_and_optimizer_runs(tmp_path: Path, schedule: str, optimizer: str) -> None:
+    result = run_training(_cfg(schedule=schedule, optimizer=optimizer, epochs=2, class_weights="balanced",
+                               label_smoothing=0.1, early_stop=1), tmp_path / schedule)
+    assert 1 <= result["epochs"] <= 2
+
+
+def test_config_validation_and_presets() -> None:
+    with pytest.raises(UserError, match="learning rate"):
+        _cfg(lr=-1).validate()
+    with pytest.raises(UserError, match="unknown training option"):
+        TrainConfig.from_dict({"lr": 1, "colour": "red"})
+    assert preset("fer2013").arch == "fernet"
+    assert json.loads(json.dumps(preset("demo").to_dict()))["data"] == "synthetic"
