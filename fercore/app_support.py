@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     from fercore.config import TrainConfig
     from fercore.data import FaceSet
     from fercore.evaluate import EvalReport
+    from fercore.predict import ImagePrediction, Predictor
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "fer2013.pt"  # fercore.checkpoint.SHIPPED, without torch
 RUNS_DIR_ENV = "FERCORE_RUNS_DIR"
 DATA_DIR_ENV = "FERCORE_DATA_DIR"
 ICE_SERVERS_ENV = "FERCORE_ICE_SERVERS"
@@ -154,17 +156,11 @@ class CheckpointChoice:
     path: Path
 
 
-def shipped_checkpoint() -> Path:
-    from fercore.checkpoint import SHIPPED
-
-    return SHIPPED
-
-
 def checkpoint_choices() -> list[CheckpointChoice]:
     """The shipped model (when it exists), then each run's best.pt and last.pt, newest run first."""
     choices = []
-    if shipped_checkpoint().is_file():
-        choices.append(CheckpointChoice(f"shipped model ({shipped_checkpoint().name})", shipped_checkpoint()))
+    if SHIPPED_CHECKPOINT.is_file():
+        choices.append(CheckpointChoice(f"shipped model ({SHIPPED_CHECKPOINT.name})", SHIPPED_CHECKPOINT))
     for run in list_runs(runs_dir()):
         summary = run.summary()
         if run.file(BEST).is_file():
@@ -183,30 +179,31 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
-def model_card(path: Path) -> dict[str, str]:
-    """A checkpoint's card as display rows: architecture, parameters, data, validation accuracy, training time."""
-    from fercore import checkpoint, models
+def read_card(path: Path) -> dict[str, Any]:
+    """A checkpoint's model card: the checkpoint without its weights and training state."""
+    from fercore import checkpoint
 
-    card = checkpoint.model_card(checkpoint.read_checkpoint(path))
+    return checkpoint.model_card(checkpoint.read_checkpoint(path))
+
+
+def card_rows(card: dict[str, Any], path: Path) -> dict[str, str]:
+    """A model card as display rows: architecture, parameters, data, validation accuracy, training time."""
     arch = card.get("arch", "?")
-    description = models.ARCHITECTURES[arch].description if arch in models.ARCHITECTURES else ""
     metrics = card.get("metrics") or {}
-    epochs = RunDir(Path(path).parent).epochs()
-    trained_on = card.get("trained_on", {})
-    rows = {
-        "Architecture": f"{arch}: {description}" if description else arch,
+    epochs = RunDir(Path(path).parent).epochs()  # a run's metrics.jsonl, or the one shipped beside fer2013.pt
+    trained_on = card.get("trained_on") or {}
+    return {
+        "Architecture": arch,
         "Parameters": f"{card['parameters'] / 1e6:.2f} M" if "parameters" in card else "?",
         "Classes": ", ".join(card.get("classes", [])),
         "Data": str(card.get("data_source", "?")),
         "Validation accuracy": (f"{metrics['val_acc']:.1%} (macro F1 {metrics.get('val_macro_f1', 0):.3f}, "
                                 f"epoch {metrics.get('epoch', '?')})" if "val_acc" in metrics else "?"),
-        "Training time": (f"{_duration(sum(e.get('seconds', 0) for e in epochs))} for {len(epochs)} epochs"
+        "Training time": (f"{_duration(sum(e.get('seconds', 0) for e in epochs))} for {len(epochs)} epoch(s)"
                           if epochs else "?"),
+        "Trained on": (f"{trained_on.get('device', '?')}, {trained_on.get('threads', '?')} thread(s), "
+                       f"{trained_on.get('amp', '?')}" if trained_on else "?"),
     }
-    if trained_on:
-        rows["Trained on"] = f"{trained_on.get('device', '?')}, {trained_on.get('threads', '?')} thread(s), " \
-                             f"{trained_on.get('amp', '?')}"
-    return rows
 
 
 # ---------------------------------------------------------------- data sets
@@ -264,7 +261,7 @@ def augmented(faces: np.ndarray, cfg: AugmentConfig, seed: int = 0) -> np.ndarra
     return (out.squeeze(1) * 255).round().to(torch.uint8).numpy()
 
 
-def only(field: str, value: float) -> AugmentConfig:
+def single_augmentation(field: str, value: float) -> AugmentConfig:
     """An augmentation recipe with one augmentation switched on, for its preview."""
     from fercore.augment import AugmentConfig
 
@@ -280,6 +277,25 @@ def predictions_csv(report: EvalReport) -> str:
         values = ",".join(f"{p:.5f}" for p in probs)
         buffer.write(f"{i},{report.classes[label]},{report.classes[int(probs.argmax())]},{values}\n")
     return buffer.getvalue()
+
+
+@dataclass
+class AnnotatedPhoto:
+    prediction: ImagePrediction
+    image: np.ndarray | None  # the photo (RGB) with every face boxed and labelled; None for a bad file
+
+
+def annotate_photo(predictor: Predictor, content: bytes, name: str) -> AnnotatedPhoto:
+    """Predict the faces of a photo file's bytes and draw them on it; a bad file gives an error, not an exception."""
+    from fercore.data.images import open_image
+    from fercore.draw import annotate
+
+    prediction = predictor.predict_image(content, name)
+    if prediction.error:
+        return AnnotatedPhoto(prediction, None)
+    rgb = np.asarray(open_image(content).convert("RGB"))
+    note = "no face found: whole image classified" if prediction.no_face_found else None
+    return AnnotatedPhoto(prediction, annotate(rgb, prediction.faces, note))
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

@@ -48,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         result = run_training(TrainConfig(), Path(args.resume), resume=True, on_progress=_progress_printer())
-        print(json.dumps(result))
+        print(json.dumps({**result, "run_dir": args.resume}))
         return 0
     overrides: dict[str, Any] = {k: v for k, v in {
         "data": args.data, "arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -77,9 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data is None and not args.preset and not args.config:
         raise UserError("--data is required (a folder, archive.zip, fer2013.csv, or 'synthetic')")
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(cfg.arch)
-    print(f"run directory: {run_dir}", file=sys.stderr)
     result = run_training(cfg, run_dir, on_progress=_progress_printer())
-    print(json.dumps(result))
+    print(json.dumps({**result, "run_dir": str(run_dir)}))
     return 0
 
 

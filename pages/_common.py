@@ -1,0 +1,130 @@
+"""What the pages share: the data source and checkpoint pickers, the runs table, and the cached heavy objects.
+
+Nothing here imports torch at import time: the home page uses it too.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import streamlit as st
+
+from fercore import app_support
+from fercore.data import FaceData, is_synthetic, load_data
+from fercore.data.dataset import DEFAULT_SYNTHETIC_SIZE
+from fercore.data.sources import stat_fingerprint
+from fercore.runs import RunDir
+
+if TYPE_CHECKING:
+    from fercore.predict import Predictor
+
+SOURCE_KINDS = {
+    "synthetic": "Built-in synthetic demo faces",
+    "path": "A folder, .zip or .csv on this machine",
+    "upload": "Upload archive.zip or fer2013.csv",
+}
+
+
+def data_stamp(source: str) -> str:
+    """What changes when the data of a source changes (a cache key part)."""
+    return source if is_synthetic(source) else stat_fingerprint(Path(source).expanduser())
+
+
+@st.cache_resource(max_entries=2, show_spinner="Reading the data set (the first time decodes every image)...")
+def _load_data(source: str, stamp: str) -> FaceData:
+    return load_data(source)
+
+
+def load_faces(source: str) -> FaceData:
+    """The decoded data source, kept in memory while it is unchanged on disk."""
+    return _load_data(source, data_stamp(source))
+
+
+def data_source_picker(key: str, default: str = "synthetic") -> str | None:
+    """Synthetic faces, a path on disk or an upload, as a load_data source; None until the user has given one.
+
+    Raises UserError for a refused upload.
+    """
+    kinds = list(SOURCE_KINDS)
+    kind = st.radio("Data", kinds, index=0 if is_synthetic(default) else 1, format_func=SOURCE_KINDS.get,
+                    horizontal=True, key=f"{key}-kind")
+    if kind == "synthetic":
+        _, _, size = default.partition(":") if is_synthetic(default) else ("", "", "")
+        count = st.number_input("Number of synthetic faces (7 expressions, balanced)", 70, 200_000,
+                                int(size or DEFAULT_SYNTHETIC_SIZE), step=700, key=f"{key}-synthetic")
+        return f"synthetic:{count}"
+    if kind == "path":
+        path = st.text_input("Path", "" if is_synthetic(default) else default, key=f"{key}-path",
+                             placeholder="/data/fer2013/train  (emotion folders), archive.zip or fer2013.csv")
+        return path.strip() or None
+    upload = st.file_uploader("archive.zip (Kaggle) or fer2013.csv", type=["zip", "csv"], key=f"{key}-upload",
+                              max_upload_size=app_support.MAX_DATA_UPLOAD_MB)
+    if upload is None:
+        return None
+    stored: dict[str, str] = st.session_state.setdefault(f"{key}-stored", {})  # upload id -> stored path
+    if upload.file_id not in stored:
+        stored[upload.file_id] = str(app_support.store_upload(upload.name, upload.getvalue()))
+    st.caption(f"Stored as {stored[upload.file_id]}")
+    return stored[upload.file_id]
+
+
+def mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _card(path: str, modified: float) -> dict[str, Any]:
+    return app_support.read_card(Path(path))
+
+
+def checkpoint_card(path: Path) -> dict[str, Any]:
+    """The checkpoint's model card (cached while the file is unchanged); raises UserError for a bad file."""
+    return _card(str(path), mtime(path))
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the model...")
+def _predictor(path: str, modified: float) -> Predictor:
+    from fercore.predict import Predictor
+
+    return Predictor.from_checkpoint(path)
+
+
+def load_predictor(path: Path) -> Predictor:
+    """The model and face detector of a checkpoint, loaded once per process while the file is unchanged."""
+    return _predictor(str(path), mtime(path))
+
+
+def checkpoint_picker(key: str) -> Path | None:
+    """Pick the shipped model or a run's checkpoint; the choice carries over between pages. None when there is none."""
+    if not app_support.SHIPPED_CHECKPOINT.is_file():
+        st.info(f"The shipped model ({app_support.SHIPPED_CHECKPOINT.name}) is not there yet: a training run is "
+                "producing it. Meanwhile pick any run's checkpoint.")
+    choices = app_support.checkpoint_choices()
+    if not choices:
+        st.warning("No checkpoint yet: train a model first (the synthetic demo takes about a minute).")
+        st.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
+        return None
+    paths = [c.path for c in choices]
+    remembered = st.session_state.get("checkpoint")
+    chosen = st.selectbox("Model", choices, index=paths.index(remembered) if remembered in paths else 0,
+                          format_func=lambda c: c.label, key=key)
+    st.session_state["checkpoint"] = chosen.path
+    return chosen.path
+
+
+def show_card(path: Path) -> None:
+    """The checkpoint's card as a two-column table."""
+    rows = app_support.card_rows(checkpoint_card(path), path)
+    st.markdown("\n".join(["| Model card | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows.items())]))
+
+
+def runs_table(runs: list[RunDir]) -> None:
+    """The run history: one row per run."""
+    rows = [run.summary() for run in runs]
+    for row in rows:
+        row["duration_min"] = row.pop("duration_s") / 60
+    st.dataframe(rows, hide_index=True, column_order=(
+        "name", "state", "arch", "epochs", "best_val_acc", "duration_min", "data", "path"), column_config={
+        "best_val_acc": st.column_config.NumberColumn("best val acc", format="percent"),
+        "duration_min": st.column_config.NumberColumn("training min", format="%.1f"),
+    })

@@ -1,0 +1,94 @@
+"""Evaluate: a checkpoint on a data split: accuracy, macro F1, confusion, per-class report, confident mistakes."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from fercore import app_support, plots
+from fercore.data import is_synthetic
+from fercore.errors import UserError
+from fercore.evaluate import EvalReport, evaluate
+from fercore.runs import RunDir
+from pages._common import (checkpoint_card, checkpoint_picker, data_source_picker, data_stamp, load_faces, mtime,
+                           show_card)
+
+MISTAKES = 24
+
+
+@st.cache_data(max_entries=8, show_spinner="Evaluating...")
+def evaluation(checkpoint: str, checkpoint_mtime: float, source: str, source_stamp: str, split: str,
+               tta: bool) -> EvalReport:
+    return evaluate(checkpoint, source, split, tta)
+
+
+st.title("Evaluate")
+checkpoint = checkpoint_picker("evaluate-model")
+if checkpoint is None:
+    st.stop()
+try:
+    card = checkpoint_card(checkpoint)
+except UserError as exc:
+    st.error(str(exc))
+    st.stop()
+with st.expander("Model card"):
+    show_card(checkpoint)
+
+trained_on = str(card.get("data_source", "synthetic"))
+st.caption(f"Trained on {trained_on}" + ("" if is_synthetic(trained_on) else
+                                          " (the validation split is the checkpoint's own held-out carve)"))
+try:
+    source = data_source_picker("evaluate", default=trained_on)
+    if source is None:
+        st.stop()
+    splits = load_faces(source).splits_present()
+except UserError as exc:
+    st.error(str(exc))
+    st.stop()
+options = ["test", "val", "train", "all"] if "test" in splits else ["val", "train", "all"]
+left, right = st.columns(2)
+split = left.selectbox("Split", options, help="val: carved from train with the checkpoint's own fraction and seed")
+tta = right.toggle("Test-time augmentation (average with the mirrored face)", bool(card.get("tta", True)))
+try:
+    report = evaluation(str(checkpoint), mtime(checkpoint), source, data_stamp(source), split, tta)
+except UserError as exc:
+    st.error(str(exc))
+    st.stop()
+
+accuracy, macro_f1, count = st.columns(3)
+accuracy.metric("Accuracy", f"{report.accuracy:.1%}")
+macro_f1.metric("Macro F1", f"{report.macro_f1:.3f}")
+count.metric("Faces", f"{len(report.labels):,}")
+
+st.subheader("Confusion")
+normalize = st.toggle("Row-normalised (each true class sums to 100%)")
+st.plotly_chart(plots.confusion_heatmap(report.confusion(), report.classes, normalize))
+
+st.subheader("Per class")
+per_class = report.per_class()
+table = pd.DataFrame(per_class).T.rename_axis("class")
+left, right = st.columns([2, 3])
+left.dataframe(table, column_config={m: st.column_config.NumberColumn(format="%.3f")
+                                     for m in ("precision", "recall", "f1")})
+right.plotly_chart(plots.per_class_bars(per_class))
+
+st.subheader("Most confident mistakes")
+mistakes = report.mistakes(MISTAKES)
+if mistakes:
+    st.image([app_support.face_grid(report.faces.images[m["index"]][None], 1) for m in mistakes], width=96,
+             caption=[f"{m['true']} → {m['predicted']} {m['confidence']:.0%}" for m in mistakes])
+else:
+    st.success("No mistakes on this split.")
+
+epochs = RunDir(Path(checkpoint).parent).epochs()
+if epochs:
+    st.subheader("How it trained")
+    st.plotly_chart(plots.training_curves(epochs))
+
+stem = f"{Path(checkpoint).parent.name}-{Path(checkpoint).stem}-{split}"
+first, second, third = st.columns(3)
+first.download_button("Per-class CSV", table.to_csv(), f"{stem}-per-class.csv", "text/csv", on_click="ignore")
+second.download_button("Predictions CSV", lambda: app_support.predictions_csv(report), f"{stem}-predictions.csv",
+                       "text/csv", on_click="ignore")
+third.download_button("Report JSON", json.dumps(report.to_json(), indent=2), f"{stem}-report.json",
+                      "application/json", on_click="ignore")

@@ -1,0 +1,38 @@
+"""Home: what FER Studio does, the shipped model's card, the runs found on disk, and the way to each page."""
+import streamlit as st
+
+from fercore import app_support
+from fercore.errors import UserError
+from fercore.runs import list_runs
+from pages._common import runs_table, show_card
+
+st.title("FER Studio")
+st.markdown(
+    "Recognises seven emotions (angry, disgust, fear, happy, neutral, sad, surprise) in faces, with CNNs trained "
+    "from scratch on 48x48 grayscale faces.  \n"
+    "**Train** a model on FER2013 or on built-in synthetic faces and watch it learn; **Evaluate** it on held-out "
+    "faces;  \n**Predict** the emotions in your photos, a camera snapshot or your live webcam.")
+
+st.subheader("The shipped model")
+if app_support.SHIPPED_CHECKPOINT.is_file():
+    try:
+        show_card(app_support.SHIPPED_CHECKPOINT)
+    except UserError as exc:
+        st.error(str(exc))
+else:
+    st.warning(f"The shipped model {app_support.SHIPPED_CHECKPOINT.name} is missing: a training run is producing "
+               "it (`python -m fercore train --preset fer2013 --data FER2013_FOLDER`). Until it exists, Evaluate and "
+               "Predict work with any run's best.pt.")
+
+st.subheader("Training runs")
+runs = list_runs(app_support.runs_dir())
+if runs:
+    runs_table(runs)
+else:
+    st.caption(f"No runs yet in {app_support.runs_dir()}.")
+
+st.subheader("Go to")
+left, middle, right = st.columns(3)
+left.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
+middle.page_link("pages/evaluate.py", label="Evaluate a checkpoint", icon=":material/fact_check:")
+right.page_link("pages/predict.py", label="Predict on photos or webcam", icon=":material/mood:")

@@ -1,0 +1,91 @@
+"""Predict: the emotions of the faces in photos, a camera snapshot or the live webcam."""
+from pathlib import Path
+
+import streamlit as st
+
+from fercore import app_support, plots
+from fercore.errors import UserError
+from fercore.live import LiveAnnotator
+from fercore.predict import Predictor
+from pages._common import checkpoint_picker, load_predictor, mtime
+
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def annotated_photo(_predictor: Predictor, checkpoint: str, checkpoint_mtime: float, content: bytes,
+                    name: str) -> app_support.AnnotatedPhoto:
+    """Cached per model file and photo bytes (the predictor itself is not hashed: the checkpoint names it)."""
+    return app_support.annotate_photo(_predictor, content, name)
+
+
+def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str, key: str) -> None:
+    """One photo: the annotated image and its download, and a probability chart per face; one line for a bad file."""
+    result = annotated_photo(predictor, str(checkpoint), mtime(checkpoint), content, name)
+    prediction = result.prediction
+    if prediction.error:
+        st.error(f"{name}: {prediction.error}")
+        return
+    with st.container(border=True):
+        left, right = st.columns([3, 2])
+        left.image(result.image, caption=f"{name}: {len(prediction.faces)} face(s)")
+        left.download_button("Download annotated image", lambda: app_support.png_bytes(result.image),
+                             f"{Path(name).stem}-annotated.png", "image/png", on_click="ignore", key=f"{key}-png")
+        if prediction.no_face_found:
+            right.info("No face found. Shown instead: the whole image classified as one face, which is only "
+                       "meaningful when the image is a face crop.")
+        for i, face in enumerate(prediction.faces, 1):
+            right.plotly_chart(plots.probability_bars(face.probabilities, f"face {i}: {face.label} {face.confidence:.0%}"),
+                               key=f"{key}-face{i}")
+
+
+def live_webcam(predictor: Predictor, checkpoint: Path) -> None:
+    """The webcam through WebRTC, each frame annotated by a LiveAnnotator kept for this session and model."""
+    try:
+        ice_servers = app_support.ice_servers()
+    except UserError as exc:
+        st.error(str(exc))
+        return
+    import av
+    from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+    first, second, third = st.columns(3)
+    detect_every = first.slider("Detect faces every N frames", 1, 10, 3)
+    detect_scale = second.select_slider("Detect on the frame scaled by", [0.25, 0.5, 0.75, 1.0], 0.5)
+    smoothing = third.slider("Smooth labels over N frames", 1, 15, 5)
+    annotators = st.session_state.setdefault("live-annotators", {})  # one per model: it remembers faces
+    annotator = annotators.setdefault(str(checkpoint), LiveAnnotator(predictor))
+    annotator.detect_every, annotator.detect_scale, annotator.smoothing = detect_every, detect_scale, smoothing
+
+    def annotate_frame(frame: av.VideoFrame) -> av.VideoFrame:
+        return av.VideoFrame.from_ndarray(annotator.process(frame.to_ndarray(format="rgb24")), format="rgb24")
+
+    webrtc_streamer(key="live", mode=WebRtcMode.SENDRECV, rtc_configuration={"iceServers": ice_servers},
+                    media_stream_constraints={"video": True, "audio": False}, video_frame_callback=annotate_frame)
+    if not ice_servers:
+        st.caption(f"No ICE servers configured: works when the browser reaches this server directly (same machine or "
+                   f"network). For other setups give STUN/TURN servers in {app_support.ICE_SERVERS_ENV}.")
+
+
+st.title("Predict")
+checkpoint = checkpoint_picker("predict-model")
+if checkpoint is None:
+    st.stop()
+try:
+    predictor = load_predictor(checkpoint)
+except UserError as exc:
+    st.error(str(exc))
+    st.stop()
+
+photos, snapshot, webcam = st.tabs(["Photos", "Camera snapshot", "Live webcam"])
+with photos:
+    uploads = st.file_uploader("Drop photos here", type=IMAGE_TYPES, accept_multiple_files=True,
+                               max_upload_size=app_support.MAX_IMAGE_UPLOAD_MB)
+    for index, upload in enumerate(uploads or []):
+        show_photo(predictor, checkpoint, upload.getvalue(), upload.name, key=f"photo{index}")
+with snapshot:
+    picture = st.camera_input("Take a snapshot")
+    if picture is not None:
+        show_photo(predictor, checkpoint, picture.getvalue(), "snapshot", key="snapshot")
+with webcam:
+    live_webcam(predictor, checkpoint)

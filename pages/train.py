@@ -1,0 +1,227 @@
+"""Train: choose data and a recipe, start a training process, watch it live, and manage the runs on disk."""
+import dataclasses
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from fercore import app_support, models, plots
+from fercore.config import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES, TrainConfig, preset
+from fercore.data import FaceSet, is_synthetic
+from fercore.errors import UserError
+from fercore.labels import CLASS_SETS, EMOTIONS
+from fercore.runs import ACTIVE_STATES, LAST, RunDir, delete_run, list_runs
+from pages._common import data_source_picker, load_faces, runs_table
+
+# field of AugmentConfig -> (label, slider maximum, step)
+AUGMENTATIONS = {
+    "hflip": ("Mirror (probability)", 1.0, 0.05),
+    "rotate": ("Rotate (± degrees)", 45.0, 1.0),
+    "scale": ("Zoom (± fraction)", 0.5, 0.01),
+    "translate": ("Shift (± fraction of the side)", 0.3, 0.01),
+    "brightness": ("Brightness (±)", 0.6, 0.01),
+    "contrast": ("Contrast (± fraction)", 0.8, 0.01),
+    "erase": ("Erase a patch (probability)", 1.0, 0.05),
+}
+PREVIEW_FACES = 10
+RESUMABLE_STATES = ("stopped", "interrupted", "failed")
+DEVICES = ["auto", "cpu", *(["cuda"] if torch.cuda.is_available() else []),
+           *(["mps"] if torch.backends.mps.is_available() else [])]
+
+
+@st.cache_data(show_spinner=False)
+def parameter_count(arch: str, classes: int) -> int:
+    return models.parameter_count(models.build(arch, classes))
+
+
+def eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min {secs:02d} s"
+
+
+def live_panel(run: RunDir, polling: bool) -> None:
+    """Progress, curves, Stop and Resume of one run; reruns every 2 s while the run is going."""
+    status = run.status()
+    state = status.get("state")
+    if not status:
+        problem = app_support.launch_problem(run)
+        if not problem:
+            st.info("Starting the training process...")
+            return
+        st.error(f"The training process ended before it started: {problem}")
+        if polling:
+            st.rerun()
+        return
+    records = run.metrics()
+    epochs = [r for r in records if r.get("type") == "epoch"]
+    progress = [r for r in records if r.get("type") == "progress"]
+    total, epoch = status.get("total_epochs") or 1, status.get("epoch") or 0
+    step, steps = status.get("step") or 0, status.get("steps") or 0
+    done = len(epochs) / total if state not in ACTIVE_STATES or not steps else (epoch - 1 + step / steps) / total
+    best = status.get("best_val_acc")
+    speed = progress[-1]["images_per_s"] if progress else 0
+    parts = [f"**{state}**", f"epoch {epoch}/{total}"]
+    if state in ACTIVE_STATES:
+        parts += [f"step {step}/{steps}", f"{speed:,.0f} images/s", f"ETA {eta(status.get('eta_s'))}"]
+    if best is not None and best >= 0:
+        parts.append(f"best val acc {best:.1%}")
+    st.progress(min(1.0, max(0.0, done)), text=" · ".join(parts))
+    if epochs or progress:
+        st.plotly_chart(plots.training_curves(epochs, progress), key=f"curves-{run.name}")
+    if status.get("error") and state not in ACTIVE_STATES:
+        st.error(status["error"])
+        with st.expander("Training log"):
+            st.code(app_support.log_tail(run) or "(empty)")
+    if state in ACTIVE_STATES:
+        if run.stop_requested():
+            st.caption("Stop requested: the run saves its position and stops after the current step.")
+        elif st.button("Stop", icon=":material/stop:", key="stop"):
+            run.request_stop()
+            st.rerun(scope="fragment")
+    elif state in RESUMABLE_STATES and run.file(LAST).exists():
+        if st.button("Resume", icon=":material/play_arrow:", key="resume"):
+            app_support.resume_training(run)
+            st.rerun()
+    if polling and state not in ACTIVE_STATES:
+        st.rerun()  # the run just ended: refresh the whole page (history, checkpoints) and stop polling
+
+
+def live_section() -> None:
+    runs = list_runs(app_support.runs_dir())
+    launched = st.session_state.get("launched")
+    if launched and launched not in [r.path for r in runs]:
+        runs.insert(0, RunDir(launched))  # launched a moment ago: it has no config.json yet
+    if not runs:
+        return
+    default = next((r for r in runs if r.path == launched), None) or next(
+        (r for r in runs if r.is_active()), runs[0])
+    st.header("Live")
+    run = st.selectbox("Run", runs, index=runs.index(default), format_func=lambda r: r.name)
+    polling = run.is_active() or (not run.status_raw() and app_support.launch_problem(run) is None)
+    st.fragment(live_panel, run_every=2 if polling else None)(run, polling)
+
+
+def data_preview(faces: FaceSet, note: str) -> None:
+    counts = faces.counts()
+    left, right = st.columns([3, 2])
+    left.plotly_chart(plots.class_counts(counts, title=f"{len(faces):,} training faces"))
+    images, labels = app_support.class_samples(faces, per_class=6)
+    right.image(app_support.face_grid(images, columns=6), caption="six per class, rows: " + ", ".join(dict.fromkeys(labels)))
+    warning = app_support.imbalance_warning(counts)
+    if warning:
+        st.warning(warning)
+    if note:
+        st.caption(note)
+
+
+def augmentation_choices(base: TrainConfig, faces: FaceSet, key: str) -> dict[str, float]:
+    """A slider per augmentation beside a preview of what it does to the same faces."""
+    samples = app_support.class_samples(faces, per_class=2, seed=1)[0][:PREVIEW_FACES]
+    st.image(app_support.face_grid(samples, PREVIEW_FACES), caption="the faces as they are")
+    values = {}
+    for field, (label, top, step) in AUGMENTATIONS.items():
+        left, right = st.columns([1, 2], vertical_alignment="center")
+        values[field] = left.slider(label, 0.0, top, float(getattr(base.augment, field)), step, key=f"{key}{field}")
+        right.image(app_support.face_grid(app_support.augmented(
+            samples, app_support.single_augmentation(field, values[field])), PREVIEW_FACES))
+    all_on = dataclasses.replace(base.augment, **values)
+    st.image(app_support.face_grid(app_support.augmented(samples, all_on), PREVIEW_FACES),
+             caption="all together, as the first training step would see them")
+    return values
+
+
+def new_run_section() -> None:
+    st.header("New run")
+    try:
+        source = data_source_picker("train")
+    except UserError as exc:
+        st.error(str(exc))
+        return
+    if source is None:
+        st.info("Give a data source to see its faces and start a run.")
+        return
+    set_name = st.selectbox("Classes", [*CLASS_SETS, "custom"], key="class-set",
+                            format_func=lambda s: f"{s}: {', '.join(CLASS_SETS[s])}" if s in CLASS_SETS else s)
+    classes = CLASS_SETS.get(set_name) or tuple(st.multiselect("Emotions", EMOTIONS, default=EMOTIONS))
+    preset_name = "demo" if is_synthetic(source) else "fer2013"
+    base = preset(preset_name, data=source, classes=list(classes))
+    try:
+        data = load_faces(source)
+        faces = data.split("train", classes, base.val_fraction, base.split_seed)
+    except UserError as exc:
+        st.error(str(exc))
+        return
+    data_preview(faces, data.raw.report.summary())
+
+    st.subheader(f"Recipe (defaults: the {preset_name} preset)")
+    key = f"{preset_name}-"  # other defaults for other data: the widgets of each preset are their own
+    first, second, third = st.columns(3)
+    arch = first.selectbox("Architecture", models.names(), index=models.names().index(base.arch), key=key + "arch",
+                           format_func=lambda a: f"{a} ({parameter_count(a, len(classes)) / 1e6:.2f} M parameters)",
+                           help="\n\n".join(f"**{a.name}**: {a.description}" for a in models.ARCHITECTURES.values()))
+    epochs = second.number_input("Epochs", 1, 500, base.epochs, key=key + "epochs")
+    batch_size = third.number_input("Batch size", 2, 2048, base.batch_size, key=key + "batch")
+    optimizer = first.selectbox("Optimizer", OPTIMIZERS, OPTIMIZERS.index(base.optimizer), key=key + "opt")
+    lr = second.number_input("Learning rate (peak)", 1e-6, 1.0, base.lr, format="%.4f", step=1e-3, key=key + "lr")
+    schedule = third.selectbox("Schedule", SCHEDULES, SCHEDULES.index(base.schedule), key=key + "schedule")
+    weight_decay = first.number_input("Weight decay", 0.0, 0.1, base.weight_decay, format="%.5f", step=1e-4,
+                                      key=key + "wd")
+    label_smoothing = second.slider("Label smoothing", 0.0, 0.5, base.label_smoothing, 0.05, key=key + "ls")
+    class_weights = third.selectbox("Class weights", CLASS_WEIGHTS, CLASS_WEIGHTS.index(base.class_weights),
+                                    key=key + "cw", help="sqrt or balanced weigh rare classes up in the loss")
+    device = first.selectbox("Device", DEVICES, key=key + "device")
+    seed = second.number_input("Seed", 0, 2**31 - 1, base.seed, key=key + "seed")
+    name = third.text_input("Run name", key="run-name", placeholder=f"{app_support.default_run_name(arch)} (automatic)")
+    with st.expander("Augmentation: what each one does to the training faces"):
+        augment = augmentation_choices(base, faces, key)
+
+    cfg = dataclasses.replace(base, arch=arch, epochs=int(epochs), batch_size=int(batch_size), optimizer=optimizer,
+                              lr=float(lr), schedule=schedule, weight_decay=float(weight_decay),
+                              label_smoothing=float(label_smoothing), class_weights=class_weights, device=device,
+                              seed=int(seed), augment=dataclasses.replace(base.augment, **augment))
+    busy = [r.name for r in list_runs(app_support.runs_dir()) if r.is_active()]
+    if busy:
+        st.warning(f"Already training: {', '.join(busy)}. A second run shares the CPU with it and both slow down.")
+    if st.button("Start training", type="primary", icon=":material/play_arrow:"):
+        try:
+            run_dir = app_support.new_run_dir(name.strip() or app_support.default_run_name(arch))
+            app_support.start_training(cfg, run_dir)
+        except UserError as exc:
+            st.error(str(exc))
+            return
+        st.session_state["launched"] = run_dir
+        st.rerun()
+
+
+def history_section() -> None:
+    runs = list_runs(app_support.runs_dir())
+    if not runs:
+        return
+    st.header("Runs")
+    runs_table(runs)
+    with_epochs = [r for r in runs if r.epochs()]
+    if with_epochs:
+        left, right = st.columns([3, 1])
+        chosen = left.multiselect("Compare runs", [r.name for r in with_epochs],
+                                  default=[r.name for r in with_epochs[:3]], key="compare")
+        metric = right.selectbox("Metric", list(plots.METRIC_TITLES), format_func=plots.METRIC_TITLES.get,
+                                 key="compare-metric")
+        by_name = {r.name: r for r in with_epochs}
+        st.plotly_chart(plots.runs_overlay({n: by_name[n].epochs() for n in chosen}, metric))
+    with st.popover("Delete a run", icon=":material/delete:"):
+        doomed = st.selectbox("Run to delete", [r.name for r in runs], key="doomed")
+        if st.button("Delete for good", type="primary", key="delete"):
+            try:
+                delete_run(RunDir(app_support.runs_dir() / doomed))
+            except UserError as exc:
+                st.error(str(exc))
+            else:
+                st.rerun()
+
+
+st.title("Train")
+live_section()
+new_run_section()
+history_section()

@@ -1,0 +1,113 @@
+"""`python -m fercore`: every command, its --json output and exit codes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_image_tree
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fercore(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "fercore", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_train_then_resume_from_the_cli(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = fercore("train", "--data", "synthetic:700", "--arch", "basic", "--epochs", "1", "--batch-size", "32",
+                     "--threads", "1", "--run-dir", run, "--classes", "basic4")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["epochs"] == 1
+    assert "epoch 1:" in result.stderr
+    assert json.loads((run / "config.json").read_text())["classes"] == ["angry", "happy", "neutral", "sad"]
+    again = fercore("train", "--resume", run)  # already finished: resumes nothing and exits cleanly
+    assert again.returncode == 0, again.stderr
+    listing = fercore("runs", "--root", tmp_path, "--json")
+    assert json.loads(listing.stdout)[0]["state"] == "finished"
+
+
+def test_evaluate_json_contract(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    data = write_image_tree(tmp_path / "archive", per_class=3)
+    result = fercore("evaluate", "--checkpoint", tiny_checkpoint, "--data", data, "--split", "test", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert 0 <= out["accuracy"] <= 1 and 0 <= out["macro_f1"] <= 1 and out["n"] == 21
+    assert out["classes"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    assert set(out["per_class"]["happy"]) == {"precision", "recall", "f1", "support"}
+    assert len(out["confusion"]) == 7 and sum(map(sum, out["confusion"])) == 21 and out["tta"] is True
+    only_test = fercore("evaluate", "--checkpoint", tiny_checkpoint, "--data", data / "test", "--split", "test",
+                        "--no-tta", "--json")
+    assert json.loads(only_test.stdout)["n"] == 21 and json.loads(only_test.stdout)["tta"] is False
+    text = fercore("evaluate", "--checkpoint", tiny_checkpoint, "--data", data, "--split", "all")
+    assert "accuracy" in text.stdout and "confusion" in text.stdout
+
+
+def test_predict_json_contract(tiny_checkpoint: Path, astronaut_jpeg: bytes, tmp_path: Path) -> None:
+    (tmp_path / "face.jpg").write_bytes(astronaut_jpeg)
+    (tmp_path / "bad.jpg").write_text("nope")
+    result = fercore("predict", "--checkpoint", tiny_checkpoint, tmp_path / "face.jpg", tmp_path / "bad.jpg", "--json")
+    assert result.returncode == 0, result.stderr
+    good, bad = json.loads(result.stdout)
+    assert good["error"] is None and len(good["faces"]) == 1
+    face = good["faces"][0]
+    assert len(face["box"]) == 4 and face["label"] in face["probabilities"] and 0 < face["confidence"] <= 1
+    assert bad["faces"] == [] and "not an image" in bad["error"]
+    assert fercore("predict", "--checkpoint", tiny_checkpoint, tmp_path / "bad.jpg").returncode == 2
+
+
+def test_export_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    result = fercore("export", "--checkpoint", tiny_checkpoint, "--format", "torchscript", "--out", tmp_path / "m.pt")
+    assert result.returncode == 0 and (tmp_path / "m.pt").stat().st_size > 1000
+
+
+def test_models_lists_architectures() -> None:
+    out = fercore("models").stdout
+    assert "basic" in out and "vgg" in out and "fernet" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train"], "--data is required"),
+    (["train", "--data", "/no/such/folder", "--run-dir", "{tmp}/r"], "data not found"),
+    (["train", "--data", "synthetic", "--lr", "-1", "--run-dir", "{tmp}/r"], "learning rate must be positive"),
+    (["train", "--data", "synthetic", "--classes", "happy", "grumpy"], "unknown emotion 'grumpy'"),
+    (["train", "--epochs", "many"], "invalid int value"),
+    (["evaluate", "--data", "synthetic", "--checkpoint", "{tmp}/none.pt"], "checkpoint not found"),
+    (["evaluate", "--data", "{tmp}/notes.txt", "--checkpoint", "{ckpt}"], "unsupported data file notes.txt"),
+    (["evaluate", "--data", "synthetic", "--checkpoint", "{tmp}/notes.txt"], "not a readable checkpoint"),
+    (["predict", "{tmp}/notes.txt", "--checkpoint", "{ckpt}"], "error"),
+    (["export", "--format", "onnx", "--out", "x", "--checkpoint", "{tmp}/none.pt"], "checkpoint not found"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_user_errors_exit_2_with_one_line(tmp_path: Path, tiny_checkpoint: Path, args: list[str], message: str) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    result = fercore(*[a.format(tmp=tmp_path, ckpt=tiny_checkpoint) for a in args])
+    if args[0] == "predict":  # per-image errors go to stdout; the exit code says none worked
+        assert result.returncode == 2 and "error" in result.stdout
+        return
+    assert message in _one_error_line(result)
+
+
+def test_missing_shipped_model_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture) -> None:
+    from fercore import checkpoint
+    from fercore.cli import main
+
+    monkeypatch.setattr(checkpoint, "SHIPPED", tmp_path / "fer2013.pt")
+    assert main(["evaluate", "--data", "synthetic", "--checkpoint", str(tmp_path / "fer2013.pt")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "shipped model" in line and "train" in line and "\n" not in line

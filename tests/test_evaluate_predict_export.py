@@ -1,0 +1,139 @@
+"""Evaluation numbers against scikit-learn, prediction on a real photo, export parity."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import f1_score
+
+from fercore.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from fercore.data import FaceSet
+from fercore.draw import annotate
+from fercore.evaluate import EvalReport, evaluate
+from fercore.export import export
+from fercore.inference import predict_proba
+from fercore.predict import Predictor, predict_files
+
+
+def test_report_matches_a_known_case() -> None:
+    classes = ("angry", "happy", "sad")
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    predicted = np.array([0, 1, 1, 1, 2, 2])
+    probs = np.eye(3)[predicted] * 0.8 + 0.2 / 3
+    report = EvalReport(classes, labels, probs, FaceSet(np.zeros((6, 48, 48), np.uint8), labels, classes), False)
+    assert report.accuracy == pytest.approx(4 / 6)
+    assert report.macro_f1 == pytest.approx(f1_score(labels, predicted, average="macro"))
+    assert report.confusion().tolist() == [[1, 1, 0], [0, 2, 1], [0, 0, 1]]
+    assert report.per_class()["happy"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert [m["index"] for m in report.mistakes()] == [1, 4]
+    out = report.to_json()
+    assert out["n"] == 6 and out["classes"] == list(classes) and out["confusion"][0] == [1, 1, 0]
+
+
+def test_evaluate_uses_tta_default_and_override(tiny_checkpoint: Path) -> None:
+    with_default = evaluate(tiny_checkpoint, "synthetic:2100", "test")
+    assert with_default.tta is True  # the tiny model keeps the checkpoint default
+    plain = evaluate(tiny_checkpoint, "synthetic:2100", "test", tta=False)
+    assert plain.tta is False and not np.allclose(plain.probabilities, with_default.probabilities)
+    assert plain.per_class()["happy"]["support"] == 60
+
+
+def test_photo_with_a_face_gets_one_boxed_prediction(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:
+    result = Predictor.from_checkpoint(tiny_checkpoint).predict_image(astronaut_jpeg, "astronaut.jpg")
+    assert result.error is None and not result.no_face_found and len(result.faces) == 1
+    face = result.faces[0]
+    x, y, w, h = face.box
+    assert 150 < x + w / 2 < 260 and 60 < y + h / 2 < 170 and w == h  # the astronaut's face, FER-style square
+    assert sum(face.probabilities.values()) == pytest.approx(1, abs=1e-4)
+    assert face.label == max(face.probabilities, key=face.probabilities.get)
+
+
+def test_photo_without_a_face_offers_the_whole_image(tiny_checkpoint: Path) -> None:
+    blank = io.BytesIO()
+    Image.new("RGB", (300, 200), (90, 90, 90)).save(blank, "PNG")
+    result = Predictor.from_checkpoint(tiny_checkpoint).predict_image(blank.getvalue())
+    assert result.no_face_found and result.faces[0].box == (0, 0, 300, 200)
+
+
+def test_big_exif_rotated_photo_boxes_are_in_original_pixels(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:
+    big = Image.open(io.BytesIO(astronaut_jpeg)).resize((2048, 2048))
+    buffer = io.BytesIO()
+    big.save(buffer, "JPEG")
+    face = Predictor.from_checkpoint(tiny_checkpoint).predict_image(buffer.getvalue()).faces[0]
+    assert 600 < face.box[0] + face.box[2] / 2 < 1040  # 4x the 512-pixel location
+
+
+def test_one_bad_file_does_not_stop_the_batch(tiny_checkpoint: Path, astronaut_jpeg: bytes, tmp_path: Path) -> None:
+    (tmp_path / "good.jpg").write_bytes(astronaut_jpeg)
+    (tmp_path / "bad.jpg").write_text("not an image")
+    results = predict_files(Predictor.from_checkpoint(tiny_checkpoint),
+                            [tmp_path / "bad.jpg", tmp_path / "good.jpg", tmp_path / "missing.png"])
+    assert [r.error is None for r in results] == [False, True, False]
+    assert "not an image" in results[0].error and results[2].error == "file not found"
+
+
+def test_annotate_draws_in_the_emotion_colour(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:
+    rgb = np.asarray(Image.open(io.BytesIO(astronaut_jpeg)).convert("RGB"))
+    faces = Predictor.from_checkpoint(tiny_checkpoint).predict_array(rgb)
+    out = annotate(rgb, faces)
+    assert out.shape == rgb.shape and not np.array_equal(out, rgb)
+    x, y, w, h = faces[0].box
+    from fercore.labels import COLORS
+    expected = tuple(int(COLORS[faces[0].label][i:i + 2], 16) for i in (1, 3, 5))
+    assert tuple(out[y + h // 2, x]) == expected
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_gives_the_checkpoint_probabilities(tiny_checkpoint: Path, tmp_path: Path, fmt: str) -> None:
+    out = export(tiny_checkpoint, fmt, tmp_path / f"model.{fmt}")
+    faces = np.random.default_rng(0).integers(0, 255, (5, 48, 48), dtype=np.uint8)
+    loaded = load_model(tiny_checkpoint)
+    with torch.autocast("cpu", enabled=False):
+        expected = predict_proba(loaded.model.float(), faces, loaded.mean, loaded.std).numpy()
+    x = faces[:, None].astype(np.float32)
+    if fmt == "onnx":
+        got = ort.InferenceSession(str(out)).run(None, {"faces": x})[0]
+    else:
+        got = torch.jit.load(str(out))(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(got, expected, atol=2e-2)  # inference here may use bf16 autocast
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.8
+
+
+def test_checkpoint_errors_are_clear(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"format": "fercore-checkpoint", "x": Evil()}))
+    with pytest.raises(CheckpointError, match="not a fercore checkpoint|not a readable"):
+        read_checkpoint(tmp_path / "evil.pt")
+    torch.save({"format": "fercore-checkpoint", "x": Evil()}, tmp_path / "evil2.pt")
+    with pytest.raises(CheckpointError, match="refused to unpickle|not a"):
+        read_checkpoint(tmp_path / "evil2.pt")
+    assert not (tmp_path / "pwned").exists()
+
+    whole = tiny_checkpoint.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CheckpointError, match="truncated or another format"):
+        read_checkpoint(tmp_path / "cut.pt")
+
+    torch.save({"model": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="no 'fercore-checkpoint' format tag"):
+        read_checkpoint(tmp_path / "other.pt")
+
+    data = read_checkpoint(tiny_checkpoint)
+    save_checkpoint(tmp_path / "wrong.pt", {**data, "arch": "vgg"})
+    with pytest.raises(CheckpointError, match="do not match architecture 'vgg'"):
+        load_model(tmp_path / "wrong.pt")
+    save_checkpoint(tmp_path / "fewer.pt", {**data, "classes": ["angry", "happy"]})
+    with pytest.raises(CheckpointError, match="with 2 classes"):
+        load_model(tmp_path / "fewer.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "nothing.pt")
