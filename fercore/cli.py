@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -229,3 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fercore: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a permission problem: the environment, not a bug
+        print(f"fercore: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if os.environ.get("FERCORE_DEBUG"):
+            raise
+        print(f"fercore: internal error: {type(exc).__name__}: {exc} (set FERCORE_DEBUG=1 for details)",
+              file=sys.stderr)
+        return 1

@@ -121,7 +121,7 @@ class RunDir:
         status = self.status_raw()
         if status.get("state") in ACTIVE_STATES and not pid_alive(status.get("pid")):
             status["state"] = "interrupted"
-            status.setdefault("error", "the training process ended without saying so (killed or crashed)")
+            status["error"] = status.get("error") or "the training process ended without saying so (killed or crashed)"
         return status
 
     def metrics(self) -> list[dict[str, Any]]:

@@ -328,7 +328,8 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False,
             trainer._save_last()
             run.write_status(state="stopped", pid=None, epoch=trainer.pos.epoch + 1)
             return {"stopped": True, "best_val_acc": trainer.pos.best_val_acc}
-        run.write_status(state="finished", pid=None, eta_s=0.0, best_val_acc=result["best_val_acc"])
+        run.write_status(state="finished", pid=None, epoch=result["epochs"], eta_s=0.0,
+                         best_val_acc=result["best_val_acc"])
         return result
     except Exception as exc:
         message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"

@@ -75,6 +75,7 @@ right.plotly_chart(plots.per_class_bars(per_class))
 st.subheader("Most confident mistakes")
 mistakes = report.mistakes(MISTAKES)
 if mistakes:
+    st.caption("true → predicted, with the model's confidence")
     st.image([app_support.face_grid(report.faces.images[m["index"]][None], 1) for m in mistakes], width=96,
              caption=[f"{m['true']} → {m['predicted']} {m['confidence']:.0%}" for m in mistakes])
 else:

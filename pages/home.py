@@ -9,9 +9,10 @@ from pages._common import runs_table, show_card
 st.title("FER Studio")
 st.markdown(
     "Recognises seven emotions (angry, disgust, fear, happy, neutral, sad, surprise) in faces, with CNNs trained "
-    "from scratch on 48x48 grayscale faces.  \n"
+    "from scratch.  \n"
     "**Train** a model on FER2013 or on built-in synthetic faces and watch it learn; **Evaluate** it on held-out "
-    "faces;  \n**Predict** the emotions in your photos, a camera snapshot or your live webcam.")
+    "faces.  \n"
+    "**Predict** the emotions in your photos, a camera snapshot or your live webcam.")
 
 st.subheader("The shipped model")
 if app_support.SHIPPED_CHECKPOINT.is_file():

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from fercore import app_support, plots
+from fercore import app_support, plots, rtc
 from fercore.errors import UserError
 from fercore.live import LiveAnnotator
 from fercore.predict import Predictor
@@ -28,7 +28,8 @@ def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str
         return
     with st.container(border=True):
         left, right = st.columns([3, 2])
-        left.image(result.image, caption=f"{name}: {len(prediction.faces)} face(s)")
+        found = "no face found" if prediction.no_face_found else f"{len(prediction.faces)} face(s)"
+        left.image(result.image, caption=f"{name}: {found}")
         left.download_button("Download annotated image", lambda: app_support.png_bytes(result.image),
                              f"{Path(name).stem}-annotated.png", "image/png", on_click="ignore", key=f"{key}-png")
         if prediction.no_face_found:
@@ -37,6 +38,11 @@ def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str
         for i, face in enumerate(prediction.faces, 1):
             right.plotly_chart(plots.probability_bars(face.probabilities, f"face {i}: {face.label} {face.confidence:.0%}"),
                                key=f"{key}-face{i}")
+
+
+def live_stats(annotator: LiveAnnotator) -> None:
+    """How many frames the server has annotated and how fast (refreshed every second while the stream plays)."""
+    st.caption(f"{annotator.frames:,} frames annotated · {annotator.fps:.1f} frames/s")
 
 
 def live_webcam(predictor: Predictor, checkpoint: Path) -> None:
@@ -60,8 +66,12 @@ def live_webcam(predictor: Predictor, checkpoint: Path) -> None:
     def annotate_frame(frame: av.VideoFrame) -> av.VideoFrame:
         return av.VideoFrame.from_ndarray(annotator.process(frame.to_ndarray(format="rgb24")), format="rgb24")
 
-    webrtc_streamer(key="live", mode=WebRtcMode.SENDRECV, rtc_configuration={"iceServers": ice_servers},
-                    media_stream_constraints={"video": True, "audio": False}, video_frame_callback=annotate_frame)
+    rtc.apply_test_settings()  # test-only switches from the environment; nothing in normal use
+    stream = webrtc_streamer(key="live", mode=WebRtcMode.SENDRECV, rtc_configuration={"iceServers": ice_servers},
+                             media_stream_constraints={"video": True, "audio": False},
+                             video_frame_callback=annotate_frame)
+    if stream.state.playing:
+        st.fragment(live_stats, run_every=1)(annotator)
     if not ice_servers:
         st.caption(f"No ICE servers configured: works when the browser reaches this server directly (same machine or "
                    f"network). For other setups give STUN/TURN servers in {app_support.ICE_SERVERS_ENV}.")

@@ -59,22 +59,23 @@ def live_panel(run: RunDir, polling: bool) -> None:
     progress = [r for r in records if r.get("type") == "progress"]
     total, epoch = status.get("total_epochs") or 1, status.get("epoch") or 0
     step, steps = status.get("step") or 0, status.get("steps") or 0
-    done = len(epochs) / total if state not in ACTIVE_STATES or not steps else (epoch - 1 + step / steps) / total
+    active = state in ACTIVE_STATES
+    done = (epoch - 1 + step / steps) / total if active and steps else len(epochs) / total
     best = status.get("best_val_acc")
     speed = progress[-1]["images_per_s"] if progress else 0
-    parts = [f"**{state}**", f"epoch {epoch}/{total}"]
-    if state in ACTIVE_STATES:
+    parts = [f"**{state}**", f"epoch {epoch}/{total}" if active else f"{len(epochs)}/{total} epochs done"]
+    if active:
         parts += [f"step {step}/{steps}", f"{speed:,.0f} images/s", f"ETA {eta(status.get('eta_s'))}"]
     if best is not None and best >= 0:
         parts.append(f"best val acc {best:.1%}")
     st.progress(min(1.0, max(0.0, done)), text=" · ".join(parts))
     if epochs or progress:
         st.plotly_chart(plots.training_curves(epochs, progress), key=f"curves-{run.name}")
-    if status.get("error") and state not in ACTIVE_STATES:
+    if status.get("error") and not active:
         st.error(status["error"])
         with st.expander("Training log"):
             st.code(app_support.log_tail(run) or "(empty)")
-    if state in ACTIVE_STATES:
+    if active:
         if run.stop_requested():
             st.caption("Stop requested: the run saves its position and stops after the current step.")
         elif st.button("Stop", icon=":material/stop:", key="stop"):
@@ -84,7 +85,7 @@ def live_panel(run: RunDir, polling: bool) -> None:
         if st.button("Resume", icon=":material/play_arrow:", key="resume"):
             app_support.resume_training(run)
             st.rerun()
-    if polling and state not in ACTIVE_STATES:
+    if polling and not active:
         st.rerun()  # the run just ended: refresh the whole page (history, checkpoints) and stop polling
 
 
@@ -94,10 +95,10 @@ def live_section() -> None:
     if launched and launched not in [r.path for r in runs]:
         runs.insert(0, RunDir(launched))  # launched a moment ago: it has no config.json yet
     if not runs:
+        st.info("No runs yet: start one under New run.")
         return
     default = next((r for r in runs if r.path == launched), None) or next(
         (r for r in runs if r.is_active()), runs[0])
-    st.header("Live")
     run = st.selectbox("Run", runs, index=runs.index(default), format_func=lambda r: r.name)
     polling = run.is_active() or (not run.status_raw() and app_support.launch_problem(run) is None)
     st.fragment(live_panel, run_every=2 if polling else None)(run, polling)
@@ -128,12 +129,11 @@ def augmentation_choices(base: TrainConfig, faces: FaceSet, key: str) -> dict[st
             samples, app_support.single_augmentation(field, values[field])), PREVIEW_FACES))
     all_on = dataclasses.replace(base.augment, **values)
     st.image(app_support.face_grid(app_support.augmented(samples, all_on), PREVIEW_FACES),
-             caption="all together, as the first training step would see them")
+             caption="all together (one random draw)")
     return values
 
 
 def new_run_section() -> None:
-    st.header("New run")
     try:
         source = data_source_picker("train")
     except UserError as exc:
@@ -192,14 +192,15 @@ def new_run_section() -> None:
             st.error(str(exc))
             return
         st.session_state["launched"] = run_dir
+        st.session_state["show-live"] = True
         st.rerun()
 
 
 def history_section() -> None:
     runs = list_runs(app_support.runs_dir())
     if not runs:
+        st.info("No runs yet.")
         return
-    st.header("Runs")
     runs_table(runs)
     with_epochs = [r for r in runs if r.epochs()]
     if with_epochs:
@@ -222,6 +223,13 @@ def history_section() -> None:
 
 
 st.title("Train")
-live_section()
-new_run_section()
-history_section()
+if st.session_state.pop("show-live", False):  # a run was just started: watch it
+    st.session_state["train-tab"] = "Live"
+elif "train-tab" not in st.session_state:
+    running = any(run.is_active() for run in list_runs(app_support.runs_dir()))
+    st.session_state["train-tab"] = "Live" if running else "New run"
+tabs = dict(zip(("New run", "Live", "Runs"), st.tabs(["New run", "Live", "Runs"], key="train-tab", on_change="rerun")))
+for label, section in (("New run", new_run_section), ("Live", live_section), ("Runs", history_section)):
+    if tabs[label].open:  # only the tab in view runs
+        with tabs[label]:
+            section()

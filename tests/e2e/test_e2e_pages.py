@@ -1,0 +1,56 @@
+"""The home, predict (photos) and evaluate pages in a real browser, against the finished run the app finds on disk."""
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+from e2e_helpers import LABEL, SLOW, TINY_RUN, choose_run_checkpoint, open_page
+from PIL import Image
+from playwright.sync_api import expect
+
+from fercore.labels import EMOTIONS
+
+
+def test_home_shows_the_runs_found_and_the_way_to_each_page(page, app_server, shoot):
+    open_page(page, app_server.url)
+    expect(page.get_by_role("heading", name="FER Studio")).to_be_visible()
+    runs = page.get_by_test_id("stDataFrame")
+    expect(runs).to_be_visible()
+    expect(page.get_by_text("Training runs")).to_be_visible()
+    for label in ("Train a model", "Evaluate a checkpoint", "Predict on photos or webcam"):
+        expect(page.get_by_role("link", name=label)).to_be_visible()
+    shoot(page, "home")
+
+
+def test_predict_labels_the_faces_of_an_uploaded_photo(page, app_server, astronaut_jpeg, shoot):
+    open_page(page, app_server.url, "predict")
+    choose_run_checkpoint(page, TINY_RUN)
+    page.locator("input[type=file]").first.set_input_files(
+        {"name": "astronaut.jpg", "mimeType": "image/jpeg", "buffer": astronaut_jpeg})
+
+    caption = page.get_by_text(re.compile(r"astronaut\.jpg: \d+ face\(s\)"))
+    expect(caption).to_be_visible(timeout=SLOW)
+    faces = int(re.search(r": (\d+) face", caption.inner_text()).group(1))
+    assert faces >= 1, caption.inner_text()
+    # each face has a probability chart titled "face 1: happy 87%", and the image shows the same label
+    title = page.get_by_text(re.compile(rf"face 1: ({'|'.join(EMOTIONS)}) \d{{1,3}}%")).first
+    expect(title).to_be_visible(timeout=SLOW)
+    assert LABEL.search(title.text_content() or ""), title.text_content()
+    annotated = page.get_by_test_id("stImage").locator("img").first
+    expect(annotated).to_be_visible()
+    shown = Image.open(io.BytesIO(annotated.screenshot())).convert("RGB")
+    assert np.asarray(shown).std() > 10, "the annotated photo is blank"
+    shoot(page, "predict")
+
+
+def test_evaluate_shows_the_accuracy_of_the_chosen_checkpoint(page, app_server, shoot):
+    open_page(page, app_server.url, "evaluate")
+    choose_run_checkpoint(page, TINY_RUN)
+    accuracy = page.get_by_test_id("stMetric").filter(has_text="Accuracy")
+    expect(accuracy.get_by_test_id("stMetricValue")).to_have_text(re.compile(r"^\d{1,3}\.\d%$"), timeout=SLOW)
+    expect(page.get_by_test_id("stMetric").filter(has_text="Faces").get_by_test_id("stMetricValue")).to_have_text(
+        re.compile(r"^[1-9][\d,]*$"))
+    expect(page.get_by_text("Confusion", exact=True)).to_be_visible()
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=SLOW)
+    shoot(page, "evaluate")

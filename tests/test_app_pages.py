@@ -1,0 +1,156 @@
+"""The Streamlit app through AppTest: every page without data, a training run started from the Train page,
+Evaluate's numbers against the engine's, and Predict on a photo and on a file that is not one."""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+import streamlit_webrtc
+from streamlit.testing.v1 import AppTest
+
+from fercore import app_support
+from fercore.evaluate import evaluate
+from fercore.predict import Predictor
+from fercore.runs import ACTIVE_STATES, RunDir
+
+APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+PAGES = ("pages/home.py", "pages/train.py", "pages/evaluate.py", "pages/predict.py")
+
+OpenPage = Callable[[str], AppTest]
+
+
+@pytest.fixture
+def webrtc_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """The arguments of each webrtc_streamer call (the real one needs a browser and a running server)."""
+    calls: list[dict] = []
+
+    def record(**kwargs: object) -> SimpleNamespace:
+        calls.append(kwargs)
+        return SimpleNamespace(state=SimpleNamespace(playing=False))  # a stream that has not started
+    monkeypatch.setattr(streamlit_webrtc, "webrtc_streamer", record)
+    return calls
+
+
+@pytest.fixture
+def open_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, webrtc_calls: list[dict]) -> OpenPage:
+    """Open a page of the app with empty runs and data folders and no shipped model (tests may change that)."""
+    monkeypatch.setenv(app_support.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    monkeypatch.setenv(app_support.DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setattr(app_support, "SHIPPED_CHECKPOINT", tmp_path / "checkpoints" / "fer2013.pt")
+
+    def open_(page: str) -> AppTest:
+        at = AppTest.from_file(str(APP), default_timeout=60).run()
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+        return at
+    return open_
+
+
+@pytest.fixture
+def with_tiny_run(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The runs folder holds the tiny trained run; returns its best.pt."""
+    monkeypatch.setenv(app_support.RUNS_DIR_ENV, str(tiny_checkpoint.parent.parent))
+    return tiny_checkpoint
+
+
+def chart_specs(at: AppTest) -> list[dict]:
+    """The Plotly figures on the page, as their JSON specs."""
+    return [json.loads(e.proto.spec) for e in at.main.get("plotly_chart")]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_loads_with_no_data(open_page: OpenPage, page: str) -> None:
+    at = open_page(page)
+    assert at.title[0].value
+    assert not at.error
+
+
+def test_home_says_the_shipped_model_is_missing(open_page: OpenPage) -> None:
+    at = open_page("pages/home.py")
+    assert any("fer2013.pt is missing" in w.value for w in at.warning)
+    assert [link.label for link in at.main.get("page_link")] == [
+        "Train a model", "Evaluate a checkpoint", "Predict on photos or webcam"]
+
+
+def test_home_shows_the_shipped_model_card_and_the_runs(open_page: OpenPage, with_tiny_run: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_support, "SHIPPED_CHECKPOINT", with_tiny_run)
+    at = open_page("pages/home.py")
+    card = at.markdown[1].value
+    assert "| Architecture | basic |" in card and "Validation accuracy" in card and "Training time" in card
+    assert at.dataframe[0].value["name"].tolist() == [with_tiny_run.parent.name]
+
+
+def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
+    at = open_page("pages/train.py")
+    at.number_input(key="train-synthetic").set_value(700)
+    at.number_input(key="demo-epochs").set_value(1)
+    at.text_input(key="run-name").input("first")
+    at.run()
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["train-tab"] == "Live" and at.selectbox[0].value.name == "first"
+    run = RunDir(app_support.runs_dir() / "first")
+    assert json.loads((run.path / app_support.LAUNCH_CONFIG).read_text())["data"] == "synthetic:700"
+    deadline = time.monotonic() + 180
+    while run.status().get("state") in (None, *ACTIVE_STATES) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert run.status()["state"] == "finished", app_support.log_tail(run)
+    assert run.config()["threads"] == app_support.training_threads()
+    assert run.summary()["epochs"] == "1/1"
+
+    at.run()
+    assert at.progress[0].text.startswith("**finished** · 1/1 epochs done")
+    assert [spec["layout"]["annotations"][0]["text"] for spec in chart_specs(at)] == ["loss"]
+    at.session_state["train-tab"] = "Runs"
+    at.run()
+    assert at.dataframe[0].value.set_index("name").loc["first", "state"] == "finished"
+
+
+def test_train_page_says_what_is_wrong_with_a_path(open_page: OpenPage, tmp_path: Path) -> None:
+    at = open_page("pages/train.py")
+    at.radio(key="train-kind").set_value("path").run()
+    at.text_input(key="train-path").input(str(tmp_path / "nowhere")).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"data not found: {tmp_path / 'nowhere'}"]
+
+
+def test_evaluate_shows_the_engines_numbers(open_page: OpenPage, with_tiny_run: Path) -> None:
+    at = open_page("pages/evaluate.py")
+    report = evaluate(with_tiny_run, app_support.read_card(with_tiny_run)["data_source"], "test")
+    assert at.selectbox(key="evaluate-model").value.path == with_tiny_run
+    assert [m.value for m in at.metric] == [f"{report.accuracy:.1%}", f"{report.macro_f1:.3f}", f"{len(report.labels):,}"]
+    confusion = next(s for s in chart_specs(at) if s["data"][0]["type"] == "heatmap")
+    assert confusion["data"][0]["text"] == [[str(count) for count in row] for row in report.confusion()]
+    assert len(at.main.get("download_button")) == 3
+
+
+def test_predict_labels_a_photo_and_reports_a_bad_file(open_page: OpenPage, with_tiny_run: Path,
+                                                        astronaut_jpeg: bytes) -> None:
+    at = open_page("pages/predict.py")
+    at.file_uploader[0].set_value([("astronaut.jpg", astronaut_jpeg, "image/jpeg"),
+                                   ("notes.jpg", b"just some text", "image/jpeg")]).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["notes.jpg: not an image file (or a format Pillow cannot read)"]
+    assert at.image[0].captions == ["astronaut.jpg: 1 face(s)"]
+    face = Predictor.from_checkpoint(with_tiny_run).predict_image(astronaut_jpeg).faces[0]
+    titles = [spec["layout"]["title"]["text"] for spec in chart_specs(at)]
+    assert titles == [f"face 1: {face.label} {face.confidence:.0%}"]
+
+
+def test_live_webcam_annotates_frames_with_no_outside_ice_servers(open_page: OpenPage, with_tiny_run: Path,
+                                                                  webrtc_calls: list[dict]) -> None:
+    from skimage.data import astronaut
+
+    open_page("pages/predict.py")
+    call = webrtc_calls[-1]
+    assert call["rtc_configuration"] == {"iceServers": []}
+    frame = av.VideoFrame.from_ndarray(astronaut(), format="rgb24")
+    annotated = call["video_frame_callback"](frame).to_ndarray(format="rgb24")
+    assert annotated.shape == astronaut().shape and not np.array_equal(annotated, astronaut())

@@ -1,0 +1,85 @@
+"""The Plotly figure builders: what each figure holds, from plain data."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from fercore import plots
+from fercore.labels import COLORS
+
+
+def epoch(n: int, **values: float) -> dict:
+    return {"type": "epoch", "epoch": n, "train_loss": 2.0 / n, "train_acc": 0.2 * n, "val_loss": 2.1 / n,
+            "val_acc": 0.18 * n, "val_macro_f1": 0.1 * n, "lr": 0.01 / n, **values}
+
+
+def progress(n: int, step: int, steps: int = 10) -> dict:
+    return {"type": "progress", "epoch": n, "step": step, "steps": steps, "train_loss": 1.0, "train_acc": 0.5,
+            "lr": 0.001, "images_per_s": 100.0}
+
+
+def traces(fig: go.Figure, name: str) -> list:
+    return [t for t in fig.data if t.name == name]
+
+
+def test_training_curves_plot_loss_accuracy_and_lr_per_epoch() -> None:
+    fig = plots.training_curves([epoch(1), epoch(2)])
+    assert [a.text for a in fig.layout.annotations] == ["loss", "accuracy", "learning rate"]
+    train_loss, train_acc = traces(fig, "train")
+    assert list(train_loss.x) == [1, 2] and list(train_loss.y) == [2.0, 1.0]
+    assert list(train_acc.y) == [0.2, 0.4]
+    assert list(traces(fig, "val")[1].y) == [0.18, 0.36]
+    assert list(traces(fig, "lr")[0].y) == [0.01, 0.005]
+    assert not traces(fig, "train (this epoch)")
+
+
+def test_training_curves_show_the_epoch_in_progress_at_fractional_epochs() -> None:
+    fig = plots.training_curves([epoch(1)], [progress(1, 10), progress(2, 3), progress(2, 6)])
+    live_loss, live_acc = traces(fig, "train (this epoch)")
+    assert list(live_loss.x) == pytest.approx([1.3, 1.6])  # epoch 1's progress is already an epoch point
+    assert list(traces(fig, "lr")[0].x) == pytest.approx([1, 1.3, 1.6])
+
+
+def test_training_curves_before_any_epoch() -> None:
+    fig = plots.training_curves([], [progress(1, 5)])
+    assert list(traces(fig, "train (this epoch)")[0].x) == [0.5]
+
+
+def test_runs_overlay_has_a_line_per_run() -> None:
+    fig = plots.runs_overlay({"a": [epoch(1), epoch(2)], "b": [epoch(1)]}, "val_macro_f1")
+    assert [t.name for t in fig.data] == ["a", "b"]
+    assert list(fig.data[0].y) == [0.1, 0.2]
+    assert fig.layout.yaxis.title.text == "validation macro F1"
+
+
+def test_confusion_heatmap_counts_and_row_shares() -> None:
+    matrix = np.array([[8, 2], [0, 0]])
+    counts = plots.confusion_heatmap(matrix, ["happy", "sad"]).data[0]
+    assert counts.z.tolist() == [[8, 2], [0, 0]] and list(map(list, counts.text)) == [["8", "2"], ["0", "0"]]
+    shares = plots.confusion_heatmap(matrix, ["happy", "sad"], normalize=True).data[0]
+    assert shares.z.tolist() == [[0.8, 0.2], [0.0, 0.0]]  # an empty row stays 0, not NaN
+    assert list(shares.text[0]) == ["80%<br>8", "20%<br>2"]
+    assert list(shares.x) == list(shares.y) == ["happy", "sad"]
+
+
+def test_per_class_bars_group_precision_recall_f1() -> None:
+    per_class = {"happy": {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 10},
+                 "sad": {"precision": 0.5, "recall": 0.6, "f1": 0.55, "support": 5}}
+    fig = plots.per_class_bars(per_class)
+    assert [t.name for t in fig.data] == ["precision", "recall", "f1"]
+    assert list(fig.data[1].y) == [0.8, 0.6] and fig.layout.barmode == "group"
+
+
+def test_probability_bars_rank_classes_in_their_colours() -> None:
+    fig = plots.probability_bars({"happy": 0.7, "sad": 0.1, "fear": 0.2}, "face 1")
+    bar = fig.data[0]
+    assert list(bar.y) == ["sad", "fear", "happy"]  # the top class is drawn on top
+    assert list(bar.marker.color) == [COLORS["sad"], COLORS["fear"], COLORS["happy"]]
+    assert list(bar.text) == ["10%", "20%", "70%"] and fig.layout.title.text == "face 1"
+
+
+def test_class_counts() -> None:
+    fig = plots.class_counts({"angry": 3995, "disgust": 436}, "train")
+    assert list(fig.data[0].x) == ["angry", "disgust"] and list(fig.data[0].y) == [3995, 436]
+    assert list(fig.data[0].text) == ["3,995", "436"]
