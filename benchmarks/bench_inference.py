@@ -13,11 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-
 from bench_detectors import make_scenes
 from harness import Interleaved, Row, run_timed
+
 from fercore import models
-from fercore.checkpoint import load_model, make_checkpoint, save_checkpoint
+from fercore.checkpoint import LoadedModel, make_checkpoint, save_checkpoint
 from fercore.data import FaceSet, load_data
 from fercore.data.images import downscale, open_image
 from fercore.draw import annotate
@@ -65,8 +65,8 @@ def face_rows(predictor: Predictor, faces: np.ndarray, samples: int) -> list[Row
         ("Predictor.classify, 1 face", lambda b: predictor.classify(b[:1]), 1, PLAIN_ONE),
     ]
     timing = Interleaved()
-    timing.run({name: action for name, action, _, _ in cases},
-               [faces[i * BATCH % len(faces):][:BATCH] for i in range(samples)])
+    batches = [faces.take(np.arange(i * BATCH, (i + 1) * BATCH), axis=0, mode="wrap") for i in range(samples)]
+    timing.run({name: action for name, action, _, _ in cases}, batches)
     return [Row(2, name, [ms / per for ms in timing.samples[name]], "ms/face", baseline,
                 "" if name == baseline else tta) for name, _, per, baseline in cases]
 
@@ -143,9 +143,8 @@ def webcam_rows(predictor: Predictor, scenes: list[np.ndarray], frames: int, rep
             for key, values in fps.items()]
 
 
-def evaluation_rows(checkpoint: Path, faces: FaceSet, repeats: int) -> list[Row]:
+def evaluation_rows(loaded: LoadedModel, faces: FaceSet, repeats: int) -> list[Row]:
     """Section 4: fercore.evaluate.evaluate_faces on the faces, with the checkpoint's TTA setting and without."""
-    loaded = load_model(checkpoint)
     n = f"{len(faces):,} faces"
     variants = {f"evaluate_faces, {n}, TTA off": False,
                 f"evaluate_faces, {n}, TTA as the checkpoint says ({'on' if loaded.tta else 'off'})": None}
@@ -186,4 +185,4 @@ def inference_rows(data: Path, checkpoint: Path, work: Path, photos: int, frames
     photo.write_bytes(encoded[0])
     return [*face_rows(predictor, faces.images, photos), *photo_rows(predictor, encoded),
             *process_rows(checkpoint, photo, repeats), *webcam_rows(predictor, scenes, frames, repeats),
-            *evaluation_rows(checkpoint, faces, repeats)]
+            *evaluation_rows(predictor.loaded, faces, repeats)]

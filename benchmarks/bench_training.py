@@ -13,7 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from harness import ROOT, Row, run_timed
+
+from fercore.hardware import amp_dtype
 
 BASELINE = "seeds baseline, DataLoader workers 0"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -76,12 +79,14 @@ def run_fercore(data: Path, cache: Path, threads: int, cold: bool, amp: str = "a
 
 def _variants(data: Path, threads: int, cache: Path) -> dict[str, Callable[[], Epoch]]:
     """Name -> one measurement; run in this order in every round (the cold run fills the warm runs' cache)."""
+    auto = "bf16 autocast" if amp_dtype(torch.device("cpu")) else "float32"  # what --amp auto picks on this CPU
     return {
         BASELINE: lambda: run_baseline(data, 0, threads),
         "seeds baseline, DataLoader workers 2": lambda: run_baseline(data, 2, threads),
-        "fercore train, cold decode cache": lambda: run_fercore(data, cache, threads, cold=True),
-        "fercore train, warm decode cache": lambda: run_fercore(data, cache, threads, cold=False),
-        "fercore train, warm, float32 (--amp off)": lambda: run_fercore(data, cache, threads, cold=False, amp="off"),
+        f"fercore train, cold decode cache, {auto}": lambda: run_fercore(data, cache, threads, cold=True),
+        f"fercore train, warm decode cache, {auto}": lambda: run_fercore(data, cache, threads, cold=False),
+        "fercore train, warm decode cache, float32 (--amp off)":
+            lambda: run_fercore(data, cache, threads, cold=False, amp="off"),
     }
 
 

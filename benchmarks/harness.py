@@ -106,11 +106,12 @@ def machine_lines(threads: int) -> list[str]:
     from fercore.hardware import cpu_has_bf16, usable_cores
 
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    bf16 = "native" if cpu_has_bf16() else "not native"
+    where = f"torch and OpenCV here, fercore train --threads {threads}, the baseline's torch.set_num_threads"
     return [
-        f"CPU: {cpu_model()}, {usable_cores()} usable core(s) of {os.cpu_count()}, "
-        f"bf16 {'native' if cpu_has_bf16() else 'not native'}",
-        f"torch {torch.__version__}, OpenCV {cv2.__version__}, Python {platform.python_version()}; "
-        f"threads: torch and OpenCV {threads}, fercore train --threads {threads}",
+        f"CPU: {cpu_model()}, {usable_cores()} usable core(s) of {os.cpu_count()}, bf16 {bf16}",
+        f"torch {torch.__version__}, OpenCV {cv2.__version__}, Python {platform.python_version()}",
+        f"threads: {threads} ({where}; DataLoader workers use 1 each)",
         f"load average at start (1, 5, 15 min): {load}",
     ]
 

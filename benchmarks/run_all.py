@@ -22,11 +22,11 @@ from pathlib import Path
 
 import cv2
 import torch
-
-from harness import ROOT, SECTIONS, Row, machine_lines, markdown_table
 from bench_app import app_rows
 from bench_inference import checkpoint_or_untrained, inference_rows
 from bench_training import accuracy_rows, subset_folder, training_rows
+from harness import ROOT, SECTIONS, Row, machine_lines, markdown_table
+
 from fercore.checkpoint import SHIPPED
 from fercore.hardware import usable_cores
 
@@ -77,14 +77,14 @@ def main() -> None:
     args = parse_args()
     data = args.data.resolve()
     if not data.is_dir():
-        raise SystemExit(f"--data must be a folder of emotion folders (the baseline reads it as an ImageFolder): {data}")
+        raise SystemExit(f"--data must be a folder of emotion folders (the baseline reads an ImageFolder): {data}")
     sizes = QUICK if args.quick else FULL
     repeats = args.repeats or sizes.repeats
     threads = args.threads or usable_cores()
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    header = [f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: "
-              f"`{shlex.join(['python', 'benchmarks/run_all.py', *sys.argv[1:]])}`", *machine_lines(threads)]
+    command = shlex.join(["python", "benchmarks/run_all.py", *sys.argv[1:]])
+    header = [f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `{command}`", *machine_lines(threads)]
     with tempfile.TemporaryDirectory(prefix="fercore-bench-") as tmp:
         work = Path(tmp)
         cache = work / "decode-cache"
@@ -93,8 +93,9 @@ def main() -> None:
             data = subset_folder(data, sizes.train_images, work / "subset")
         images = sum(1 for _ in data.glob("*/*"))
         checkpoint, model = checkpoint_or_untrained(args.checkpoint, work)
-        header += [f"data: {images:,} images{' (a seeded subset of --data)' if sizes.train_images else ''}; "
-                   f"{repeats} sample(s) per variant", f"model for sections 2-4: {model}"]
+        subset = " (a seeded subset of --data)" if sizes.train_images else ""
+        header += [f"data: {images:,} images{subset}; {repeats} sample(s) per variant",
+                   f"model for sections 2-4: {model}"]
         groups: dict[str, Callable[[], list[Row]]] = {
             "training": lambda: training_rows(data, threads, repeats, cache),
             "inference": lambda: inference_rows(data, checkpoint, work, sizes.photos, sizes.frames,

@@ -41,7 +41,7 @@ def folder_samples(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
 
 
 class FolderFaces(Dataset):
-    """Decodes and transforms one image per item: Grayscale, Resize(48), [RandomHorizontalFlip, RandomRotation], ToTensor."""
+    """One decode per item, then Grayscale, Resize(48), [RandomHorizontalFlip, RandomRotation], ToTensor."""
 
     def __init__(self, samples: list[tuple[Path, int]], augment: bool):
         self.samples, self.augment = samples, augment

@@ -99,35 +99,36 @@ def new_run_dir(name: str) -> Path:
 _children: list[subprocess.Popen] = []  # launched processes, kept so that finished ones are reaped
 
 
-def _launch(args: list[str], run_dir: Path) -> int:
-    """Start `python -m fercore ARGS` in its own session at low priority, output to the run's log; returns its pid."""
+def _launch(args: list[str], run: RunDir) -> None:
+    """Start `python -m fercore ARGS` in its own session at low priority, its output going to the run's log."""
     _children[:] = [child for child in _children if child.poll() is None]
     command = [sys.executable, "-m", "fercore", *args]
     if shutil.which("nice"):
         command = ["nice", "-n", "10", *command]  # nice execs python: the pid stays the training process's
-    with open(run_dir / TRAIN_LOG, "ab") as log:
-        child = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
-    _children.append(child)
-    return child.pid
+    with open(run.file(TRAIN_LOG), "ab") as log:
+        _children.append(subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
 
 
-def start_training(cfg: TrainConfig, run_dir: Path) -> int:
-    """Launch a training process for cfg into the new run_dir; returns its pid. Invalid recipes fail here."""
+def start_training(cfg: TrainConfig, name: str) -> RunDir:
+    """Launch a training process for cfg into a new run called name; invalid recipes and names fail here."""
     cfg.validate()
-    run_dir.mkdir(parents=True)
-    atomic_write_json(run_dir / LAUNCH_CONFIG, cfg.to_dict())
-    return _launch(["train", "--config", str(run_dir / LAUNCH_CONFIG), "--run-dir", str(run_dir),
-                    "--threads", str(training_threads())], run_dir)
+    run = RunDir(new_run_dir(name))
+    run.path.mkdir(parents=True)
+    atomic_write_json(run.file(LAUNCH_CONFIG), cfg.to_dict())
+    _launch(["train", "--config", str(run.file(LAUNCH_CONFIG)), "--run-dir", str(run.path),
+             "--threads", str(training_threads())], run)
+    return run
 
 
-def resume_training(run: RunDir) -> int:
-    """Launch a process that continues a stopped, interrupted or failed run from its last.pt."""
+def resume_training(run: RunDir) -> RunDir:
+    """Launch a process that continues a stopped, interrupted or failed run from its last.pt; returns the run."""
     if run.is_active():
         raise UserError(f"run {run.name} is still running")
     if not run.file(LAST).exists():
         raise UserError(f"run {run.name} has no {LAST} to resume from (it stopped before its first save)")
-    return _launch(["train", "--resume", str(run.path)], run.path)
+    _launch(["train", "--resume", str(run.path)], run)
+    return run
 
 
 def log_tail(run: RunDir, lines: int = 12) -> str:
@@ -187,22 +188,36 @@ def read_card(path: Path) -> dict[str, Any]:
 
 
 def card_rows(card: dict[str, Any], path: Path) -> dict[str, str]:
-    """A model card as display rows: architecture, parameters, data, validation accuracy, training time."""
-    arch = card.get("arch", "?")
+    """A model card as display rows: architecture, parameters, data, validation accuracy, training time.
+
+    A shipped checkpoint carries its measured card (`python -m fercore ship`); a run's checkpoint has only its
+    best epoch's metrics and the run's metrics.jsonl beside it.
+    """
+    measured = card.get("card") or {}
     metrics = card.get("metrics") or {}
-    epochs = RunDir(Path(path).parent).epochs()  # a run's metrics.jsonl, or the one shipped beside fer2013.pt
     trained_on = card.get("trained_on") or {}
+    if measured:
+        tta = measured["validation"]["tta"]
+        accuracy = (f"{tta['accuracy']:.1%} (macro F1 {tta['macro_f1']:.3f}, with flip TTA; best epoch "
+                    f"{measured.get('best_epoch', '?')})")
+        training = measured["training"]
+        seconds, epochs, hardware = training["seconds"], training["epochs"], training["hardware"]
+    else:
+        accuracy = (f"{metrics['val_acc']:.1%} (macro F1 {metrics.get('val_macro_f1', 0):.3f}, epoch "
+                    f"{metrics.get('epoch', '?')})" if "val_acc" in metrics else "?")
+        history = RunDir(Path(path).parent).epochs()
+        seconds, epochs = sum(e.get("seconds", 0) for e in history), len(history)
+        hardware = (f"{trained_on.get('device', '?')}, {trained_on.get('threads', '?')} thread(s), "
+                    f"{trained_on.get('amp', '?')}" if trained_on else "?")
+    arch = card.get("arch", "?")
     return {
-        "Architecture": arch,
+        "Architecture": f"{arch}: {measured['description']}" if measured else arch,
         "Parameters": f"{card['parameters'] / 1e6:.2f} M" if "parameters" in card else "?",
         "Classes": ", ".join(card.get("classes", [])),
         "Data": str(card.get("data_source", "?")),
-        "Validation accuracy": (f"{metrics['val_acc']:.1%} (macro F1 {metrics.get('val_macro_f1', 0):.3f}, "
-                                f"epoch {metrics.get('epoch', '?')})" if "val_acc" in metrics else "?"),
-        "Training time": (f"{_duration(sum(e.get('seconds', 0) for e in epochs))} for {len(epochs)} epoch(s)"
-                          if epochs else "?"),
-        "Trained on": (f"{trained_on.get('device', '?')}, {trained_on.get('threads', '?')} thread(s), "
-                       f"{trained_on.get('amp', '?')}" if trained_on else "?"),
+        "Validation accuracy": accuracy,
+        "Training time": f"{_duration(seconds)} for {epochs} epoch(s)" if epochs else "?",
+        "Trained on": hardware,
     }
 
 
@@ -273,9 +288,9 @@ def predictions_csv(report: EvalReport) -> str:
     """One row per face: index, true class, predicted class and every class's probability."""
     buffer = io.StringIO()
     buffer.write(",".join(["index", "true", "predicted", *report.classes]) + "\n")
-    for i, (label, probs) in enumerate(zip(report.labels, report.probabilities)):
+    for i, (label, predicted, probs) in enumerate(zip(report.labels, report.predictions, report.probabilities)):
         values = ",".join(f"{p:.5f}" for p in probs)
-        buffer.write(f"{i},{report.classes[label]},{report.classes[int(probs.argmax())]},{values}\n")
+        buffer.write(f"{i},{report.classes[label]},{report.classes[predicted]},{values}\n")
     return buffer.getvalue()
 
 

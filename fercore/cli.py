@@ -153,6 +153,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ship(args: argparse.Namespace) -> int:
+    from fercore.card import ship
+
+    card = ship(Path(args.checkpoint), args.data, Path(args.out), Path(args.run) if args.run else None)
+    v = card["validation"]["tta"]
+    print(f"{args.out}: validation accuracy {v['accuracy']:.4f}, macro F1 {v['macro_f1']:.4f}")
+    return 0
+
+
 def build_parser() -> _Parser:
     parser = _Parser(prog="python -m fercore", description="Facial emotion recognition: train, evaluate, predict, export.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -204,6 +213,13 @@ def build_parser() -> _Parser:
     export.add_argument("--format", required=True, choices=["torchscript", "onnx"])
     export.add_argument("--out", required=True)
     export.set_defaults(func=cmd_export)
+
+    ship = sub.add_parser("ship", help="measure a checkpoint and write it with its model card (checkpoints/)")
+    ship.add_argument("--checkpoint", required=True, help="usually RUN_DIR/best.pt")
+    ship.add_argument("--data", required=True, help="the data it was trained on (for the validation report)")
+    ship.add_argument("--out", default=str(SHIPPED))
+    ship.add_argument("--run", help="the run directory whose metrics.jsonl goes beside it (default: the checkpoint's)")
+    ship.set_defaults(func=cmd_ship)
 
     models_cmd = sub.add_parser("models", help="list the architectures")
     models_cmd.set_defaults(func=cmd_models)

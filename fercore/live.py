@@ -7,7 +7,6 @@ last `smoothing` probability vectors, so labels do not flicker from frame to fra
 """
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -54,9 +53,9 @@ class FpsMeter:
 
 
 class LiveAnnotator:
-    """Annotates the frames of one video stream (it remembers faces between frames: one per stream).
+    """Annotates the frames of one video stream, one frame at a time (it remembers faces between frames).
 
-    `detect_every`, `detect_scale` and `smoothing` may be changed while it runs.
+    `detect_every`, `detect_scale` and `smoothing` may be changed between frames.
     """
 
     def __init__(self, predictor: Predictor, detect_every: int = 3, detect_scale: float = 0.5, smoothing: int = 5,
@@ -69,7 +68,6 @@ class LiveAnnotator:
         self.tracks: list[FaceTrack] = []
         self.frames = 0
         self.meter = FpsMeter()
-        self._lock = threading.Lock()  # frames arrive on the video thread, settings change on the app's
 
     @property
     def fps(self) -> float:
@@ -77,15 +75,14 @@ class LiveAnnotator:
 
     def process(self, rgb: np.ndarray) -> np.ndarray:
         """The RGB uint8 frame with every face boxed and labelled, and the frame rate in a corner."""
-        with self._lock:
-            if self.frames % self.detect_every == 0:
-                self._follow(self.predictor.predict_array(rgb, detect_scale=self.detect_scale))
-            elif self.tracks:
-                for track, face in zip(self.tracks, self.predictor.predict_boxes(rgb, [t.box for t in self.tracks])):
-                    self._remember(track, face)
-            self.frames += 1
-            faces = [self._smoothed(track) for track in self.tracks]
-            fps = self.meter.tick()
+        if self.frames % self.detect_every == 0:
+            self._follow(self.predictor.predict_array(rgb, detect_scale=self.detect_scale))
+        elif self.tracks:
+            for track, face in zip(self.tracks, self.predictor.predict_boxes(rgb, [t.box for t in self.tracks])):
+                self._remember(track, face)
+        self.frames += 1
+        faces = [self._smoothed(track) for track in self.tracks]
+        fps = self.meter.tick()
         return annotate(rgb, faces, note=f"{fps:.0f} fps" if fps else None)
 
     def _follow(self, faces: list[FacePrediction]) -> None:

@@ -92,7 +92,7 @@ class Predictor:
         return self.predict_boxes(rgb, boxes)
 
     def predict_boxes(self, rgb: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[FacePrediction]:
-        """Classify the faces at known (x, y, w, h) boxes of a frame, without detecting (live video between detections)."""
+        """Classify the faces at known (x, y, w, h) boxes of a frame without detecting (live video reuses boxes)."""
         gray = to_gray(Image.fromarray(rgb)) if rgb.ndim == 3 else rgb
         crops = np.stack([to_face(gray[y:y + bh, x:x + bw]) for x, y, bw, bh in boxes]) if boxes else np.zeros((0, 48, 48), np.uint8)
         return self._predictions(boxes, self.classify(crops))

@@ -6,12 +6,18 @@ import pandas as pd
 import streamlit as st
 
 from fercore import app_support, plots
-from fercore.data import is_synthetic
 from fercore.errors import UserError
 from fercore.evaluate import EvalReport, evaluate
 from fercore.runs import RunDir
-from pages._common import (checkpoint_card, checkpoint_picker, data_source_picker, data_stamp, load_faces, mtime,
-                           show_card)
+from pages._common import (
+    checkpoint_card,
+    checkpoint_picker,
+    data_source_picker,
+    data_stamp,
+    load_faces,
+    mtime,
+    show_card,
+)
 
 MISTAKES = 24
 
@@ -35,8 +41,7 @@ with st.expander("Model card"):
     show_card(checkpoint)
 
 trained_on = str(card.get("data_source", "synthetic"))
-st.caption(f"Trained on {trained_on}" + ("" if is_synthetic(trained_on) else
-                                          " (the validation split is the checkpoint's own held-out carve)"))
+st.caption(f"This model was trained on {trained_on}: its val split is the part held out from that training.")
 try:
     source = data_source_picker("evaluate", default=trained_on)
     if source is None:

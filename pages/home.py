@@ -22,8 +22,8 @@ if app_support.SHIPPED_CHECKPOINT.is_file():
         st.error(str(exc))
 else:
     st.warning(f"The shipped model {app_support.SHIPPED_CHECKPOINT.name} is missing: a training run is producing "
-               "it (`python -m fercore train --preset fer2013 --data FER2013_FOLDER`). Until it exists, Evaluate and "
-               "Predict work with any run's best.pt.")
+               "it (`python -m fercore train --preset fer2013 --data FER2013_FOLDER`, then `python -m fercore ship`). "
+               "Until it exists, Evaluate and Predict work with any run's best.pt.")
 
 st.subheader("Training runs")
 runs = list_runs(app_support.runs_dir())

@@ -36,8 +36,8 @@ def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str
             right.info("No face found. Shown instead: the whole image classified as one face, which is only "
                        "meaningful when the image is a face crop.")
         for i, face in enumerate(prediction.faces, 1):
-            right.plotly_chart(plots.probability_bars(face.probabilities, f"face {i}: {face.label} {face.confidence:.0%}"),
-                               key=f"{key}-face{i}")
+            title = f"face {i}: {face.label} {face.confidence:.0%}"
+            right.plotly_chart(plots.probability_bars(face.probabilities, title), key=f"{key}-face{i}")
 
 
 def live_stats(annotator: LiveAnnotator) -> None:
@@ -45,7 +45,7 @@ def live_stats(annotator: LiveAnnotator) -> None:
     st.caption(f"{annotator.frames:,} frames annotated · {annotator.fps:.1f} frames/s")
 
 
-def live_webcam(predictor: Predictor, checkpoint: Path) -> None:
+def live_webcam(predictor: Predictor) -> None:
     """The webcam through WebRTC, each frame annotated by a LiveAnnotator kept for this session and model."""
     try:
         ice_servers = app_support.ice_servers()
@@ -59,8 +59,9 @@ def live_webcam(predictor: Predictor, checkpoint: Path) -> None:
     detect_every = first.slider("Detect faces every N frames", 1, 10, 3)
     detect_scale = second.select_slider("Detect on the frame scaled by", [0.25, 0.5, 0.75, 1.0], 0.5)
     smoothing = third.slider("Smooth labels over N frames", 1, 15, 5)
-    annotators = st.session_state.setdefault("live-annotators", {})  # one per model: it remembers faces
-    annotator = annotators.setdefault(str(checkpoint), LiveAnnotator(predictor))
+    annotator = st.session_state.get("live-annotator")  # one per session and model: it remembers faces
+    if annotator is None or annotator.predictor is not predictor:
+        annotator = st.session_state["live-annotator"] = LiveAnnotator(predictor)
     annotator.detect_every, annotator.detect_scale, annotator.smoothing = detect_every, detect_scale, smoothing
 
     def annotate_frame(frame: av.VideoFrame) -> av.VideoFrame:
@@ -98,4 +99,4 @@ with snapshot:
     if picture is not None:
         show_photo(predictor, checkpoint, picture.getvalue(), "snapshot", key="snapshot")
 with webcam:
-    live_webcam(predictor, checkpoint)
+    live_webcam(predictor)

@@ -1,6 +1,8 @@
 """Train: choose data and a recipe, start a training process, watch it live, and manage the runs on disk."""
 import dataclasses
-from pathlib import Path
+import time
+from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 import torch
@@ -25,6 +27,7 @@ AUGMENTATIONS = {
 }
 PREVIEW_FACES = 10
 RESUMABLE_STATES = ("stopped", "interrupted", "failed")
+LAUNCH_GRACE_S = 60  # how long to wait for a launched process's first status before giving up polling
 DEVICES = ["auto", "cpu", *(["cuda"] if torch.cuda.is_available() else []),
            *(["mps"] if torch.backends.mps.is_available() else [])]
 
@@ -41,19 +44,29 @@ def eta(seconds: float | None) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min {secs:02d} s"
 
 
-def live_panel(run: RunDir, polling: bool) -> None:
-    """Progress, curves, Stop and Resume of one run; reruns every 2 s while the run is going."""
-    status = run.status()
-    state = status.get("state")
-    if not status:
-        problem = app_support.launch_problem(run)
-        if not problem:
-            st.info("Starting the training process...")
-            return
-        st.error(f"The training process ended before it started: {problem}")
-        if polling:
-            st.rerun()
+def launch(start: Callable[[], RunDir]) -> None:
+    """Launch a training process and follow its run: the page polls until the process reports."""
+    try:
+        run = start()
+    except UserError as exc:
+        st.error(str(exc))
         return
+    st.session_state["launched"] = (run.path, time.time())
+    st.session_state["show-live"] = True
+    st.rerun()
+
+
+def awaiting_report(run: RunDir) -> bool:
+    """Whether this session launched the run and its process has not written its status since (a minute at most)."""
+    path, launched_at = st.session_state.get("launched", (None, 0.0))
+    if path != run.path or time.time() - launched_at > LAUNCH_GRACE_S:
+        return False
+    return run.status_raw().get("updated", 0) < launched_at and app_support.launch_problem(run) is None
+
+
+def run_progress(run: RunDir, status: dict[str, Any], waiting: bool) -> None:
+    """Progress bar, curves, error, and the Stop or Resume button of a run that has a status."""
+    state = status["state"]
     records = run.metrics()
     epochs = [r for r in records if r.get("type") == "epoch"]
     progress = [r for r in records if r.get("type") == "progress"]
@@ -63,9 +76,13 @@ def live_panel(run: RunDir, polling: bool) -> None:
     done = (epoch - 1 + step / steps) / total if active and steps else len(epochs) / total
     best = status.get("best_val_acc")
     speed = progress[-1]["images_per_s"] if progress else 0
-    parts = [f"**{state}**", f"epoch {epoch}/{total}" if active else f"{len(epochs)}/{total} epochs done"]
-    if active:
-        parts += [f"step {step}/{steps}", f"{speed:,.0f} images/s", f"ETA {eta(status.get('eta_s'))}"]
+    if state == "starting":
+        parts = [f"**{state}**", "reading the data and building the model"]
+    elif active:
+        parts = [f"**{state}**", f"epoch {epoch}/{total}", f"step {step}/{steps}", f"{speed:,.0f} images/s",
+                 f"ETA {eta(status.get('eta_s'))}"]
+    else:
+        parts = [f"**{state}**", f"{len(epochs)}/{total} epochs done"]
     if best is not None and best >= 0:
         parts.append(f"best val acc {best:.1%}")
     st.progress(min(1.0, max(0.0, done)), text=" · ".join(parts))
@@ -75,23 +92,35 @@ def live_panel(run: RunDir, polling: bool) -> None:
         st.error(status["error"])
         with st.expander("Training log"):
             st.code(app_support.log_tail(run) or "(empty)")
-    if active:
-        if run.stop_requested():
-            st.caption("Stop requested: the run saves its position and stops after the current step.")
-        elif st.button("Stop", icon=":material/stop:", key="stop"):
-            run.request_stop()
-            st.rerun(scope="fragment")
+    if waiting:
+        st.caption("Resuming: waiting for the training process...")
+    elif active and run.stop_requested():
+        st.caption("Stop requested: the run saves its position and stops after the current step.")
+    elif active and st.button("Stop", icon=":material/stop:", key="stop"):
+        run.request_stop()
+        st.rerun(scope="fragment")
     elif state in RESUMABLE_STATES and run.file(LAST).exists():
         if st.button("Resume", icon=":material/play_arrow:", key="resume"):
-            app_support.resume_training(run)
-            st.rerun()
-    if polling and not active:
-        st.rerun()  # the run just ended: refresh the whole page (history, checkpoints) and stop polling
+            launch(lambda: app_support.resume_training(run))
+
+
+def live_panel(run: RunDir, polling: bool) -> None:
+    """What the run is doing; reruns every 2 s while it is going, and the whole page once when it ends."""
+    status = run.status()
+    waiting = awaiting_report(run)
+    if status:
+        run_progress(run, status, waiting)
+    elif problem := app_support.launch_problem(run):
+        st.error(f"The training process ended before it started: {problem}")
+    else:
+        st.info("Starting the training process...")
+    if polling and not (waiting or status.get("state") in ACTIVE_STATES):
+        st.rerun()  # it just ended: refresh the whole page (history, checkpoints) and stop polling
 
 
 def live_section() -> None:
     runs = list_runs(app_support.runs_dir())
-    launched = st.session_state.get("launched")
+    launched = st.session_state.get("launched", (None, 0.0))[0]
     if launched and launched not in [r.path for r in runs]:
         runs.insert(0, RunDir(launched))  # launched a moment ago: it has no config.json yet
     if not runs:
@@ -100,7 +129,7 @@ def live_section() -> None:
     default = next((r for r in runs if r.path == launched), None) or next(
         (r for r in runs if r.is_active()), runs[0])
     run = st.selectbox("Run", runs, index=runs.index(default), format_func=lambda r: r.name)
-    polling = run.is_active() or (not run.status_raw() and app_support.launch_problem(run) is None)
+    polling = run.is_active() or awaiting_report(run)
     st.fragment(live_panel, run_every=2 if polling else None)(run, polling)
 
 
@@ -109,7 +138,8 @@ def data_preview(faces: FaceSet, note: str) -> None:
     left, right = st.columns([3, 2])
     left.plotly_chart(plots.class_counts(counts, title=f"{len(faces):,} training faces"))
     images, labels = app_support.class_samples(faces, per_class=6)
-    right.image(app_support.face_grid(images, columns=6), caption="six per class, rows: " + ", ".join(dict.fromkeys(labels)))
+    right.image(app_support.face_grid(images, columns=6),
+                caption="six per class, rows: " + ", ".join(dict.fromkeys(labels)))
     warning = app_support.imbalance_warning(counts)
     if warning:
         st.warning(warning)
@@ -185,15 +215,7 @@ def new_run_section() -> None:
     if busy:
         st.warning(f"Already training: {', '.join(busy)}. A second run shares the CPU with it and both slow down.")
     if st.button("Start training", type="primary", icon=":material/play_arrow:"):
-        try:
-            run_dir = app_support.new_run_dir(name.strip() or app_support.default_run_name(arch))
-            app_support.start_training(cfg, run_dir)
-        except UserError as exc:
-            st.error(str(exc))
-            return
-        st.session_state["launched"] = run_dir
-        st.session_state["show-live"] = True
-        st.rerun()
+        launch(lambda: app_support.start_training(cfg, name.strip() or app_support.default_run_name(arch)))
 
 
 def history_section() -> None:
@@ -202,15 +224,13 @@ def history_section() -> None:
         st.info("No runs yet.")
         return
     runs_table(runs)
-    with_epochs = [r for r in runs if r.epochs()]
-    if with_epochs:
+    histories = {name: epochs for name, epochs in ((r.name, r.epochs()) for r in runs) if epochs}
+    if histories:
         left, right = st.columns([3, 1])
-        chosen = left.multiselect("Compare runs", [r.name for r in with_epochs],
-                                  default=[r.name for r in with_epochs[:3]], key="compare")
+        chosen = left.multiselect("Compare runs", list(histories), default=list(histories)[:3], key="compare")
         metric = right.selectbox("Metric", list(plots.METRIC_TITLES), format_func=plots.METRIC_TITLES.get,
                                  key="compare-metric")
-        by_name = {r.name: r for r in with_epochs}
-        st.plotly_chart(plots.runs_overlay({n: by_name[n].epochs() for n in chosen}, metric))
+        st.plotly_chart(plots.runs_overlay({name: histories[name] for name in chosen}, metric))
     with st.popover("Delete a run", icon=":material/delete:"):
         doomed = st.selectbox("Run to delete", [r.name for r in runs], key="doomed")
         if st.button("Delete for good", type="primary", key="delete"):

@@ -3,6 +3,9 @@ Evaluate's numbers against the engine's, and Predict on a photo and on a file th
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +74,18 @@ def test_every_page_loads_with_no_data(open_page: OpenPage, page: str) -> None:
     assert not at.error
 
 
+def test_the_home_page_starts_without_torch(tmp_path: Path) -> None:
+    """Only reading a model card needs torch (imported then): the rest of the home page stays light."""
+    script = ("import sys; from pathlib import Path; from streamlit.testing.v1 import AppTest; "
+              "import fercore.app_support; fercore.app_support.SHIPPED_CHECKPOINT = Path('/nowhere/fer2013.pt'); "
+              f"at = AppTest.from_file({str(APP)!r}, default_timeout=30).run(); "
+              "assert not at.exception, at.exception; print(sorted(m for m in sys.modules if m.startswith('torch')))")
+    env = {**os.environ, app_support.RUNS_DIR_ENV: str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_home_says_the_shipped_model_is_missing(open_page: OpenPage) -> None:
     at = open_page("pages/home.py")
     assert any("fer2013.pt is missing" in w.value for w in at.warning)
@@ -125,7 +140,8 @@ def test_evaluate_shows_the_engines_numbers(open_page: OpenPage, with_tiny_run: 
     at = open_page("pages/evaluate.py")
     report = evaluate(with_tiny_run, app_support.read_card(with_tiny_run)["data_source"], "test")
     assert at.selectbox(key="evaluate-model").value.path == with_tiny_run
-    assert [m.value for m in at.metric] == [f"{report.accuracy:.1%}", f"{report.macro_f1:.3f}", f"{len(report.labels):,}"]
+    expected = [f"{report.accuracy:.1%}", f"{report.macro_f1:.3f}", f"{len(report.labels):,}"]
+    assert [m.value for m in at.metric] == expected
     confusion = next(s for s in chart_specs(at) if s["data"][0]["type"] == "heatmap")
     assert confusion["data"][0]["text"] == [[str(count) for count in row] for row in report.confusion()]
     assert len(at.main.get("download_button")) == 3

@@ -61,10 +61,11 @@ def test_a_run_name_is_not_reused(folders: Path) -> None:
 
 
 def test_an_invalid_recipe_is_refused_before_anything_starts(folders: Path) -> None:
-    run_dir = folders / "runs" / "bad"
     with pytest.raises(UserError, match="epochs"):
-        app_support.start_training(TrainConfig(epochs=0), run_dir)
-    assert not run_dir.exists()
+        app_support.start_training(TrainConfig(epochs=0), "bad")
+    with pytest.raises(UserError, match="run name"):
+        app_support.start_training(TrainConfig(), "../bad")
+    assert not (folders / "runs").exists()
 
 
 def test_a_process_that_dies_before_its_run_starts_is_explained(folders: Path) -> None:
@@ -87,7 +88,7 @@ def test_resume_needs_a_last_checkpoint(folders: Path) -> None:
 def test_resume_launches_a_process_that_continues_the_run(tiny_checkpoint: Path, folders: Path) -> None:
     run = RunDir(shutil.copytree(tiny_checkpoint.parent, folders / "runs" / "copy"))
     run.write_status(state="stopped", pid=None)
-    app_support.resume_training(run)
+    assert app_support.resume_training(run) == run
     deadline = time.monotonic() + 120
     while run.status()["state"] not in ("finished", "failed") and time.monotonic() < deadline:
         time.sleep(0.3)
@@ -113,6 +114,17 @@ def test_card_rows(tiny_checkpoint: Path) -> None:
     assert rows["Classes"] == "angry, disgust, fear, happy, neutral, sad, surprise"
     assert rows["Data"].startswith("synthetic")
     assert rows["Training time"].endswith(f"for {len(epochs)} epoch(s)")
+
+
+def test_card_rows_prefer_the_measured_card_of_a_shipped_model(tiny_checkpoint: Path) -> None:
+    measured = {"description": "Seed design", "best_epoch": 40,
+                "validation": {"tta": {"accuracy": 0.7012, "macro_f1": 0.6504}},
+                "training": {"seconds": 7260.0, "epochs": 45, "hardware": "Xeon, 1 thread(s), bfloat16"}}
+    rows = app_support.card_rows({**app_support.read_card(tiny_checkpoint), "card": measured}, tiny_checkpoint)
+    assert rows["Architecture"] == "basic: Seed design"
+    assert rows["Validation accuracy"] == "70.1% (macro F1 0.650, with flip TTA; best epoch 40)"
+    assert rows["Training time"] == "2 h 1 min for 45 epoch(s)"
+    assert rows["Trained on"] == "Xeon, 1 thread(s), bfloat16"
 
 
 def test_uploads_are_stored_once_under_a_generated_name(folders: Path) -> None:

@@ -1,0 +1,131 @@
+"""The model card: measured facts about a checkpoint, stored inside it and written beside it as Markdown."""
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fercore import models
+from fercore.atomic import atomic_write_bytes
+from fercore.checkpoint import load_model, read_checkpoint, save_checkpoint
+from fercore.data import load_data
+from fercore.errors import UserError
+from fercore.evaluate import evaluate_faces
+from fercore.inference import predict_proba
+from fercore.runs import RunDir
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ms_per_face(path: Path, batch: int, tta: bool, repeats: int = 30) -> float:
+    """Median milliseconds per face on one CPU thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loaded = load_model(path)
+        faces = np.random.default_rng(0).integers(0, 255, (batch, 48, 48), dtype=np.uint8)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            predict_proba(loaded.model, faces, loaded.mean, loaded.std, tta=tta)
+            times.append(time.perf_counter() - start)
+        return float(np.median(times[3:]) * 1000 / batch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def build_card(checkpoint: Path, data: str, run: RunDir | None = None) -> dict[str, Any]:
+    """Evaluate on the checkpoint's own validation carve (with and without TTA) and time inference."""
+    loaded = load_model(checkpoint)
+    raw = read_checkpoint(checkpoint)
+    carve = raw["val_split"]
+    source = load_data(data)
+    if source.fingerprint != raw["data_fingerprint"]:
+        raise UserError(f"{data} is not the data this checkpoint was trained on")
+    val = source.split("val", loaded.classes, carve["fraction"], carve["seed"])
+    with_tta, without = evaluate_faces(loaded, val, tta=True), evaluate_faces(loaded, val, tta=False)
+    epochs = run.epochs() if run else []
+    return {
+        "architecture": raw["arch"], "description": models.ARCHITECTURES[raw["arch"]].description,
+        "parameters": models.parameter_count(loaded.model), "classes": list(loaded.classes),
+        "recipe": raw["config"], "data_fingerprint": raw["data_fingerprint"],
+        "data": {"train": len(source.split("train", loaded.classes, carve["fraction"], carve["seed"])),
+                 "val": len(val), "val_split": carve},
+        "best_epoch": raw["metrics"].get("epoch"),
+        "validation": {"tta": with_tta.to_json(), "no_tta": without.to_json()},
+        "training": {"epochs": len(epochs), "seconds": float(sum(e["seconds"] for e in epochs)),
+                     "hardware": f"{cpu_name()}, {raw['trained_on']['threads']} thread(s), {raw['trained_on']['amp']}",
+                     "device": raw["trained_on"]["device"]},
+        "inference_ms_per_face": {"batch1": _ms_per_face(checkpoint, 1, loaded.tta),
+                                  "batch32": _ms_per_face(checkpoint, 32, loaded.tta),
+                                  "cpu": cpu_name(), "threads": 1, "tta": loaded.tta},
+    }
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """The card as the Markdown of checkpoints/README.md."""
+    v, plain = card["validation"]["tta"], card["validation"]["no_tta"]
+    rows = "\n".join(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+                     for c, r in v["per_class"].items())
+    header = "| true \\ predicted | " + " | ".join(v["classes"]) + " |\n|---" * (len(v["classes"]) + 1) + "|"
+    confusion = "\n".join(f"| **{c}** | " + " | ".join(str(n) for n in row) + " |"
+                          for c, row in zip(v["classes"], v["confusion"]))
+    recipe = card["recipe"]
+    aug = ", ".join(f"{k} {val}" for k, val in recipe["augment"].items())
+    inf = card["inference_ms_per_face"]
+    hours = card["training"]["seconds"] / 3600
+    return f"""# Model card: `fer2013.pt`
+
+**{card['architecture']}** ({card['parameters']:,} parameters): {card['description']}.
+Trained from scratch (no pretrained weights, no other data) with `python -m fercore train --preset fer2013`.
+
+| | |
+|---|---|
+| classes | {', '.join(card['classes'])} |
+| data | FER2013 training split, {card['data']['train']:,} train / {card['data']['val']:,} validation faces (stratified, seed {card['data']['val_split']['seed']}, {card['data']['val_split']['fraction']:.0%}); fingerprint `{card['data_fingerprint']}` |
+| validation accuracy | **{v['accuracy']:.2%}** with flip TTA (the default), {plain['accuracy']:.2%} without |
+| validation macro F1 | **{v['macro_f1']:.3f}** with TTA, {plain['macro_f1']:.3f} without |
+| best epoch | {card['best_epoch']} of {card['training']['epochs']} |
+| training time | {hours:.2f} h on {card['training']['hardware']} |
+| inference | {inf['batch1']:.2f} ms per face alone, {inf['batch32']:.2f} ms per face in a batch of 32 (TTA {'on' if inf['tta'] else 'off'}, one thread of {inf['cpu']}) |
+
+## Recipe
+{recipe['optimizer'].upper()} (momentum {recipe['momentum']}, Nesterov {recipe['nesterov']}), lr {recipe['lr']} with a {recipe['schedule']} schedule, weight decay {recipe['weight_decay']}, batch {recipe['batch_size']}, {recipe['epochs']} epochs, label smoothing {recipe['label_smoothing']}, class weights {recipe['class_weights']}, seed {recipe['seed']}.
+Augmentation (batched on tensors): {aug}.
+
+## Per-class report (validation, TTA)
+| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{rows}
+
+## Confusion matrix (validation, TTA; rows = true class)
+{header}
+{confusion}
+
+How it learned: `metrics.jsonl` beside this file (one line per epoch; the app's Evaluate page plots it).
+"""
+
+
+def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None) -> dict[str, Any]:
+    """Write checkpoint + card to out, the card as README.md beside it, and the run's metrics.jsonl."""
+    run = RunDir(run_dir) if run_dir else RunDir(Path(checkpoint).parent)
+    card = build_card(Path(checkpoint), data, run)
+    save_checkpoint(out, {**read_checkpoint(checkpoint), "card": card})
+    atomic_write_bytes(out.parent / "README.md", card_markdown(card).encode())
+    epochs = [e for e in run.metrics() if e.get("type") == "epoch"]
+    if epochs:
+        shutil.copyfile(run.file("metrics.jsonl"), out.parent / "metrics.jsonl")
+    return card
