@@ -38,6 +38,7 @@ SHIPPED_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "fer2013.pt"  # fercore.chec
 RUNS_DIR_ENV = "FERCORE_RUNS_DIR"
 DATA_DIR_ENV = "FERCORE_DATA_DIR"
 ICE_SERVERS_ENV = "FERCORE_ICE_SERVERS"
+DATA_ROOTS_ENV = "FERCORE_DATA_ROOTS"  # extra folders (os.pathsep-separated) whose data the app may read
 
 DATA_UPLOAD_SUFFIXES = (".zip", ".csv")
 MAX_DATA_UPLOAD_MB = 300  # fits the Kaggle archive.zip (about 60 MB) and fer2013.csv (about 290 MB)
@@ -57,6 +58,32 @@ def runs_dir() -> Path:
 def data_dir() -> Path:
     """Where uploaded data sets are stored: $FERCORE_DATA_DIR or data/ in the project."""
     return Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data").expanduser()
+
+
+def data_roots() -> list[Path]:
+    """Folders the app may read data from: its data folder plus those listed in $FERCORE_DATA_ROOTS."""
+    extra = [Path(p).expanduser() for p in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    return [data_dir(), *extra]
+
+
+def allowed_data_path(typed: str) -> Path:
+    """A typed data path, resolved; refused (UserError) when it lies outside every allowed data root."""
+    path = Path(typed).expanduser().resolve()
+    roots = [root.resolve() for root in data_roots()]
+    if not any(path == root or path.is_relative_to(root) for root in roots):
+        raise UserError(f"{typed} is outside the folders this app may read ({', '.join(map(str, roots))}): "
+                        f"put the data there or add its folder to {DATA_ROOTS_ENV}")
+    return path
+
+
+def default_data_source(source: str) -> str:
+    """source when the app may read it and it exists, else the synthetic demo set."""
+    if source.split(":", 1)[0] == "synthetic":
+        return source
+    try:
+        return str(allowed_data_path(source)) if Path(source).expanduser().exists() else "synthetic"
+    except UserError:
+        return "synthetic"
 
 
 def ice_servers() -> list[dict[str, Any]]:

@@ -55,8 +55,10 @@ def data_source_picker(key: str, default: str = "synthetic") -> str | None:
         return f"synthetic:{count}"
     if kind == "path":
         path = st.text_input("Path", "" if is_synthetic(default) else default, key=f"{key}-path",
-                             placeholder="/data/fer2013/train  (emotion folders), archive.zip or fer2013.csv")
-        return path.strip() or None
+                             placeholder="/data/fer2013/train  (emotion folders), archive.zip or fer2013.csv",
+                             help=f"Allowed under: {', '.join(map(str, app_support.data_roots()))} "
+                                  f"(more with {app_support.DATA_ROOTS_ENV})")
+        return str(app_support.allowed_data_path(path.strip())) if path.strip() else None
     upload = st.file_uploader("archive.zip (Kaggle) or fer2013.csv", type=["zip", "csv"], key=f"{key}-upload",
                               max_upload_size=app_support.MAX_DATA_UPLOAD_MB)
     if upload is None:

@@ -43,7 +43,7 @@ with st.expander("Model card"):
 trained_on = str(card.get("data_source", "synthetic"))
 st.caption(f"This model was trained on {trained_on}: its val split is the part held out from that training.")
 try:
-    source = data_source_picker("evaluate", default=trained_on)
+    source = data_source_picker("evaluate", default=app_support.default_data_source(trained_on))
     if source is None:
         st.stop()
     splits = load_faces(source).splits_present()

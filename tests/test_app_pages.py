@@ -131,9 +131,12 @@ def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
 def test_train_page_says_what_is_wrong_with_a_path(open_page: OpenPage, tmp_path: Path) -> None:
     at = open_page("pages/train.py")
     at.radio(key="train-kind").set_value("path").run()
-    at.text_input(key="train-path").input(str(tmp_path / "nowhere")).run()
+    at.text_input(key="train-path").input(str(tmp_path / "data" / "nowhere")).run()
     assert not at.exception
-    assert [e.value for e in at.error] == [f"data not found: {tmp_path / 'nowhere'}"]
+    assert [e.value for e in at.error] == [f"data not found: {(tmp_path / 'data' / 'nowhere').resolve()}"]
+    at.text_input(key="train-path").input("/etc").run()
+    assert not at.exception
+    assert len(at.error) == 1 and "outside the folders this app may read" in at.error[0].value
 
 
 def test_evaluate_shows_the_engines_numbers(open_page: OpenPage, with_tiny_run: Path) -> None:

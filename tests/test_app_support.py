@@ -187,3 +187,18 @@ def test_predictions_csv(tiny_checkpoint: Path) -> None:
     index, true, predicted, *probs = lines[1].split(",")
     assert true == report.classes[report.labels[0]] and predicted == report.classes[report.predictions[0]]
     assert sum(map(float, probs)) == pytest.approx(1, abs=1e-3)
+
+
+def test_typed_data_paths_stay_inside_the_allowed_folders(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    inside = folders / "data" / "fer2013"
+    inside.mkdir(parents=True)
+    assert app_support.allowed_data_path(str(inside)) == inside.resolve()
+    for outside in ("/etc", str(folders / "data" / ".." / "runs"), str(folders / "elsewhere")):
+        with pytest.raises(UserError, match="outside the folders this app may read"):
+            app_support.allowed_data_path(outside)
+    (folders / "elsewhere").mkdir()
+    monkeypatch.setenv(app_support.DATA_ROOTS_ENV, str(folders / "elsewhere"))
+    assert app_support.allowed_data_path(str(folders / "elsewhere")) == (folders / "elsewhere").resolve()
+    assert app_support.default_data_source(str(folders / "elsewhere")) == str((folders / "elsewhere").resolve())
+    assert app_support.default_data_source("/etc") == "synthetic"
+    assert app_support.default_data_source("synthetic:700") == "synthetic:700"

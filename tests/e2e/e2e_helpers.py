@@ -49,6 +49,22 @@ def label_colour_pixels(rgb: np.ndarray, tolerance: int = 40) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- driving Streamlit
+APP_PAGES = ("Home", "Train", "Evaluate", "Predict")  # the sidebar navigation of streamlit_app.py
+
+
+def sidebar_lines(page: Page) -> list[str]:
+    """The lines of the sidebar navigation (page titles, and the names of their icons)."""
+    return [line.strip() for line in page.get_by_test_id("stSidebarNav").inner_text().splitlines() if line.strip()]
+
+
+def navigation_problem(lines: list[str]) -> str | None:
+    """What is wrong with sidebar lines that should list the app's pages, or None."""
+    titles = [line for line in lines if line[:1].isupper()]  # icon names are lower case: "home", "mood"
+    if titles != list(APP_PAGES):
+        return f"the sidebar lists {lines} instead of the pages {list(APP_PAGES)}"
+    return None
+
+
 def wait_for_app(page: Page, timeout: float = SLOW) -> None:
     """Wait until the app is connected and its script has finished a run (fragments may rerun later)."""
     page.wait_for_selector("[data-testid='stApp'][data-test-connection-state='CONNECTED']", state="attached",

@@ -5,7 +5,8 @@ import io
 import re
 
 import numpy as np
-from e2e_helpers import LABEL, SLOW, TINY_RUN, choose_run_checkpoint, open_page
+from e2e_helpers import (LABEL, SLOW, TINY_RUN, choose_run_checkpoint, navigation_problem, open_page,
+                         sidebar_lines)
 from PIL import Image
 from playwright.sync_api import expect
 
@@ -20,6 +21,7 @@ def test_home_shows_the_runs_found_and_the_way_to_each_page(page, app_server, sh
     expect(page.get_by_text("Training runs")).to_be_visible()
     for label in ("Train a model", "Evaluate a checkpoint", "Predict on photos or webcam"):
         expect(page.get_by_role("link", name=label)).to_be_visible()
+    assert navigation_problem(sidebar_lines(page)) is None
     shoot(page, "home")
 
 

@@ -1,14 +1,15 @@
-"""Train in a real browser: start a run on the synthetic demo faces, watch its curves grow, stop it, resume it."""
+"""Train in a real browser: start a run on the synthetic demo faces, watch its curves grow, reload, stop it,
+resume it."""
 from __future__ import annotations
 
 import re
 
-from e2e_helpers import SLOW, open_page, set_number
+from e2e_helpers import SLOW, navigation_problem, open_page, set_number, sidebar_lines, wait_for_app
 from playwright.sync_api import Page, expect
 
 RUN = "e2e-train"
 FACES = 700  # the smallest step of the synthetic source: about ten training steps per epoch
-EPOCHS = 40  # more than the test waits for: it stops the run itself, twice
+EPOCHS = 100  # far more than the test waits for: it stops the run itself, twice
 
 
 def progress_text(page: Page) -> str:
@@ -50,6 +51,13 @@ def test_train_start_watch_stop_resume(page, app_server, shoot):
     expect(page.get_by_test_id("stProgress").first).not_to_have_text(first_text, timeout=SLOW)
     shoot(page, "train")
 
+    # a reload while it trains (a new session) opens on the live run, whose panel goes on refreshing itself
+    page.reload()
+    wait_for_app(page)
+    expect(page.get_by_test_id("stProgress").first).to_contain_text("running", timeout=SLOW)
+    wait_for_curve_beyond(page, curve_reach(page))
+    sidebar_after_reload = sidebar_lines(page)
+
     # Stop: the run saves its position and ends as 'stopped', with a Resume button
     page.get_by_role("button", name="Stop").click()
     expect(page.get_by_test_id("stProgress").first).to_contain_text("stopped", timeout=SLOW)
@@ -67,3 +75,9 @@ def test_train_start_watch_stop_resume(page, app_server, shoot):
     # leave nothing training behind: stop it again
     page.get_by_role("button", name="Stop").click()
     expect(page.get_by_test_id("stProgress").first).to_contain_text("stopped", timeout=SLOW)
+
+    # the sidebar kept the app's pages while the reloaded page's live panel refreshed itself
+    problem = navigation_problem(sidebar_after_reload)
+    assert problem is None, (f"after a reload during training, {problem}: Streamlit 1.67 shows the scripts of the "
+                             "pages/ folder instead of st.navigation's pages when the first run of a session starts a "
+                             "run_every fragment (a copy of the app with that folder renamed does not)")
