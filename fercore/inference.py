@@ -19,21 +19,23 @@ def to_input(faces: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 @torch.inference_mode()
 def predict_proba(model: nn.Module, faces: np.ndarray | torch.Tensor, mean: float, std: float,
                   tta: bool = False, batch_size: int = 512) -> torch.Tensor:
-    """Class probabilities [N,C] (float32, CPU) for uint8 faces; tta averages with the mirrored faces."""
+    """Class probabilities [N,C] (float32, CPU) for uint8 faces; tta averages with the mirrored faces.
+
+    The model must already be in eval mode (loaded models are; the trainer switches before validating).
+    """
     device = next(model.parameters()).device
     dtype = hardware.amp_dtype(device)
     faces = torch.as_tensor(faces)
-    was_training = model.training
-    model.eval()
     out = []
     for start in range(0, len(faces), batch_size):
         x = to_input(faces[start:start + batch_size].to(device), mean, std)
         with hardware.autocast(device, dtype):
-            probs = model(x).float().softmax(1)
-            if tta:
-                probs = (probs + model(x.flip(-1)).float().softmax(1)) / 2
+            if tta:  # original and mirrored faces in one batch: one pass, better use of the cores
+                both = model(torch.cat([x, x.flip(-1)])).float().softmax(1)
+                probs = (both[:len(x)] + both[len(x):]) / 2
+            else:
+                probs = model(x).float().softmax(1)
         out.append(probs.cpu())
-    model.train(was_training)
     if not out:
         return torch.empty(0, 0)
     return torch.cat(out)

@@ -93,8 +93,10 @@ class Predictor:
 
     def predict_boxes(self, rgb: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[FacePrediction]:
         """Classify the faces at known (x, y, w, h) boxes of a frame without detecting (live video reuses boxes)."""
-        gray = to_gray(Image.fromarray(rgb)) if rgb.ndim == 3 else rgb
-        crops = np.stack([to_face(gray[y:y + bh, x:x + bw]) for x, y, bw, bh in boxes]) if boxes else np.zeros((0, 48, 48), np.uint8)
+        crops = np.zeros((len(boxes), 48, 48), np.uint8)
+        for i, (x, y, bw, bh) in enumerate(boxes):  # only the crops are converted to gray, not the frame
+            crop = rgb[y:y + bh, x:x + bw]
+            crops[i] = to_face(to_gray(Image.fromarray(crop)) if crop.ndim == 3 else crop)
         return self._predictions(boxes, self.classify(crops))
 
     def predict_image(self, source: ImageSource, name: str = "image") -> ImagePrediction:
@@ -108,7 +110,7 @@ class Predictor:
         faces = self.predict_array(rgb)
         no_face = not faces
         if no_face:
-            faces = self.predict_array(rgb, whole_if_none=True)
+            faces = self.predict_boxes(rgb, [(0, 0, rgb.shape[1], rgb.shape[0])])
         if scale != 1.0:
             for face in faces:
                 face.box = tuple(round(v / scale) for v in face.box)

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
 from torch import nn
 
 from fercore import hardware, models
@@ -46,6 +45,23 @@ class TrainingDiverged(UserError):
 
 def _step_seed(seed: int, epoch: int, step: int) -> int:
     return (seed * 1_000_003 + epoch * 100_003 + step) % (2**63)
+
+
+def _pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
+    """Mean and std of uint8 pixels scaled to 0..1, from a histogram (no float copy of the data set)."""
+    counts = np.bincount(images.reshape(-1), minlength=256).astype(np.float64)
+    values = np.arange(256) / 255
+    mean = float((counts * values).sum() / counts.sum())
+    std = float(np.sqrt((counts * (values - mean) ** 2).sum() / counts.sum()))
+    return mean, std or 1.0
+
+
+def _macro_f1(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> float:
+    """Macro F1 over all classes (0 for a class never predicted nor present), as scikit-learn computes it."""
+    confusion = np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, -1)
+    tp = np.diag(confusion).astype(np.float64)
+    denominator = confusion.sum(0) + confusion.sum(1)
+    return float(np.mean(np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)))
 
 
 def _class_weights(counts: np.ndarray, mode: str) -> torch.Tensor | None:
@@ -137,8 +153,7 @@ class Trainer:
         self.fingerprint = data.fingerprint
         self.train_set = data.split("train", self.classes, cfg.val_fraction, cfg.split_seed)
         self.val_set = data.split("val", self.classes, cfg.val_fraction, cfg.split_seed)
-        pixels = self.train_set.images.astype(np.float32) / 255
-        self.mean, self.std = float(pixels.mean()), float(pixels.std() or 1.0)
+        self.mean, self.std = _pixel_mean_std(self.train_set.images)
         self.images = torch.from_numpy(self.train_set.images).to(self.device)
         self.labels = torch.from_numpy(self.train_set.labels).to(self.device)
         self.batch_size = min(cfg.batch_size, len(self.train_set))
@@ -153,6 +168,7 @@ class Trainer:
                                            label_smoothing=cfg.label_smoothing)
         self.aug_gen = torch.Generator(device=self.device)
         self.pos = Position()
+        self.epoch_seconds: list[float] = []  # of the completed epochs, for the ETA
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, with_state: bool, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -188,6 +204,7 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.pos = Position(**state["position"])
+        self.epoch_seconds = [e["seconds"] for e in self.run.epochs() if e["epoch"] <= self.pos.epoch]
         self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
 
     # ------------------------------------------------------------------ the loop
@@ -255,18 +272,18 @@ class Trainer:
         self.pos.epoch_seconds = epoch_seconds
 
     def _validate(self) -> dict[str, float]:
+        self.model.eval()
         probs = predict_proba(self.model, self.val_set.images, self.mean, self.std)
         labels = torch.from_numpy(self.val_set.labels)
         pred = probs.argmax(1)
         nll = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
         return {"val_loss": nll, "val_acc": float((pred == labels).float().mean()),
-                "val_macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0))}
+                "val_macro_f1": _macro_f1(labels.numpy(), pred.numpy(), len(self.classes))}
 
     def _write_running_status(self) -> None:
         pos, cfg = self.pos, self.cfg
         done = pos.epoch + pos.step / self.steps_per_epoch
-        history = self.run.epochs()
-        per_epoch = (np.median([e["seconds"] for e in history]) if history
+        per_epoch = (np.median(self.epoch_seconds) if self.epoch_seconds
                      else pos.epoch_seconds / max(pos.step, 1) * self.steps_per_epoch)
         self.run.write_status(state="running", pid=os.getpid(), epoch=pos.epoch + 1, total_epochs=cfg.epochs,
                               step=pos.step, steps=self.steps_per_epoch,
@@ -292,6 +309,7 @@ class Trainer:
                     pos.best_val_acc, pos.best_epoch = val["val_acc"], pos.epoch + 1
                     save_checkpoint(self.run.file(BEST), self._checkpoint(False, record))
                 self._report(record)
+                self.epoch_seconds.append(record["seconds"])
                 self.pos = pos = Position(epoch=pos.epoch + 1, best_val_acc=pos.best_val_acc,
                                           best_epoch=pos.best_epoch)
                 self._save_last()

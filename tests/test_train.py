@@ -131,3 +131,16 @@ def test_config_validation_and_presets() -> None:
         TrainConfig.from_dict({"lr": 1, "colour": "red"})
     assert preset("fer2013").arch == "fernet"
     assert json.loads(json.dumps(preset("demo").to_dict()))["data"] == "synthetic"
+
+
+def test_training_helpers_match_numpy_and_scikit_learn() -> None:
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (50, 48, 48), dtype=np.uint8)
+    mean, std = train_module._pixel_mean_std(images)
+    assert mean == pytest.approx(images.mean() / 255) and std == pytest.approx((images / 255).std())
+    labels, predicted = rng.integers(0, 5, 200), rng.integers(0, 4, 200)  # class 4 never predicted
+    assert train_module._macro_f1(labels, predicted, 5) == pytest.approx(
+        f1_score(labels, predicted, labels=range(5), average="macro", zero_division=0))

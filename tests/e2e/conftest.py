@@ -11,6 +11,7 @@ leaves its page's screenshot and the server's log under test-artifacts/e2e/.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,21 +20,23 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
 
 try:
     from playwright.sync_api import Browser, Locator, Page, sync_playwright
+    from playwright.sync_api import Error as PlaywrightError
 except ImportError as exc:  # a clear failure, never a skip: CI installs it from requirements-dev.txt
     raise ImportError("the browser tests need playwright: pip install -r requirements-dev.txt (never "
                       "`playwright install`: they use Debian's chromium)") from exc
 
-from e2e_helpers import TINY_RUN, screenshot, write_y4m
 from fercore.runs import RunDir, pid_alive
+
+from .e2e_helpers import TINY_RUN, screenshot, write_y4m
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("FERCORE_CHROMIUM", "/usr/bin/chromium")
@@ -121,13 +124,11 @@ def _stop_training(runs_dir: Path, wait_s: float = 20) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="session")
-def app_server(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path,
-               netns_prefix: list[str]) -> Iterator[AppServer]:
-    """`streamlit run streamlit_app.py` on a free port, with private folders and one finished run in them."""
-    root = tmp_path_factory.mktemp("app")
+@contextlib.contextmanager
+def serve_app(root: Path, netns_prefix: list[str]) -> Iterator[AppServer]:
+    """`streamlit run streamlit_app.py` on a free port, with the runs, data and cache folders under root."""
     runs_dir = root / "runs"
-    shutil.copytree(tiny_checkpoint.parent, runs_dir / TINY_RUN, ignore=shutil.ignore_patterns("run.lock"))
+    runs_dir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     server = AppServer(f"http://127.0.0.1:{port}", runs_dir, root / "streamlit.log")
     env = {**os.environ, "FERCORE_RUNS_DIR": str(runs_dir), "FERCORE_DATA_DIR": str(root / "data"),
@@ -160,6 +161,23 @@ def app_server(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path,
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path,
+               netns_prefix: list[str]) -> Iterator[AppServer]:
+    """The app for the whole session, with one finished run (the tiny_checkpoint model) in its runs folder."""
+    root = tmp_path_factory.mktemp("app")
+    shutil.copytree(tiny_checkpoint.parent, root / "runs" / TINY_RUN, ignore=shutil.ignore_patterns("run.lock"))
+    with serve_app(root, netns_prefix) as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_app_server(tmp_path: Path, netns_prefix: list[str]) -> Iterator[AppServer]:
+    """An app server of its own that nobody has visited yet, with no runs (for what a first visit does)."""
+    with serve_app(tmp_path / "app", netns_prefix) as server:
+        yield server
 
 
 # ---------------------------------------------------------------- the browser
@@ -217,7 +235,7 @@ def page(browser: Browser, app_server: AppServer, request: pytest.FixtureRequest
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             try:
                 page.screenshot(path=ARTIFACTS / f"{request.node.name}.png", full_page=True)
-            except Exception as exc:  # the page may be gone; the log still helps
+            except PlaywrightError as exc:  # the page may be gone; the log still helps
                 warnings.warn(f"no failure screenshot: {exc}", stacklevel=1)
             (ARTIFACTS / f"{request.node.name}-server.log").write_text(app_server.log_tail(400))
         context.close()

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 from playwright.sync_api import Frame, Locator, Page, expect
 
+from fercore.app_support import SHIPPED_CHECKPOINT
 from fercore.labels import COLORS, EMOTIONS
 
 LABEL = re.compile(rf"\b({'|'.join(EMOTIONS)}) \d{{1,3}}%")  # how a face's label reads: "happy 87%"
@@ -34,8 +35,7 @@ def write_y4m(path: Path, photo_jpeg: bytes, width: int = 640, height: int = 480
     frame = b"FRAME\n" + b"".join(p.astype(np.uint8).tobytes() for p in planes)
     with open(path, "wb") as out:
         out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(frames):
-            out.write(frame)
+        out.writelines(frame for _ in range(frames))
     return np.asarray(canvas)
 
 
@@ -92,7 +92,17 @@ def choose_run_checkpoint(page: Page, run: str) -> None:
     expect(page.get_by_role("combobox", name="Model")).to_have_value(re.compile(rf"^{re.escape(run)} · best"))
 
 
-def set_number(page: Page, label: str, value: int | float) -> None:
+def choose_prediction_model(page: Page) -> None:
+    """For Predict: the shipped model when checkpoints/fer2013.pt exists (its labels mean something, and the README's
+    screenshots show it), otherwise the tiny run's best.pt."""
+    if SHIPPED_CHECKPOINT.is_file():
+        choose(page, "Model", re.compile(r"^shipped model"))
+        expect(page.get_by_role("combobox", name="Model")).to_have_value(re.compile(r"^shipped model"))
+    else:
+        choose_run_checkpoint(page, TINY_RUN)
+
+
+def set_number(page: Page, label: str, value: float) -> None:
     """Type a value into the number input with this label and commit it (Enter), then wait for the rerun."""
     field = page.get_by_test_id("stNumberInput").filter(has=page.get_by_text(label, exact=True)).locator("input")
     field.fill(str(value))
@@ -109,7 +119,7 @@ def component_frame(page: Page, title_part: str) -> Frame:
     return frame
 
 
-def screenshot(page: Page, path: Path, target: Locator | None = None, max_height: int = 2400) -> Path:
+def screenshot(page: Page, path: Path, target: Locator | None = None, max_height: int = 1800) -> Path:
     """Save a screenshot of the whole page (the viewport grown to the content's height) or of one element.
 
     Streamlit scrolls its main area, not the document, so a 'full page' screenshot needs a taller viewport.

@@ -5,12 +5,21 @@ import io
 import re
 
 import numpy as np
-from e2e_helpers import (LABEL, SLOW, TINY_RUN, choose_run_checkpoint, navigation_problem, open_page,
-                         sidebar_lines)
 from PIL import Image
 from playwright.sync_api import expect
 
 from fercore.labels import EMOTIONS
+
+from .e2e_helpers import (
+    LABEL,
+    SLOW,
+    TINY_RUN,
+    choose_prediction_model,
+    choose_run_checkpoint,
+    navigation_problem,
+    open_page,
+    sidebar_lines,
+)
 
 
 def test_home_shows_the_runs_found_and_the_way_to_each_page(page, app_server, shoot):
@@ -27,7 +36,7 @@ def test_home_shows_the_runs_found_and_the_way_to_each_page(page, app_server, sh
 
 def test_predict_labels_the_faces_of_an_uploaded_photo(page, app_server, astronaut_jpeg, shoot):
     open_page(page, app_server.url, "predict")
-    choose_run_checkpoint(page, TINY_RUN)
+    choose_prediction_model(page)
     page.locator("input[type=file]").first.set_input_files(
         {"name": "astronaut.jpg", "mimeType": "image/jpeg", "buffer": astronaut_jpeg})
 
@@ -56,3 +65,19 @@ def test_evaluate_shows_the_accuracy_of_the_chosen_checkpoint(page, app_server, 
     expect(page.get_by_text("Confusion", exact=True)).to_be_visible()
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=SLOW)
     shoot(page, "evaluate")
+
+
+def test_a_first_visit_by_a_page_address_keeps_the_apps_navigation(page, fresh_app_server):
+    """The first visitor of a fresh server opens a page by its address (a bookmark, a shared link).
+
+    Streamlit runs an app that has a pages/ folder the old way (each script there a page of its own, no
+    streamlit_app.py) until st.navigation has run once in the server process.
+    """
+    open_page(page, fresh_app_server.url, "evaluate")
+    expect(page.get_by_role("heading", name="Evaluate")).to_be_visible()
+    problem = navigation_problem(sidebar_lines(page))
+    assert problem is None, (
+        f"{problem}: a first visit to a page's address made Streamlit 1.67 run pages/evaluate.py as an old-style "
+        "page of the pages/ folder, without streamlit_app.py (no st.navigation, no set_page_config, '_common' listed "
+        "as a page), and every session does so until someone opens the app's root address. Streamlit does this "
+        "for a folder named pages/ beside the main script only (PagesManager.uses_pages_directory).")

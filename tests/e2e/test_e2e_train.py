@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import re
 
-from e2e_helpers import SLOW, navigation_problem, open_page, set_number, sidebar_lines, wait_for_app
 from playwright.sync_api import Page, expect
+
+from .e2e_helpers import SLOW, open_page, set_number, wait_for_app
 
 RUN = "e2e-train"
 FACES = 700  # the smallest step of the synthetic source: about ten training steps per epoch
 EPOCHS = 100  # far more than the test waits for: it stops the run itself, twice
-
-
-def progress_text(page: Page) -> str:
-    return page.get_by_test_id("stProgress").first.inner_text()
 
 
 CURVES = f".st-key-curves-{RUN} .js-plotly-plot"  # the live panel's chart (two for a moment while it refreshes)
@@ -31,6 +28,10 @@ def wait_for_curve_beyond(page: Page, reach: float, timeout_s: float = 90) -> fl
     page.wait_for_function(f"([selector, reach]) => ({REACH_JS})(selector) > reach", arg=[CURVES, reach],
                            timeout=timeout_s * 1000, polling=500)
     return curve_reach(page)
+
+
+def progress_text(page: Page) -> str:
+    return page.get_by_test_id("stProgress").first.inner_text()
 
 
 def test_train_start_watch_stop_resume(page, app_server, shoot):
@@ -56,7 +57,6 @@ def test_train_start_watch_stop_resume(page, app_server, shoot):
     wait_for_app(page)
     expect(page.get_by_test_id("stProgress").first).to_contain_text("running", timeout=SLOW)
     wait_for_curve_beyond(page, curve_reach(page))
-    sidebar_after_reload = sidebar_lines(page)
 
     # Stop: the run saves its position and ends as 'stopped', with a Resume button
     page.get_by_role("button", name="Stop").click()
@@ -75,9 +75,3 @@ def test_train_start_watch_stop_resume(page, app_server, shoot):
     # leave nothing training behind: stop it again
     page.get_by_role("button", name="Stop").click()
     expect(page.get_by_test_id("stProgress").first).to_contain_text("stopped", timeout=SLOW)
-
-    # the sidebar kept the app's pages while the reloaded page's live panel refreshed itself
-    problem = navigation_problem(sidebar_after_reload)
-    assert problem is None, (f"after a reload during training, {problem}: Streamlit 1.67 shows the scripts of the "
-                             "pages/ folder instead of st.navigation's pages when the first run of a session starts a "
-                             "run_every fragment (a copy of the app with that folder renamed does not)")

@@ -7,9 +7,10 @@ import re
 import time
 
 import numpy as np
-from e2e_helpers import SLOW, TINY_RUN, choose_run_checkpoint, component_frame, label_colour_pixels, open_page
 from PIL import Image
 from playwright.sync_api import expect
+
+from .e2e_helpers import SLOW, choose_prediction_model, component_frame, label_colour_pixels, open_page
 
 STATS = re.compile(r"([\d,]+) frames annotated · ([\d.]+) frames/s")
 ENOUGH_FRAMES = 30
@@ -25,7 +26,7 @@ def annotated_frames(page) -> tuple[int, float]:
 
 def test_webcam_frames_come_back_labelled_by_the_server(page, app_server, fake_webcam, shoot, record_property):
     open_page(page, app_server.url, "predict")
-    choose_run_checkpoint(page, TINY_RUN)
+    choose_prediction_model(page)
     page.get_by_role("tab", name="Live webcam").click()
     webrtc = page.frame_locator("iframe[title*='webrtc']")
     webrtc.get_by_role("button", name="Start").click()
