@@ -25,6 +25,20 @@ SOURCE_KINDS = {
 }
 
 
+def enter_app() -> None:
+    """Call first in every page: make a first visit by page address (/train) still go through the app.
+
+    Streamlit 1.67 treats a folder named pages/ as a legacy page list until st.navigation has run once in the
+    process, so such a first visit would run the page alone, with the wrong sidebar and without the app's
+    settings. Switching that legacy mode off and rerunning lets streamlit_app.py route to the same page.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def data_stamp(source: str) -> str:
     """What changes when the data of a source changes (a cache key part)."""
     return source if is_synthetic(source) else stat_fingerprint(Path(source).expanduser())

@@ -14,10 +14,13 @@ from pages._common import (
     checkpoint_picker,
     data_source_picker,
     data_stamp,
+    enter_app,
     load_faces,
     mtime,
     show_card,
 )
+
+enter_app()
 
 MISTAKES = 24
 

@@ -4,7 +4,9 @@ import streamlit as st
 from fercore import app_support
 from fercore.errors import UserError
 from fercore.runs import list_runs
-from pages._common import runs_table, show_card
+from pages._common import enter_app, runs_table, show_card
+
+enter_app()
 
 st.title("FER Studio")
 st.markdown(

@@ -7,7 +7,9 @@ from fercore import app_support, plots, rtc
 from fercore.errors import UserError
 from fercore.live import LiveAnnotator
 from fercore.predict import Predictor
-from pages._common import checkpoint_picker, load_predictor, mtime
+from pages._common import checkpoint_picker, enter_app, load_predictor, mtime
+
+enter_app()
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 

@@ -13,7 +13,9 @@ from fercore.data import FaceSet, is_synthetic
 from fercore.errors import UserError
 from fercore.labels import CLASS_SETS, EMOTIONS
 from fercore.runs import ACTIVE_STATES, LAST, RunDir, delete_run, list_runs
-from pages._common import data_source_picker, load_faces, runs_table
+from pages._common import data_source_picker, enter_app, load_faces, runs_table
+
+enter_app()
 
 # field of AugmentConfig -> (label, slider maximum, step)
 AUGMENTATIONS = {

@@ -5,7 +5,8 @@ namespace whose only interface is the loopback: nothing can leave the machine, a
 connect over 127.0.0.1 (the app is told to offer it with FERCORE_RTC_LOOPBACK, see fercore/rtc.py). Elsewhere they
 share the machine's network, with a warning.
 
-The app gets its own runs, data and cache folders, with one finished run (the `tiny_checkpoint` model) in it.
+The app gets its own runs, data and cache folders, with one finished run (the `tiny_checkpoint` model) in it; a test
+that needs a server nobody has visited yet gets one of its own (fresh_app_server).
 Screenshots go to the session's tmp folder, and to docs/screenshots/ when FERCORE_SCREENSHOTS=1. A failing test
 leaves its page's screenshot and the server's log under test-artifacts/e2e/.
 """
@@ -51,6 +52,15 @@ CHROMIUM_ARGS = [
     # the fake webcam: the clip of the fake_webcam fixture, with the permission prompt answered yes
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--allow-loopback-in-peer-connection",
 ]
+LOOPBACK_HOLDER = """
+import fcntl, socket, struct, sys
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1  # ip link set lo up, without iproute2
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    flags = struct.unpack("16sH22x", fcntl.ioctl(sock, SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0)))[1]
+    fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+print("up", flush=True)
+sys.stdin.read()  # until the tests end (or die): their end of the pipe closes
+"""
 HEALTH_PROBE = """
 import sys, time, urllib.request
 url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
@@ -70,15 +80,15 @@ sys.exit(1)
 @pytest.fixture(scope="session")
 def netns_prefix() -> Iterator[list[str]]:
     """A command prefix that runs a program in a loopback-only network namespace ([] where none can be made)."""
-    tools = {tool: shutil.which(tool) for tool in ("unshare", "nsenter", "ip")}
+    tools = {tool: shutil.which(tool) for tool in ("unshare", "nsenter")}
     if os.geteuid() != 0 or not all(tools.values()):
         missing = [tool for tool, path in tools.items() if not path]
         warnings.warn("browser tests share this machine's network: a loopback-only namespace needs root and "
-                      f"unshare, nsenter and ip (missing: {', '.join(missing) or 'none'}; apt-get install "
-                      "util-linux iproute2)", stacklevel=1)
+                      f"unshare and nsenter (util-linux; missing: {', '.join(missing) or 'none'})", stacklevel=1)
         yield []
         return
-    holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && echo up && exec sleep 86400"],
+    # the namespace is held by a process in it that switches lo on, says so, then waits for the tests to end
+    holder = subprocess.Popen(["unshare", "--net", sys.executable, "-c", LOOPBACK_HOLDER], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if (holder.stdout.readline().strip() if holder.stdout else "") != "up":
         holder.kill()
