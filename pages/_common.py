@@ -34,7 +34,8 @@ def enter_app() -> None:
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    if PagesManager.uses_pages_directory and not st.session_state.get("entered-app"):
+        st.session_state["entered-app"] = True  # once per session: a rerun must never swallow a click
         PagesManager.uses_pages_directory = False
         st.rerun()
 
