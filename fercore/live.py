@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,19 +37,23 @@ class FaceTrack:
 
 
 class FpsMeter:
-    """Frames per second, smoothed exponentially over recent frames."""
+    """Frames per second over the last `window` frames: frames counted over the time they took.
 
-    def __init__(self, smoothing: float = 0.9):
-        self.smoothing = smoothing
-        self.fps = 0.0
-        self._last: float | None = None
+    (Averaging instantaneous rates 1/interval would overstate it whenever intervals vary.)
+    """
+
+    def __init__(self, window: int = 30, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self.times: deque[float] = deque(maxlen=window)
+
+    @property
+    def fps(self) -> float:
+        if len(self.times) < 2 or self.times[-1] <= self.times[0]:
+            return 0.0
+        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
 
     def tick(self) -> float:
-        now = time.perf_counter()
-        if self._last is not None and now > self._last:
-            current = 1.0 / (now - self._last)
-            self.fps = current if self.fps == 0 else self.smoothing * self.fps + (1 - self.smoothing) * current
-        self._last = now
+        self.times.append(self.clock())
         return self.fps
 
 

@@ -81,10 +81,21 @@ def test_settings_are_checked(predictor: Predictor) -> None:
             LiveAnnotator(predictor, **bad)
 
 
-def test_fps_meter_counts_up_from_zero() -> None:
-    meter = FpsMeter()
+def test_fps_meter_counts_frames_over_the_time_they_took() -> None:
+    ticks = iter([0.0, 0.01, 0.2, 0.21, 0.4])  # uneven intervals: 4 frames in 0.4 s
+    meter = FpsMeter(window=30, clock=lambda: next(ticks))
     assert meter.tick() == 0.0
-    assert meter.tick() > 0.0
+    for _ in range(4):
+        meter.tick()
+    assert meter.fps == pytest.approx(10.0)  # not the mean of 1/interval (about 52)
+
+
+def test_fps_meter_forgets_old_frames() -> None:
+    ticks = iter([0.0, 1.0, 1.1, 1.2])
+    meter = FpsMeter(window=3, clock=lambda: next(ticks))
+    for _ in range(4):
+        meter.tick()
+    assert meter.fps == pytest.approx(10.0)
 
 
 def test_iou() -> None:
