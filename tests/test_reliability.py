@@ -180,3 +180,22 @@ def test_no_unsafe_code_patterns_in_the_product() -> None:
     found = [f"{path.relative_to(ROOT)}: {what}" for path in files if path.exists()
              for pattern, what in _UNSAFE if pattern.search(path.read_text())]
     assert found == []
+
+
+def test_two_different_runs_at_once_both_finish(tmp_path: Path) -> None:
+    common = ("--data", "synthetic:700", "--arch", "basic", "--epochs", "1", "--batch-size", "32", "--threads", "1")
+    procs = [_train_process(tmp_path / name, *common, "--run-dir", str(tmp_path / name)) for name in ("a", "b")]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    assert [RunDir(tmp_path / n).status()["state"] for n in ("a", "b")] == ["finished", "finished"]
+
+
+def test_a_30_megapixel_photo_is_downscaled_not_choked_on(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:
+    photo = Image.open(io.BytesIO(astronaut_jpeg)).resize((6000, 5000), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=70)
+    result = Predictor.from_checkpoint(tiny_checkpoint).predict_image(buffer.getvalue(), "big.jpg")
+    assert result.error is None and not result.no_face_found
+    x, y, w, h = result.faces[0].box  # in the photo's own pixels: the face is near (2200, 1150)
+    assert 1500 < x + w / 2 < 3000 and 600 < y + h / 2 < 1800
