@@ -56,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "lr": args.lr, "optimizer": args.optimizer, "schedule": args.schedule, "weight_decay": args.weight_decay,
         "label_smoothing": args.label_smoothing, "class_weights": args.class_weights, "early_stop": args.early_stop,
         "val_fraction": args.val_fraction, "seed": args.seed, "device": args.device, "threads": args.threads,
-        "amp": args.amp,
+        "amp": args.amp, "init_from": args.init,
     }.items() if v is not None}
     if args.classes:
         from fercore.labels import resolve_classes
@@ -183,6 +183,8 @@ def build_parser() -> _Parser:
     train.add_argument("--early-stop", type=int, metavar="PATIENCE")
     train.add_argument("--val-fraction", type=float)
     train.add_argument("--no-augment", action="store_true")
+    train.add_argument("--init", metavar="CHECKPOINT",
+                       help="start from a checkpoint's weights (same architecture and classes), fresh schedule")
     train.add_argument("--run-dir")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or interrupted run from its last.pt")
     train.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])

@@ -40,6 +40,7 @@ class TrainConfig:
     threads: int = 0  # 0 = every usable core
     amp: str = "auto"  # auto / on / off
     tta: bool = True  # the checkpoint's default for evaluation and prediction
+    init_from: str | None = None  # start from this checkpoint's weights (same architecture and classes)
 
     def validate(self) -> None:
         checks = [

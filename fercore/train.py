@@ -161,6 +161,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = models.build(cfg.arch, len(self.classes), **cfg.arch_args).to(
             self.device, memory_format=torch.channels_last)
+        if cfg.init_from:
+            self._init_weights(Path(cfg.init_from))
         self.optimizer = _optimizer(cfg, self.model)
         self.scheduler = _scheduler(cfg, self.optimizer, self.steps_per_epoch)
         weights = _class_weights(np.bincount(self.train_set.labels, minlength=len(self.classes)), cfg.class_weights)
@@ -192,6 +194,16 @@ class Trainer:
         epochs = self.run.epochs()
         last = epochs[-1] if epochs else {}
         save_checkpoint(self.run.file(LAST), self._checkpoint(True, last))
+
+    def _init_weights(self, path: Path) -> None:
+        """Warm start: weights and normalisation of another run's checkpoint; optimiser and schedule start fresh."""
+        data = read_checkpoint(path)
+        if (data["arch"], data.get("arch_args", {}), tuple(data["classes"])) != (
+                self.cfg.arch, self.cfg.arch_args, self.classes):
+            raise UserError(f"{path.name} is a {data['arch']} {data.get('arch_args') or ''} for "
+                            f"{', '.join(data['classes'])}: --init needs the same architecture and classes")
+        self.model.load_state_dict(data["state_dict"])
+        self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
 
     def restore(self) -> None:
         """Continue from the run's last.pt: weights, optimiser, schedule and position."""

@@ -144,3 +144,14 @@ def test_training_helpers_match_numpy_and_scikit_learn() -> None:
     labels, predicted = rng.integers(0, 5, 200), rng.integers(0, 4, 200)  # class 4 never predicted
     assert train_module._macro_f1(labels, predicted, 5) == pytest.approx(
         f1_score(labels, predicted, labels=range(5), average="macro", zero_division=0))
+
+
+def test_init_from_a_checkpoint_starts_from_its_weights(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    cfg = _cfg(data="synthetic:2100", epochs=1, init_from=str(tiny_checkpoint), lr=1e-9, schedule="constant")
+    run_training(cfg, tmp_path / "warm")
+    before = read_checkpoint(tiny_checkpoint)["state_dict"]
+    after = read_checkpoint(tmp_path / "warm" / "last.pt")["state_dict"]
+    conv = "features.0.weight"
+    assert torch.allclose(before[conv], after[conv], atol=1e-6)  # a near-zero lr keeps the loaded weights
+    with pytest.raises(UserError, match="same architecture and classes"):
+        run_training(_cfg(arch="fernet", init_from=str(tiny_checkpoint)), tmp_path / "mismatch")
