@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fercore import models
+from fercore import models  # noqa: E402  (needs the sys.path line above)
 
 SIZE, BATCH, ROTATE, VAL_FRACTION = 48, 64, 10.0, 0.1
 SUFFIXES = {".jpg", ".jpeg", ".png"}

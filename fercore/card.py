@@ -80,13 +80,28 @@ def card_markdown(card: dict[str, Any]) -> str:
     v, plain = card["validation"]["tta"], card["validation"]["no_tta"]
     rows = "\n".join(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
                      for c, r in v["per_class"].items())
-    header = "| true \\ predicted | " + " | ".join(v["classes"]) + " |\n|---" * (len(v["classes"]) + 1) + "|"
+    header = "| true \\ predicted | " + " | ".join(v["classes"]) + " |\n" + "|---" * (len(v["classes"]) + 1) + "|"
     confusion = "\n".join(f"| **{c}** | " + " | ".join(str(n) for n in row) + " |"
                           for c, row in zip(v["classes"], v["confusion"]))
-    recipe = card["recipe"]
+    recipe, inf, data = card["recipe"], card["inference_ms_per_face"], card["data"]
     aug = ", ".join(f"{k} {val}" for k, val in recipe["augment"].items())
-    inf = card["inference_ms_per_face"]
-    hours = card["training"]["seconds"] / 3600
+    facts = {
+        "classes": ", ".join(card["classes"]),
+        "data": (f"FER2013 training split, {data['train']:,} train / {data['val']:,} validation faces (stratified, "
+                 f"seed {data['val_split']['seed']}, {data['val_split']['fraction']:.0%}); "
+                 f"fingerprint `{card['data_fingerprint']}`"),
+        "validation accuracy": f"**{v['accuracy']:.2%}** with flip TTA (the default), {plain['accuracy']:.2%} without",
+        "validation macro F1": f"**{v['macro_f1']:.3f}** with TTA, {plain['macro_f1']:.3f} without",
+        "best epoch": f"{card['best_epoch']} of {card['training']['epochs']}",
+        "training time": f"{card['training']['seconds'] / 3600:.2f} h on {card['training']['hardware']}",
+        "inference": (f"{inf['batch1']:.2f} ms per face alone, {inf['batch32']:.2f} ms per face in a batch of 32 "
+                      f"(TTA {'on' if inf['tta'] else 'off'}, one thread of {inf['cpu']})"),
+    }
+    table = "\n".join(f"| {k} | {val} |" for k, val in facts.items())
+    recipe_line = (f"{recipe['optimizer'].upper()} (momentum {recipe['momentum']}, Nesterov {recipe['nesterov']}), "
+                   f"lr {recipe['lr']} with a {recipe['schedule']} schedule, weight decay {recipe['weight_decay']}, "
+                   f"batch {recipe['batch_size']}, {recipe['epochs']} epochs, label smoothing "
+                   f"{recipe['label_smoothing']}, class weights {recipe['class_weights']}, seed {recipe['seed']}.")
     return f"""# Model card: `fer2013.pt`
 
 **{card['architecture']}** ({card['parameters']:,} parameters): {card['description']}.
@@ -94,16 +109,10 @@ Trained from scratch (no pretrained weights, no other data) with `python -m ferc
 
 | | |
 |---|---|
-| classes | {', '.join(card['classes'])} |
-| data | FER2013 training split, {card['data']['train']:,} train / {card['data']['val']:,} validation faces (stratified, seed {card['data']['val_split']['seed']}, {card['data']['val_split']['fraction']:.0%}); fingerprint `{card['data_fingerprint']}` |
-| validation accuracy | **{v['accuracy']:.2%}** with flip TTA (the default), {plain['accuracy']:.2%} without |
-| validation macro F1 | **{v['macro_f1']:.3f}** with TTA, {plain['macro_f1']:.3f} without |
-| best epoch | {card['best_epoch']} of {card['training']['epochs']} |
-| training time | {hours:.2f} h on {card['training']['hardware']} |
-| inference | {inf['batch1']:.2f} ms per face alone, {inf['batch32']:.2f} ms per face in a batch of 32 (TTA {'on' if inf['tta'] else 'off'}, one thread of {inf['cpu']}) |
+{table}
 
 ## Recipe
-{recipe['optimizer'].upper()} (momentum {recipe['momentum']}, Nesterov {recipe['nesterov']}), lr {recipe['lr']} with a {recipe['schedule']} schedule, weight decay {recipe['weight_decay']}, batch {recipe['batch_size']}, {recipe['epochs']} epochs, label smoothing {recipe['label_smoothing']}, class weights {recipe['class_weights']}, seed {recipe['seed']}.
+{recipe_line}
 Augmentation (batched on tensors): {aug}.
 
 ## Per-class report (validation, TTA)

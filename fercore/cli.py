@@ -35,7 +35,8 @@ def _progress_printer(stream=sys.stderr):
             stream.flush()
         elif record["type"] == "epoch":
             stream.write(("\r" if tty else "") + f"epoch {record['epoch']}: train loss {record['train_loss']:.3f} "
-                         f"acc {record['train_acc']:.3f} | val loss {record['val_loss']:.3f} acc {record['val_acc']:.3f} "
+                         f"acc {record['train_acc']:.3f} | val loss {record['val_loss']:.3f} "
+                         f"acc {record['val_acc']:.3f} "
                          f"f1 {record['val_macro_f1']:.3f} | lr {record['lr']:.2e} | {record['seconds']:.0f}s "
                          f"{record['images_per_s']:.0f} img/s\n")
             stream.flush()
@@ -163,7 +164,8 @@ def cmd_ship(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> _Parser:
-    parser = _Parser(prog="python -m fercore", description="Facial emotion recognition: train, evaluate, predict, export.")
+    parser = _Parser(prog="python -m fercore",
+                     description="Facial emotion recognition: train, evaluate, predict, export.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a model from scratch; the run goes to --run-dir")

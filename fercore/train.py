@@ -25,7 +25,7 @@ from fercore import hardware, models
 from fercore.augment import augment_batch
 from fercore.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
 from fercore.config import TrainConfig
-from fercore.data import FaceSet, load_data
+from fercore.data import load_data
 from fercore.errors import UserError
 from fercore.inference import predict_proba, to_input
 from fercore.runs import BEST, LAST, RunDir
@@ -231,7 +231,8 @@ class Trainer:
 
     def _train_epoch(self, stop: _StopFlag) -> None:
         cfg, pos, epoch = self.cfg, self.pos, self.pos.epoch
-        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, -1)))
+        shuffle = torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, -1))
+        order = torch.randperm(len(self.labels), generator=shuffle)
         order = order.to(self.device)
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
@@ -264,7 +265,9 @@ class Trainer:
             if now - last_report >= PROGRESS_SECONDS or pos.step == self.steps_per_epoch:
                 last_report = now
                 self._fold(loss_sum, correct, seen_here, base_seconds + now - started)
-                loss_sum.zero_(); correct.zero_(); seen_here = 0
+                loss_sum.zero_()
+                correct.zero_()
+                seen_here = 0
                 base_seconds, started = pos.epoch_seconds, now
                 self._report({"type": "progress", "epoch": epoch + 1, "step": pos.step,
                               "steps": self.steps_per_epoch, "train_loss": pos.loss_sum / max(1, pos.seen),

@@ -25,6 +25,16 @@ def test_ship_writes_checkpoint_card_and_metrics(tiny_checkpoint: Path, tmp_path
 
 
 def test_ship_refuses_other_data(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = main(["ship", "--checkpoint", str(tiny_checkpoint), "--data", "synthetic:1400", "--out", str(tmp_path / "x.pt")])
+    code = main(["ship", "--checkpoint", str(tiny_checkpoint), "--data", "synthetic:1400",
+                 "--out", str(tmp_path / "x.pt")])
     assert code == 2 and "not the data this checkpoint was trained on" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_card_markdown_tables_are_well_formed(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    ship(tiny_checkpoint, "synthetic:2100", tmp_path / "fer2013.pt")
+    lines = (tmp_path / "README.md").read_text().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("| true \\ predicted |")))
+    confusion = lines[start:start + 9]
+    assert confusion[1] == "|---" * 8 + "|"
+    assert all(row.count("|") == 9 for row in confusion)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import jpeg_bytes, write_image_tree
-from fercore.data import load_data
+
 from fercore.data import dataset as dataset_module
+from fercore.data import load_data
 from fercore.data.sources import READERS
 from fercore.errors import UserError
 from fercore.labels import EMOTIONS, FER2013_CSV_ORDER

@@ -6,9 +6,9 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import jpeg_bytes
 from PIL import Image
 
-from conftest import jpeg_bytes
 from fercore.data.images import ImageError, decode_face, downscale, open_image
 
 

@@ -108,7 +108,8 @@ def test_kill_9_mid_epoch_leaves_intact_checkpoints_and_resume_finishes(tmp_path
     common = ("--data", "synthetic:2100", "--arch", "basic", "--epochs", "4", "--batch-size", "16", "--threads", "1")
     proc = _train_process(run_dir, *common, "--run-dir", str(run_dir))
     run = RunDir(run_dir)
-    _wait_for(lambda: run.file("last.pt").exists() and run.status().get("epoch", 0) >= 2 and run.status().get("step", 0) > 3)
+    _wait_for(lambda: run.file("last.pt").exists() and run.status().get("epoch", 0) >= 2
+              and run.status().get("step", 0) > 3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     status = run.status()

@@ -136,7 +136,8 @@ def _decode_entries(entries: list[_Entry], source_name: str) -> RawFaces:
         faces = list(pool.map(decode, placed, chunksize=256))
     keep = [i for i, face in enumerate(faces) if face is not None]
     if not keep:
-        raise UserError(f"none of the {len(placed)} images in {source_name} could be read ({report.skipped_examples[0]})")
+        raise UserError(f"none of the {len(placed)} images in {source_name} could be read "
+                        f"({report.skipped_examples[0]})")
     return RawFaces(
         images=np.stack([faces[i] for i in keep]),
         emotions=np.array([EMOTIONS.index(placed[i][1]) for i in keep], dtype=np.int64),
@@ -207,7 +208,8 @@ def _csv_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str]]]:
     reader = csv.DictReader(lines)
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     if "emotion" not in header or "pixels" not in header:
-        raise UserError(f"CSV header must have 'emotion' and 'pixels' (and optionally 'Usage'); found: {', '.join(reader.fieldnames or []) or 'nothing'}")
+        found = ", ".join(reader.fieldnames or []) or "nothing"
+        raise UserError(f"CSV header must have 'emotion' and 'pixels' (and optionally 'Usage'); found: {found}")
     reader.fieldnames = header
     for row in reader:
         yield reader.line_num, row
