@@ -6,6 +6,7 @@ the baseline.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness import ROOT, Row
@@ -36,27 +38,41 @@ def _get(url: str) -> bytes | None:
         return None
 
 
-def seconds_to_first_page(script: Path) -> float:
-    """Start `streamlit run script` headless on a free local port; seconds until health is ok and / serves HTML."""
+@contextlib.contextmanager
+def streamlit_server(script: Path, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`streamlit run script` headless on a free 127.0.0.1 port (env added to ours): the process and its base URL,
+    from the moment it is started; its whole process group is ended on leaving."""
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
                "--server.address", "127.0.0.1", "--server.port", str(port),
                "--browser.gatherUsageStats", "false"]
-    base = f"http://127.0.0.1:{port}"
-    start = time.perf_counter()
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+                              env={**os.environ, **(env or {})}, start_new_session=True)
     try:
-        while time.perf_counter() - start < TIMEOUT_S:
-            if server.poll() is not None:
-                raise RuntimeError(f"streamlit run {script.name} exited with {server.returncode}")
-            if _get(f"{base}/_stcore/health") == b"ok" and b"<html" in (_get(base + "/") or b"").lower():
-                return time.perf_counter() - start
-            time.sleep(POLL_S)
-        raise RuntimeError(f"streamlit run {script.name}: no page after {TIMEOUT_S:.0f} s")
+        yield server, f"http://127.0.0.1:{port}"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait()
+
+
+def wait_for_first_page(server: subprocess.Popen, base: str, name: str) -> None:
+    """Until health is ok and / serves HTML; raises when the server exits or takes longer than TIMEOUT_S."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < TIMEOUT_S:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit run {name} exited with {server.returncode}")
+        if _get(f"{base}/_stcore/health") == b"ok" and b"<html" in (_get(base + "/") or b"").lower():
+            return
+        time.sleep(POLL_S)
+    raise RuntimeError(f"streamlit run {name}: no page after {TIMEOUT_S:.0f} s")
+
+
+def seconds_to_first_page(script: Path) -> float:
+    """Start `streamlit run script` headless on a free local port; seconds until health is ok and / serves HTML."""
+    start = time.perf_counter()
+    with streamlit_server(script) as (server, base):
+        wait_for_first_page(server, base, script.name)
+        return time.perf_counter() - start
 
 
 def app_rows(work: Path, repeats: int) -> list[Row]:

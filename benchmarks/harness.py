@@ -25,6 +25,7 @@ SECTIONS = {
     5: "app start",
     6: "peak memory",
     7: "time to accuracy",
+    8: "app-launched training vs CLI",
 }
 
 

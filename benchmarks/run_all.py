@@ -4,7 +4,9 @@
 
 Sections: 1 one training epoch as a user waits (seeds-style baseline vs `python -m fercore train`), 2 inference
 (faces, photos, the predict CLI), 3 webcam frames, 4 evaluation, 5 app start, 6 peak memory, 7 time to accuracy
-of the shipped recipe (read from its run's metrics.jsonl, not trained here). Every ratio is a median over the
+of the shipped recipe (read from its run's metrics.jsonl, not trained here), 8 app-launched training vs the CLI
+(images/s of the same run started from a shell alone and the app's way beside its server and a browser on the
+Live tab, --threads cores-1 and every core; --quick trains on synthetic:20000). Every ratio is a median over the
 median of its baseline row, measured in the same run. --quick trains on a 2,000-image subset and takes fewer
 samples. Benchmarks are not tests: nothing here passes or fails.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 import cv2
 import torch
 from bench_app import app_rows
+from bench_app_training import app_training_rows
 from bench_inference import checkpoint_or_untrained, inference_rows
 from bench_training import accuracy_rows, subset_folder, training_rows
 from harness import ROOT, SECTIONS, Row, machine_lines, markdown_table
@@ -40,11 +43,16 @@ class Sizes:
     photos: int  # photos (and batches of faces) timed
     frames: int  # webcam frames per pass
     eval_faces: int
+    app_training_data: str | None  # section 8's data: None for --data (all of it), else a fercore data source
+    app_training_window_s: float  # seconds of training measured per run in section 8
+    app_training_rounds: int  # rounds of its four runs (--repeats overrides)
 
 
-FULL = Sizes(train_images=None, repeats=3, photos=40, frames=150, eval_faces=7000)
-QUICK = Sizes(train_images=2000, repeats=3, photos=12, frames=60, eval_faces=1000)
-GROUPS = ("training", "inference", "app", "accuracy")
+FULL = Sizes(train_images=None, repeats=3, photos=40, frames=150, eval_faces=7000, app_training_data=None,
+             app_training_window_s=40, app_training_rounds=2)
+QUICK = Sizes(train_images=2000, repeats=3, photos=12, frames=60, eval_faces=1000,
+              app_training_data="synthetic:20000", app_training_window_s=20, app_training_rounds=1)
+GROUPS = ("training", "inference", "app", "accuracy", "app-training")
 
 
 def parse_args() -> argparse.Namespace:
@@ -89,6 +97,7 @@ def main() -> None:
         work = Path(tmp)
         cache = work / "decode-cache"
         os.environ["FERCORE_CACHE_DIR"] = str(cache)  # private: the training section's cold run empties it
+        full_data = data
         if sizes.train_images:
             data = subset_folder(data, sizes.train_images, work / "subset")
         images = sum(1 for _ in data.glob("*/*"))
@@ -102,6 +111,9 @@ def main() -> None:
                                                 sizes.eval_faces, repeats),
             "app": lambda: app_rows(work, repeats),
             "accuracy": lambda: accuracy_rows(args.run),
+            "app-training": lambda: app_training_rows(sizes.app_training_data or str(full_data),
+                                                      sizes.app_training_window_s,
+                                                      args.repeats or sizes.app_training_rounds, work),
         }
         rows: list[Row] = []
         failures: list[str] = []

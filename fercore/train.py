@@ -99,6 +99,41 @@ def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: in
 PER_STEP_SCHEDULES = ("onecycle", "cosine")
 
 
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, x: torch.Tensor,
+                  y: torch.Tensor, amp: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One update on a prepared batch; returns the (detached) loss and logits, with no host sync."""
+    with hardware.autocast(x.device, amp):
+        logits = model(x)
+        loss = loss_fn(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def measure_step_seconds(cfg: TrainConfig, num_classes: int, threads: int, repeats: int = 3) -> float:
+    """Median seconds of one training step of cfg's model and batch on this machine (random faces, augmented)."""
+    previous = torch.get_num_threads()
+    hardware.configure_threads(threads)
+    try:
+        device = hardware.pick_device(cfg.device)
+        amp = hardware.amp_dtype(device, cfg.amp)
+        model = models.build(cfg.arch, num_classes, **cfg.arch_args).to(device, memory_format=torch.channels_last)
+        optimizer, loss_fn = _optimizer(cfg, model), nn.CrossEntropyLoss()
+        gen = torch.Generator(device=device).manual_seed(0)
+        faces = torch.rand(cfg.batch_size, 1, 48, 48, device=device, generator=gen)
+        labels = torch.randint(0, num_classes, (cfg.batch_size,), device=device, generator=gen)
+        times = []
+        for _ in range(repeats + 1):  # the first step warms up kernels and allocations
+            start = time.perf_counter()
+            x = to_input(augment_batch(faces, cfg.augment, gen), 0.5, 0.25)
+            float(training_step(model, optimizer, loss_fn, x, labels, amp)[0])
+            times.append(time.perf_counter() - start)
+        return float(np.median(times[1:]))
+    finally:
+        torch.set_num_threads(previous)
+
+
 @dataclass
 class Position:
     """Where the run is: the next epoch and step to do, and the running sums of the current epoch."""
@@ -247,14 +282,8 @@ class Trainer:
             self.aug_gen.manual_seed(seed)
             torch.manual_seed(seed)
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
-            x = augment_batch(self.images[idx].unsqueeze(1).float() / 255, cfg.augment, self.aug_gen)
-            x, y = to_input(x, self.mean, self.std), self.labels[idx]
-            with hardware.autocast(self.device, self.amp):
-                logits = self.model(x)
-                loss = self.loss_fn(logits.float(), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            y = self.labels[idx]
+            loss, logits = training_step(self.model, self.optimizer, self.loss_fn, self._batch(idx), y, self.amp)
             if self.scheduler is not None and cfg.schedule in PER_STEP_SCHEDULES:
                 self.scheduler.step()
             loss_sum += loss.detach() * len(y)
@@ -274,6 +303,11 @@ class Trainer:
                               "train_acc": pos.correct / max(1, pos.seen), "lr": self._lr(),
                               "images_per_s": pos.seen / max(1e-9, pos.epoch_seconds), "time": time.time()})
                 self._write_running_status()
+
+    def _batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """The augmented, normalised model input for the faces at idx."""
+        x = augment_batch(self.images[idx].unsqueeze(1).float() / 255, self.cfg.augment, self.aug_gen)
+        return to_input(x, self.mean, self.std)
 
     def _fold(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, epoch_seconds: float) -> None:
         """Move the device-side running sums into the position (one host sync per report, not per step)."""

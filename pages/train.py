@@ -13,6 +13,7 @@ from fercore.data import FaceSet, is_synthetic
 from fercore.errors import UserError
 from fercore.labels import CLASS_SETS, EMOTIONS
 from fercore.runs import ACTIVE_STATES, LAST, RunDir, delete_run, list_runs
+from fercore.train import measure_step_seconds
 from pages._common import data_source_picker, enter_app, load_faces, runs_table
 
 enter_app()
@@ -44,6 +45,12 @@ def eta(seconds: float | None) -> str:
         return "?"
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min {secs:02d} s"
+
+
+@st.cache_data(max_entries=64, show_spinner="Timing a training step on this machine...")
+def step_seconds(arch: str, batch_size: int, device: str, num_classes: int, threads: int) -> float:
+    """Seconds per training step of this architecture and batch here (measured once per process)."""
+    return measure_step_seconds(TrainConfig(arch=arch, batch_size=batch_size, device=device), num_classes, threads)
 
 
 def launch(start: Callable[[], RunDir]) -> None:
@@ -213,6 +220,11 @@ def new_run_section() -> None:
                               lr=float(lr), schedule=schedule, weight_decay=float(weight_decay),
                               label_smoothing=float(label_smoothing), class_weights=class_weights, device=device,
                               seed=int(seed), augment=dataclasses.replace(base.augment, **augment))
+    threads = app_support.training_threads()
+    step_s = step_seconds(arch, int(batch_size), device, len(classes), threads)
+    steps = max(1, len(faces) // int(batch_size))
+    st.caption(f"About **{eta(step_s * steps)} per epoch** on this machine ({steps} steps of {batch_size} faces at "
+               f"{step_s * 1000:.0f} ms, measured with {threads} thread(s), as the run will use).")
     busy = [r.name for r in list_runs(app_support.runs_dir()) if r.is_active()]
     if busy:
         st.warning(f"Already training: {', '.join(busy)}. A second run shares the CPU with it and both slow down.")

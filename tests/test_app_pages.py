@@ -108,6 +108,8 @@ def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
     at.number_input(key="demo-epochs").set_value(1)
     at.text_input(key="run-name").input("first")
     at.run()
+    estimate = next(c.value for c in at.caption if "per epoch** on this machine" in c.value)
+    assert "steps of 64 faces" in estimate  # the demo preset's batch, timed with the run's thread count
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error
     assert at.session_state["train-tab"] == "Live" and at.selectbox[0].value.name == "first"

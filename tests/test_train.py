@@ -155,3 +155,12 @@ def test_init_from_a_checkpoint_starts_from_its_weights(tiny_checkpoint: Path, t
     assert torch.allclose(before[conv], after[conv], atol=1e-6)  # a near-zero lr keeps the loaded weights
     with pytest.raises(UserError, match="same architecture and classes"):
         run_training(_cfg(arch="fernet", init_from=str(tiny_checkpoint)), tmp_path / "mismatch")
+
+
+def test_measured_step_time_is_positive_and_grows_with_the_batch() -> None:
+    from fercore.train import measure_step_seconds
+
+    small = measure_step_seconds(TrainConfig(arch="basic", batch_size=8, amp="off"), 7, threads=1, repeats=3)
+    large = measure_step_seconds(TrainConfig(arch="basic", batch_size=256, amp="off"), 7, threads=1, repeats=3)
+    assert 0 < small < large
+    assert torch.get_num_threads() == 1  # restored (conftest runs the tests with one thread)

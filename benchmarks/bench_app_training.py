@@ -1,0 +1,249 @@
+"""App-launched training against the CLI: images/s of the same training run started from a shell, alone, and started
+the app's way while the app's server runs and a browser watches the run live.
+
+The app launches `nice -n 10 python -m fercore train --config RUN/launch.json --run-dir RUN --threads T` through
+`fercore.app_support.start_training`, with T = every usable core but one. Here each variant runs one recipe (the
+shipped `fer2013` preset, one epoch) on the same data:
+
+- *CLI alone*: `python -m fercore train --config SAME.json --run-dir RUN --threads T` (the app's command without
+  `nice`), with nothing else running, for T = cores - 1 and T = every core;
+- *app-launched*: `app_support.start_training` itself (its `training_threads` replaced for T = every core), while
+  `streamlit run streamlit_app.py` serves the app and a headless Chromium (Debian's, as the browser tests start it)
+  keeps the Train page's Live tab open on that run; the tab reruns its panel (progress, curves) every 2 s.
+
+Speed comes from the run's own metrics.jsonl: each progress record (about one a second) holds the step and the
+images/s since the epoch began, so the images and training-loop seconds up to it follow, and the speed over a window
+is their difference from the first record after the warm-up (the first WARMUP_S of progress and, for the app, until
+the browser shows the run's live panel) to the first record a full window later; then the run is asked to stop
+(it saves last.pt and exits). An epoch that ends sooner ends the window.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+from bench_app import streamlit_server, wait_for_first_page
+from harness import ROOT, Row
+
+from fercore import app_support
+from fercore.atomic import atomic_write_json
+from fercore.config import TrainConfig, preset
+from fercore.data import load_data
+from fercore.hardware import usable_cores
+from fercore.runs import RunDir, pid_alive
+
+SECTION = 8
+PRESET = "fer2013"  # the shipped recipe: fernet, batch 128, SGD, one-cycle, the full augmentation
+WARMUP_S = 5.0  # progress seconds left out at the start of each run (first steps, allocator, caches)
+START_TIMEOUT_S = 240.0  # from launch to the first progress record (imports, data, model)
+STOP_TIMEOUT_S = 60.0  # from the stop request to the process's end
+PAGE_TIMEOUT_MS = 90_000
+CHROMIUM = os.environ.get("FERCORE_CHROMIUM", "/usr/bin/chromium")
+# as tests/e2e/conftest.py starts it, without the fake webcam
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+Wait = Callable[[float], None]
+
+
+@dataclass
+class Speed:
+    """Images/s of one run over its measured window, from its metrics.jsonl progress records."""
+
+    images_per_s: float
+    steps: int  # steps inside the window
+    seconds: float  # training-loop seconds of the window
+    whole: float  # the run's own images/s at the window's end (since the epoch began: warm-up included)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    threads: int
+    app: bool
+
+
+def recipe(data: str) -> TrainConfig:
+    """The shipped preset for one epoch on data."""
+    return preset(PRESET, data=data, epochs=1)
+
+
+def speed(run: RunDir, since: float) -> tuple[Speed | None, float | None]:
+    """The speed from the first progress record at or after `since` (wall time) to the last one, and that first
+    record's time (None, None while there is none). Images = step x batch and seconds = images / images_per_s, so
+    images/s over the window = (step_b - step_a) / (step_b / ips_b - step_a / ips_a): the batch size cancels."""
+    records = [r for r in run.metrics() if r.get("type") == "progress" and r.get("epoch") == 1]
+    first = next((r for r in records if r["time"] >= since), None)
+    if first is None:
+        return None, None
+    last = records[-1]
+    steps = last["step"] - first["step"]
+    seconds_per_image = last["step"] / last["images_per_s"] - first["step"] / first["images_per_s"]  # x batch
+    if steps <= 0 or seconds_per_image <= 0:
+        return None, first["time"]
+    batch = len_batch(run)
+    return Speed(steps / seconds_per_image, steps, seconds_per_image * batch, last["images_per_s"]), first["time"]
+
+
+def len_batch(run: RunDir) -> int:
+    return int(run.config().get("batch_size") or recipe("synthetic").batch_size)
+
+
+def follow(run: RunDir, window_s: float, wait: Wait, ready_at: float = 0.0) -> Speed:
+    """Watch a launched run: measure from WARMUP_S after its first progress record (and not before ready_at) for
+    window_s of wall time, then ask it to stop and wait for its end; its speed over that window."""
+    launched = time.time()
+    start = None
+    while True:
+        records = [r for r in run.metrics() if r.get("type") == "progress"]
+        state = run.status().get("state")
+        if start is None and records:
+            start = max(records[0]["time"] + WARMUP_S, ready_at)
+        if start is None and time.time() - launched > START_TIMEOUT_S:
+            raise RuntimeError(f"run {run.name}: no progress after {START_TIMEOUT_S:.0f} s (state {state})")
+        if state not in ("starting", "running"):
+            break  # the epoch ended (or the run failed: checked below)
+        if start is not None:
+            _, first_time = speed(run, start)
+            if first_time is not None and records[-1]["time"] >= first_time + window_s:
+                break
+        wait(0.5)
+    run.request_stop()
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while pid_alive(run.status_raw().get("pid")) and time.monotonic() < deadline:
+        wait(0.2)
+    status = run.status()
+    if status.get("state") not in ("stopped", "finished"):
+        raise RuntimeError(f"run {run.name} ended {status.get('state')}: {status.get('error')}")
+    measured, _ = speed(run, start or 0.0)
+    if measured is None:
+        raise RuntimeError(f"run {run.name}: no progress records after its warm-up (an epoch shorter than "
+                           f"{WARMUP_S:.0f} s of training?)")
+    return measured
+
+
+def launch_cli(config: Path, run_dir: Path, threads: int) -> tuple[RunDir, subprocess.Popen]:
+    """The app's training command without `nice`, as a user types it: same recipe file, same flags."""
+    run_dir.mkdir(parents=True)
+    with open(run_dir / app_support.TRAIN_LOG, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "fercore", "train", "--config", str(config), "--run-dir",
+                                    str(run_dir), "--threads", str(threads)], cwd=ROOT, stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return RunDir(run_dir), process
+
+
+def launch_app(cfg: TrainConfig, name: str, threads: int) -> RunDir:
+    """app_support.start_training, with its thread choice replaced by `threads` (its own choice when equal)."""
+    with mock.patch.object(app_support, "training_threads", lambda: threads):
+        return app_support.start_training(cfg, name)
+
+
+def wait_until_active(run: RunDir, wait: Wait) -> None:
+    """Until the launched process has written its first status (the app's Live tab then opens on it)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not run.status_raw():
+        if time.monotonic() > deadline or app_support.launch_problem(run):
+            raise RuntimeError(f"run {run.name} did not start: {app_support.log_tail(run, 3)}")
+        wait(0.2)
+
+
+@contextlib.contextmanager
+def app_and_browser(runs: Path) -> Iterator[tuple[str, object]]:
+    """The app's server on the runs folder, and a headless Chromium; yields the server's URL and the browser."""
+    from playwright.sync_api import sync_playwright
+
+    env = {app_support.RUNS_DIR_ENV: str(runs), app_support.DATA_DIR_ENV: str(runs.parent / "app-data"),
+           "FERCORE_ICE_SERVERS": "[]", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    with streamlit_server(ROOT / "streamlit_app.py", env) as (server, base), sync_playwright() as playwright:
+        wait_for_first_page(server, base, "streamlit_app.py")
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield base, browser
+        finally:
+            browser.close()
+
+
+def progress_line(page: object) -> str:
+    return page.get_by_test_id("stProgress").first.inner_text()  # type: ignore[attr-defined]
+
+
+def measure_app(cfg: TrainConfig, name: str, threads: int, base: str, browser: object, window_s: float) -> Speed:
+    """Launch the run the app's way, open the Train page on it (its Live tab), measure while the tab refreshes."""
+    run = launch_app(cfg, name, threads)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")  # type: ignore
+    try:
+        page = context.new_page()
+        wait: Wait = lambda seconds: page.wait_for_timeout(seconds * 1000)  # noqa: E731  (keeps Playwright served)
+        wait_until_active(run, wait)
+        page.goto(f"{base}/train", timeout=PAGE_TIMEOUT_MS)
+        page.get_by_test_id("stProgress").first.filter(has_text="running").wait_for(timeout=PAGE_TIMEOUT_MS)
+        before = progress_line(page)
+        measured = follow(run, window_s, wait, ready_at=time.time())
+        if progress_line(page) == before:
+            raise RuntimeError(f"the Live tab did not refresh during run {name}: {before!r}")
+        return measured
+    finally:
+        context.close()
+
+
+def app_training_rows(data: str, window_s: float, rounds: int, work: Path) -> list[Row]:
+    """Section 8: images/s of the CLI alone and of the app-launched run, for cores-1 and every core, in rounds."""
+    cores = usable_cores()
+    app_threads = app_support.training_threads()
+    choices = dict.fromkeys([app_threads, cores])  # one entry on a one-core machine
+    cfg = recipe(data)
+    load_data(data)  # fills the decode cache (FERCORE_CACHE_DIR) once: every run then reads it, none decodes
+    runs = work / "app-training" / "runs"
+    runs.mkdir(parents=True)
+    config = runs.parent / "recipe.json"
+    atomic_write_json(config, cfg.to_dict())
+
+    def label(threads: int) -> str:
+        return f"--threads {threads} ({'cores - 1, what the app uses' if threads == app_threads else 'every core'})"
+
+    cli = {t: Variant(f"CLI alone, {label(t)}", t, False) for t in choices}
+    app = {t: Variant(f"app-launched + server + browser on Live, {label(t)}", t, True) for t in choices}
+    speeds: dict[str, list[Speed]] = {v.name: [] for v in (*cli.values(), *app.values())}
+    for round_ in range(rounds):  # rounds, so that a busy spell of the machine slows every variant alike
+        for variant in cli.values():
+            run, process = launch_cli(config, runs / f"cli-{variant.threads}t-{round_}", variant.threads)
+            try:
+                wait_until_active(run, time.sleep)
+                speeds[variant.name].append(follow(run, window_s, time.sleep))
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+        with app_and_browser(runs) as (base, browser):
+            for variant in app.values():
+                speeds[variant.name].append(
+                    measure_app(cfg, f"app-{variant.threads}t-{round_}", variant.threads, base, browser, window_s))
+
+    medians = {name: statistics.median(s.images_per_s for s in runs_) for name, runs_ in speeds.items()}
+    best_cli = max((v.name for v in cli.values()), key=medians.get)
+    recipe_note = f"{PRESET} preset ({cfg.arch}, batch {cfg.batch_size}, {cfg.optimizer}) on {data}"
+    rows = []
+    for variant in (*cli.values(), *app.values()):
+        measured = speeds[variant.name]
+        steps = sum(s.steps for s in measured)
+        note = (f"{steps} steps over {sum(s.seconds for s in measured):.0f} s after {WARMUP_S:.0f} s warm-up; "
+                f"whole-epoch-so-far {statistics.median(s.whole for s in measured):.0f} img/s")
+        if variant.app:
+            baseline = cli[variant.threads].name
+            note += "; nice -n 10"
+            if variant.threads == app_threads:
+                note = (f"**vs the best CLI run ({best_cli}): {medians[variant.name] / medians[best_cli]:.2f}x** "
+                        f"(requirement: at least 0.80x); " + note)
+        else:
+            baseline = best_cli
+            if variant.name == best_cli:
+                note = f"the best CLI run; {recipe_note}; " + note
+        rows.append(Row(SECTION, variant.name, [s.images_per_s for s in measured], "img/s", baseline, note))
+    return rows
