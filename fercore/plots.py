@@ -1,6 +1,7 @@
 """Plotly figure builders for the app: pure functions of plain data (testable without Streamlit or torch)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,12 @@ def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2),
                       **extra)
     return fig
+
+
+def _epoch_axis(fig: go.Figure) -> None:
+    """Whole-epoch ticks (never 1.5), about ten of them at most."""
+    last = max((max(t.x) for t in fig.data if t.x is not None and len(t.x)), default=1)
+    fig.update_xaxes(title_text="epoch", tick0=1, dtick=max(1, math.ceil(last / 10)))
 
 
 def training_curves(epochs: Sequence[Mapping[str, Any]], progress: Sequence[Mapping[str, Any]] = ()) -> go.Figure:
@@ -44,7 +51,7 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], progress: Sequence[Mapp
     lr_x, lr_y = x + live_x, [e["lr"] for e in epochs] + [p["lr"] for p in live]
     fig.add_trace(go.Scatter(x=lr_x, y=lr_y, name="lr", mode="lines", line=dict(color=LR_COLOR), showlegend=False),
                   row=1, col=3)
-    fig.update_xaxes(title_text="epoch")
+    _epoch_axis(fig)
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
     fig.update_yaxes(tickformat=".1e", row=1, col=3)
     return _layout(fig, 320)
@@ -56,7 +63,7 @@ def runs_overlay(runs: Mapping[str, Sequence[Mapping[str, Any]]], metric: str = 
     for name, epochs in runs.items():
         fig.add_trace(go.Scatter(x=[e["epoch"] for e in epochs], y=[e.get(metric) for e in epochs], name=name,
                                  mode="lines+markers"))
-    fig.update_xaxes(title_text="epoch")
+    _epoch_axis(fig)
     fig.update_yaxes(title_text=METRIC_TITLES.get(metric, metric), tickformat=".0%" if "acc" in metric else None)
     return _layout(fig, 360)
 

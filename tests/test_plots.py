@@ -83,3 +83,9 @@ def test_class_counts() -> None:
     fig = plots.class_counts({"angry": 3995, "disgust": 436}, "train")
     assert list(fig.data[0].x) == ["angry", "disgust"] and list(fig.data[0].y) == [3995, 436]
     assert list(fig.data[0].text) == ["3,995", "436"]
+
+
+def test_epoch_ticks_are_whole_epochs() -> None:
+    few = plots.runs_overlay({"a": [{"epoch": i, "val_acc": 0.5} for i in range(1, 4)]}, "val_acc")
+    many = plots.runs_overlay({"a": [{"epoch": i, "val_acc": 0.5} for i in range(1, 46)]}, "val_acc")
+    assert (few.layout.xaxis.dtick, many.layout.xaxis.dtick) == (1, 5)
