@@ -175,3 +175,25 @@ def test_live_webcam_annotates_frames_with_no_outside_ice_servers(open_page: Ope
     frame = av.VideoFrame.from_ndarray(astronaut(), format="rgb24")
     annotated = call["video_frame_callback"](frame).to_ndarray(format="rgb24")
     assert annotated.shape == astronaut().shape and not np.array_equal(annotated, astronaut())
+
+
+def test_a_restarted_app_reconnects_to_a_run_still_training(open_page: OpenPage) -> None:
+    from fercore.config import TrainConfig
+
+    run = app_support.start_training(TrainConfig(data="synthetic:700", arch="basic", epochs=200, batch_size=16),
+                                     "long")
+    try:
+        deadline = time.monotonic() + 120
+        while run.status().get("state") != "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        at = open_page("pages/train.py")  # a new AppTest is a fresh app process's view: nothing in session
+        assert not at.exception
+        assert at.session_state["train-tab"] == "Live" and at.selectbox[0].value.name == "long"
+        assert at.progress[0].text.startswith("**running**")
+        assert run.status()["state"] == "running"  # opening the page neither killed nor duplicated it
+    finally:
+        run.request_stop()
+        deadline = time.monotonic() + 120
+        while run.is_active() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert run.status()["state"] == "stopped"
