@@ -20,6 +20,7 @@ the browser shows the run's live panel) to the first record a full window later;
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import statistics
 import subprocess
@@ -45,7 +46,7 @@ PRESET = "fer2013"  # the shipped recipe: fernet, batch 128, SGD, one-cycle, the
 WARMUP_S = 5.0  # progress seconds left out at the start of each run (first steps, allocator, caches)
 START_TIMEOUT_S = 240.0  # from launch to the first progress record (imports, data, model)
 STOP_TIMEOUT_S = 60.0  # from the stop request to the process's end
-PAGE_TIMEOUT_MS = 90_000
+PAGE_TIMEOUT_S = 90.0  # the page's load, and until it shows the run running
 CHROMIUM = os.environ.get("FERCORE_CHROMIUM", "/usr/bin/chromium")
 # as tests/e2e/conftest.py starts it, without the fake webcam
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -61,6 +62,8 @@ class Speed:
     steps: int  # steps inside the window
     seconds: float  # training-loop seconds of the window
     whole: float  # the run's own images/s at the window's end (since the epoch began: warm-up included)
+    training_cores: float = 0.0  # CPU the training process used over about the window, in cores
+    other_cores: float = 0.0  # CPU everything else used (server, browser, this harness, anything else running)
 
 
 @dataclass(frozen=True)
@@ -75,11 +78,11 @@ def recipe(data: str) -> TrainConfig:
     return preset(PRESET, data=data, epochs=1)
 
 
-def speed(run: RunDir, since: float) -> tuple[Speed | None, float | None]:
-    """The speed from the first progress record at or after `since` (wall time) to the last one, and that first
-    record's time (None, None while there is none). Images = step x batch and seconds = images / images_per_s, so
-    images/s over the window = (step_b - step_a) / (step_b / ips_b - step_a / ips_a): the batch size cancels."""
-    records = [r for r in run.metrics() if r.get("type") == "progress" and r.get("epoch") == 1]
+def speed(run: RunDir, since: float, until: float = math.inf) -> tuple[Speed | None, float | None]:
+    """The speed from the first progress record at or after `since` (wall time) to the last one up to `until`, and
+    that first record's time (None, None while there is none). Images = step x batch and seconds = images /
+    images_per_s, so images/s = (step_b - step_a) / (step_b / ips_b - step_a / ips_a): the batch size cancels."""
+    records = [r for r in run.metrics() if r.get("type") == "progress" and r.get("epoch") == 1 and r["time"] <= until]
     first = next((r for r in records if r["time"] >= since), None)
     if first is None:
         return None, None
@@ -88,19 +91,37 @@ def speed(run: RunDir, since: float) -> tuple[Speed | None, float | None]:
     seconds_per_image = last["step"] / last["images_per_s"] - first["step"] / first["images_per_s"]  # x batch
     if steps <= 0 or seconds_per_image <= 0:
         return None, first["time"]
-    batch = len_batch(run)
+    batch = int(run.config().get("batch_size") or 1)  # the run's config.json, written before its first step
     return Speed(steps / seconds_per_image, steps, seconds_per_image * batch, last["images_per_s"]), first["time"]
 
 
-def len_batch(run: RunDir) -> int:
-    return int(run.config().get("batch_size") or recipe("synthetic").batch_size)
+def cpu_jiffies(pid: int | None) -> tuple[float, int, int]:
+    """(monotonic seconds, CPU ticks every core spent busy, ticks the process pid spent), from /proc."""
+    with open("/proc/stat") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user nice system idle iowait irq softirq steal: not idle, iowait
+    own = 0
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        with open(f"/proc/{pid}/stat") as handle:
+            own = sum(int(v) for v in handle.read().rsplit(")", 1)[1].split()[11:13])  # utime, stime
+    return time.monotonic(), busy, own
+
+
+def cores_used(before: tuple[float, int, int], after: tuple[float, int, int]) -> tuple[float, float]:
+    """(cores the process used, cores everything else used) between two cpu_jiffies samples."""
+    ticks = os.sysconf("SC_CLK_TCK") * max(1e-9, after[0] - before[0])
+    own = (after[2] - before[2]) / ticks
+    return own, (after[1] - before[1]) / ticks - own
 
 
 def follow(run: RunDir, window_s: float, wait: Wait, ready_at: float = 0.0) -> Speed:
     """Watch a launched run: measure from WARMUP_S after its first progress record (and not before ready_at) for
-    window_s of wall time, then ask it to stop and wait for its end; its speed over that window."""
+    window_s of wall time, then ask it to stop and wait for its end; its speed over that window, and the CPU it
+    and everything else used over about the same time."""
     launched = time.time()
-    start = None
+    pid = run.status_raw().get("pid")
+    start = first_time = cpu_start = None
+    until = math.inf  # the last record of the window, when the window (not the epoch) ends it
     while True:
         records = [r for r in run.metrics() if r.get("type") == "progress"]
         state = run.status().get("state")
@@ -108,13 +129,16 @@ def follow(run: RunDir, window_s: float, wait: Wait, ready_at: float = 0.0) -> S
             start = max(records[0]["time"] + WARMUP_S, ready_at)
         if start is None and time.time() - launched > START_TIMEOUT_S:
             raise RuntimeError(f"run {run.name}: no progress after {START_TIMEOUT_S:.0f} s (state {state})")
+        if start is not None and first_time is None:
+            _, first_time = speed(run, start)
+            cpu_start = cpu_jiffies(pid) if first_time is not None else None
         if state not in ("starting", "running"):
             break  # the epoch ended (or the run failed: checked below)
-        if start is not None:
-            _, first_time = speed(run, start)
-            if first_time is not None and records[-1]["time"] >= first_time + window_s:
-                break
+        if first_time is not None and records[-1]["time"] >= first_time + window_s:
+            until = records[-1]["time"]
+            break
         wait(0.5)
+    cpu_end = cpu_jiffies(pid)
     run.request_stop()
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while pid_alive(run.status_raw().get("pid")) and time.monotonic() < deadline:
@@ -122,10 +146,12 @@ def follow(run: RunDir, window_s: float, wait: Wait, ready_at: float = 0.0) -> S
     status = run.status()
     if status.get("state") not in ("stopped", "finished"):
         raise RuntimeError(f"run {run.name} ended {status.get('state')}: {status.get('error')}")
-    measured, _ = speed(run, start or 0.0)
+    measured, _ = speed(run, start or 0.0, until)
     if measured is None:
         raise RuntimeError(f"run {run.name}: no progress records after its warm-up (an epoch shorter than "
                            f"{WARMUP_S:.0f} s of training?)")
+    if cpu_start:
+        measured.training_cores, measured.other_cores = cores_used(cpu_start, cpu_end)
     return measured
 
 
@@ -139,9 +165,11 @@ def launch_cli(config: Path, run_dir: Path, threads: int) -> tuple[RunDir, subpr
     return RunDir(run_dir), process
 
 
-def launch_app(cfg: TrainConfig, name: str, threads: int) -> RunDir:
-    """app_support.start_training, with its thread choice replaced by `threads` (its own choice when equal)."""
-    with mock.patch.object(app_support, "training_threads", lambda: threads):
+def launch_app(cfg: TrainConfig, runs: Path, name: str, threads: int) -> RunDir:
+    """app_support.start_training into the runs folder, with its thread choice replaced by `threads` (its own
+    choice when equal)."""
+    with (mock.patch.dict(os.environ, {app_support.RUNS_DIR_ENV: str(runs)}),
+          mock.patch.object(app_support, "training_threads", lambda: threads)):
         return app_support.start_training(cfg, name)
 
 
@@ -174,16 +202,24 @@ def progress_line(page: object) -> str:
     return page.get_by_test_id("stProgress").first.inner_text()  # type: ignore[attr-defined]
 
 
-def measure_app(cfg: TrainConfig, name: str, threads: int, base: str, browser: object, window_s: float) -> Speed:
+def measure_app(cfg: TrainConfig, runs: Path, name: str, threads: int, base: str, browser: object,
+                window_s: float) -> Speed:
     """Launch the run the app's way, open the Train page on it (its Live tab), measure while the tab refreshes."""
-    run = launch_app(cfg, name, threads)
+    run = launch_app(cfg, runs, name, threads)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")  # type: ignore
     try:
         page = context.new_page()
         wait: Wait = lambda seconds: page.wait_for_timeout(seconds * 1000)  # noqa: E731  (keeps Playwright served)
         wait_until_active(run, wait)
-        page.goto(f"{base}/train", timeout=PAGE_TIMEOUT_MS)
-        page.get_by_test_id("stProgress").first.filter(has_text="running").wait_for(timeout=PAGE_TIMEOUT_MS)
+        page.goto(f"{base}/train", timeout=PAGE_TIMEOUT_S * 1000)
+        running = page.get_by_test_id("stProgress").filter(has_text="running")
+        deadline = time.monotonic() + PAGE_TIMEOUT_S
+        while not running.count():
+            if not run.is_active():
+                raise RuntimeError(f"run {name} ended before the Train page showed it running: give it more data")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Train page did not show run {name} running within {PAGE_TIMEOUT_S:.0f} s")
+            wait(0.2)
         before = progress_line(page)
         measured = follow(run, window_s, wait, ready_at=time.time())
         if progress_line(page) == before:
@@ -223,8 +259,8 @@ def app_training_rows(data: str, window_s: float, rounds: int, work: Path) -> li
                 process.wait()
         with app_and_browser(runs) as (base, browser):
             for variant in app.values():
-                speeds[variant.name].append(
-                    measure_app(cfg, f"app-{variant.threads}t-{round_}", variant.threads, base, browser, window_s))
+                name = f"app-{variant.threads}t-{round_}"
+                speeds[variant.name].append(measure_app(cfg, runs, name, variant.threads, base, browser, window_s))
 
     medians = {name: statistics.median(s.images_per_s for s in runs_) for name, runs_ in speeds.items()}
     best_cli = max((v.name for v in cli.values()), key=medians.get)
@@ -233,8 +269,10 @@ def app_training_rows(data: str, window_s: float, rounds: int, work: Path) -> li
     for variant in (*cli.values(), *app.values()):
         measured = speeds[variant.name]
         steps = sum(s.steps for s in measured)
-        note = (f"{steps} steps over {sum(s.seconds for s in measured):.0f} s after {WARMUP_S:.0f} s warm-up; "
-                f"whole-epoch-so-far {statistics.median(s.whole for s in measured):.0f} img/s")
+        note = (f"{steps} steps in {sum(s.seconds for s in measured):.0f} s after {WARMUP_S:.0f} s of warm-up "
+                f"({statistics.median(s.whole for s in measured):.0f} img/s with it); CPU in cores: training "
+                f"{statistics.median(s.training_cores for s in measured):.2f}, everything else "
+                f"{statistics.median(s.other_cores for s in measured):.2f}")
         if variant.app:
             baseline = cli[variant.threads].name
             note += "; nice -n 10"

@@ -17,6 +17,10 @@ MAX_WORK_SIDE = 1600  # photos are downscaled to this longest side before detect
 
 ImageSource = str | Path | bytes | BinaryIO
 
+# Our own, stricter pixel limit is checked right after opening; Pillow's warning for the range between its
+# limits would only add noise (warnings.catch_warnings per image is not thread-safe, so no local filter).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 class ImageError(UserError):
     """An image that cannot be decoded, with the reason in one line."""
@@ -26,20 +30,19 @@ def open_image(source: ImageSource) -> Image.Image:
     """Open an image (first frame), refuse pixel bombs, apply EXIF orientation and load it fully."""
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(stream)
-            width, height = img.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise ImageError(f"image is {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}")
-            if width < 1 or height < 1:
-                raise ImageError("image has no pixels")
-            img.seek(0)
-            img.load()
+        img = Image.open(stream)
+        width, height = img.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ImageError(f"image is {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}")
+        if width < 1 or height < 1:
+            raise ImageError("image has no pixels")
+        img.seek(0)
+        img.load()
+        if "exif" in img.info or img.format in ("TIFF", "MPO"):  # only these can carry an orientation
             img = ImageOps.exif_transpose(img)
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise ImageError(f"image claims more than {MAX_IMAGE_PIXELS:,} pixels (decompression bomb?)") from None
     except UnidentifiedImageError:
         raise ImageError("not an image file (or a format Pillow cannot read)") from None
