@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 
 from fercore import models
-from fercore.atomic import atomic_write_bytes
+from fercore.atomic import atomic_write_bytes, atomic_write_jsonl
 from fercore.checkpoint import load_model, read_checkpoint, save_checkpoint
 from fercore.data import load_data
 from fercore.errors import UserError
@@ -134,7 +133,7 @@ def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None) ->
     card = build_card(Path(checkpoint), data, run)
     save_checkpoint(out, {**read_checkpoint(checkpoint), "card": card})
     atomic_write_bytes(out.parent / "README.md", card_markdown(card).encode())
-    epochs = [e for e in run.metrics() if e.get("type") == "epoch"]
-    if epochs:
-        shutil.copyfile(run.file("metrics.jsonl"), out.parent / "metrics.jsonl")
+    epochs = run.epochs()
+    if epochs:  # the epoch lines only: the learning curves, without the progress lines within epochs
+        atomic_write_jsonl(out.parent / "metrics.jsonl", epochs)
     return card

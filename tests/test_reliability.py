@@ -200,3 +200,8 @@ def test_a_30_megapixel_photo_is_downscaled_not_choked_on(tiny_checkpoint: Path,
     assert result.error is None and not result.no_face_found
     x, y, w, h = result.faces[0].box  # in the photo's own pixels: the face is near (2200, 1150)
     assert 1500 < x + w / 2 < 3000 and 600 < y + h / 2 < 1800
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path: Path) -> None:
+    atomic.atomic_write_bytes(tmp_path / "f", b"x")
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o666 & ~atomic._UMASK
