@@ -46,6 +46,7 @@ PRESET = "fer2013"  # the shipped recipe: fernet, batch 128, SGD, one-cycle, the
 WARMUP_S = 5.0  # progress seconds left out at the start of each run (first steps, allocator, caches)
 START_TIMEOUT_S = 240.0  # from launch to the first progress record (imports, data, model)
 STOP_TIMEOUT_S = 60.0  # from the stop request to the process's end
+BUSY_CORES = 0.3  # "everything else" above this during a CLI run: it did not run alone (flagged in its note)
 PAGE_TIMEOUT_S = 90.0  # the page's load, and until it shows the run running
 CHROMIUM = os.environ.get("FERCORE_CHROMIUM", "/usr/bin/chromium")
 # as tests/e2e/conftest.py starts it, without the fake webcam
@@ -233,7 +234,7 @@ def app_training_rows(data: str, window_s: float, rounds: int, work: Path) -> li
     """Section 8: images/s of the CLI alone and of the app-launched run, for cores-1 and every core, in rounds."""
     cores = usable_cores()
     app_threads = app_support.training_threads()
-    choices = dict.fromkeys([app_threads, cores])  # one entry on a one-core machine
+    choices = dict.fromkeys([max(1, cores - 1), cores, app_threads])  # fewer on a one-core machine
     cfg = recipe(data)
     load_data(data)  # fills the decode cache (FERCORE_CACHE_DIR) once: every run then reads it, none decodes
     runs = work / "app-training" / "runs"
@@ -242,7 +243,8 @@ def app_training_rows(data: str, window_s: float, rounds: int, work: Path) -> li
     atomic_write_json(config, cfg.to_dict())
 
     def label(threads: int) -> str:
-        return f"--threads {threads} ({'cores - 1, what the app uses' if threads == app_threads else 'every core'})"
+        which = {cores - 1: "cores - 1", cores: "every core"}.get(threads, f"{threads} of {cores} cores")
+        return f"--threads {threads} ({which}{', what the app uses' if threads == app_threads else ''})"
 
     cli = {t: Variant(f"CLI alone, {label(t)}", t, False) for t in choices}
     app = {t: Variant(f"app-launched + server + browser on Live, {label(t)}", t, True) for t in choices}
@@ -281,6 +283,8 @@ def app_training_rows(data: str, window_s: float, rounds: int, work: Path) -> li
                         f"(requirement: at least 0.80x); " + note)
         else:
             baseline = best_cli
+            if (busy := max(s.other_cores for s in measured)) > BUSY_CORES:
+                note = f"**not alone: other processes used up to {busy:.2f} cores**; " + note
             if variant.name == best_cli:
                 note = f"the best CLI run; {recipe_note}; " + note
         rows.append(Row(SECTION, variant.name, [s.images_per_s for s in measured], "img/s", baseline, note))

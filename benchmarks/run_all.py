@@ -49,7 +49,7 @@ class Sizes:
 
 
 FULL = Sizes(train_images=None, repeats=3, photos=40, frames=150, eval_faces=7000, app_training_data=None,
-             app_training_window_s=40, app_training_rounds=2)
+             app_training_window_s=40, app_training_rounds=1)
 QUICK = Sizes(train_images=2000, repeats=3, photos=12, frames=60, eval_faces=1000,
               app_training_data="synthetic:20000", app_training_window_s=20, app_training_rounds=1)
 GROUPS = ("training", "inference", "app", "accuracy", "app-training")
@@ -105,15 +105,19 @@ def main() -> None:
         subset = " (a seeded subset of --data)" if sizes.train_images else ""
         header += [f"data: {images:,} images{subset}; {repeats} sample(s) per variant",
                    f"model for sections 2-4: {model}"]
+        app_training_data = sizes.app_training_data or str(full_data)
+        app_training_rounds = args.repeats or sizes.app_training_rounds
+        if not args.only or "app-training" in args.only:
+            header.append(f"section 8: {app_training_data}, {sizes.app_training_window_s:.0f} s measured per run, "
+                          f"{app_training_rounds} round(s) of its four runs")
         groups: dict[str, Callable[[], list[Row]]] = {
             "training": lambda: training_rows(data, threads, repeats, cache),
             "inference": lambda: inference_rows(data, checkpoint, work, sizes.photos, sizes.frames,
                                                 sizes.eval_faces, repeats),
             "app": lambda: app_rows(work, repeats),
             "accuracy": lambda: accuracy_rows(args.run),
-            "app-training": lambda: app_training_rows(sizes.app_training_data or str(full_data),
-                                                      sizes.app_training_window_s,
-                                                      args.repeats or sizes.app_training_rounds, work),
+            "app-training": lambda: app_training_rows(app_training_data, sizes.app_training_window_s,
+                                                      app_training_rounds, work),
         }
         rows: list[Row] = []
         failures: list[str] = []

@@ -3,7 +3,8 @@
 Detection is the expensive part of a frame (the CNN on a few 48x48 crops is cheap), so it runs on every
 `detect_every`-th frame only, on a copy scaled by `detect_scale`; the frames between reuse the last boxes and
 only classify. Each face is a track (matched across detections by overlap) whose label is the mean of its
-last `smoothing` probability vectors, so labels do not flicker from frame to frame.
+last `smoothing` probability vectors, so labels do not flicker from frame to frame; that averaging replaces the
+flip TTA of photos, which would double the classifier's cost on every frame.
 """
 from __future__ import annotations
 
@@ -81,9 +82,10 @@ class LiveAnnotator:
     def process(self, rgb: np.ndarray) -> np.ndarray:
         """The RGB uint8 frame with every face boxed and labelled, and the frame rate in a corner."""
         if self.frames % self.detect_every == 0:
-            self._follow(self.predictor.predict_array(rgb, detect_scale=self.detect_scale))
+            self._follow(self.predictor.predict_array(rgb, detect_scale=self.detect_scale, tta=False))
         elif self.tracks:
-            for track, face in zip(self.tracks, self.predictor.predict_boxes(rgb, [t.box for t in self.tracks])):
+            boxes = [t.box for t in self.tracks]  # no flip TTA: smoothing over frames already averages
+            for track, face in zip(self.tracks, self.predictor.predict_boxes(rgb, boxes, tta=False)):
                 self._remember(track, face)
         self.frames += 1
         faces = [self._smoothed(track) for track in self.tracks]

@@ -58,12 +58,12 @@ class Predictor:
     def classes(self) -> tuple[str, ...]:
         return self.loaded.classes
 
-    def classify(self, faces: np.ndarray) -> np.ndarray:
+    def classify(self, faces: np.ndarray, tta: bool | None = None) -> np.ndarray:
         """Probabilities [N,C] for uint8 48x48 faces [N,48,48], using the model's own TTA default."""
         if len(faces) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         lm = self.loaded
-        return predict_proba(lm.model, faces, lm.mean, lm.std, tta=lm.tta).numpy()
+        return predict_proba(lm.model, faces, lm.mean, lm.std, tta=lm.tta if tta is None else tta).numpy()
 
     def _predictions(self, boxes: list[tuple[int, int, int, int]], probs: np.ndarray) -> list[FacePrediction]:
         out = []
@@ -73,8 +73,8 @@ class Predictor:
                                       {c: float(v) for c, v in zip(self.classes, p)}))
         return out
 
-    def predict_array(self, rgb: np.ndarray, whole_if_none: bool = False,
-                      detect_scale: float = 1.0) -> list[FacePrediction]:
+    def predict_array(self, rgb: np.ndarray, whole_if_none: bool = False, detect_scale: float = 1.0,
+                      tta: bool | None = None) -> list[FacePrediction]:
         """Faces in an RGB uint8 frame. detect_scale < 1 detects on a smaller copy (for live video)."""
         detect_on = rgb
         if detect_scale < 1.0:
@@ -89,15 +89,16 @@ class Predictor:
             boxes.append((round(x * s), round(y * s), max(1, round(bw * s)), max(1, round(bh * s))))
         if not boxes and whole_if_none:
             boxes = [(0, 0, w, h)]
-        return self.predict_boxes(rgb, boxes)
+        return self.predict_boxes(rgb, boxes, tta)
 
-    def predict_boxes(self, rgb: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[FacePrediction]:
+    def predict_boxes(self, rgb: np.ndarray, boxes: list[tuple[int, int, int, int]],
+                      tta: bool | None = None) -> list[FacePrediction]:
         """Classify the faces at known (x, y, w, h) boxes of a frame without detecting (live video reuses boxes)."""
         crops = np.zeros((len(boxes), 48, 48), np.uint8)
         for i, (x, y, bw, bh) in enumerate(boxes):  # only the crops are converted to gray, not the frame
             crop = rgb[y:y + bh, x:x + bw]
             crops[i] = to_face(to_gray(Image.fromarray(crop)) if crop.ndim == 3 else crop)
-        return self._predictions(boxes, self.classify(crops))
+        return self._predictions(boxes, self.classify(crops, tta))
 
     def predict_image(self, source: ImageSource, name: str = "image") -> ImagePrediction:
         """A photo file or bytes: faces with boxes in the photo's own (EXIF-rotated) pixels; errors are caught."""

@@ -202,3 +202,18 @@ def test_typed_data_paths_stay_inside_the_allowed_folders(folders: Path, monkeyp
     assert app_support.default_data_source(str(folders / "elsewhere")) == str((folders / "elsewhere").resolve())
     assert app_support.default_data_source("/etc") == "synthetic"
     assert app_support.default_data_source("synthetic:700") == "synthetic:700"
+
+
+def test_training_threads_leave_out_the_cores_of_active_runs(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from fercore import hardware
+
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 4)
+    assert app_support.training_threads() == 4
+    busy = RunDir(folders / "runs" / "busy")
+    busy.write_config({"threads": 3})
+    busy.write_status(state="running", pid=os.getpid())
+    assert app_support.training_threads() == 1
+    busy.write_status(state="running", pid=999999999)  # its process is gone: its cores are free again
+    assert app_support.training_threads() == 4
