@@ -250,7 +250,9 @@ def card_rows(card: dict[str, Any], path: Path) -> dict[str, str]:
         "Architecture": f"{arch}: {measured['description']}" if measured else arch,
         "Parameters": f"{card['parameters'] / 1e6:.2f} M" if "parameters" in card else "?",
         "Classes": ", ".join(card.get("classes", [])),
-        "Data": str(card.get("data_source", "?")),
+        "Data": (f"{card.get('data_source', '?')}: {measured['data']['train']:,} train / "
+                 f"{measured['data']['val']:,} validation faces, fingerprint {measured['data_fingerprint']}"
+                 if measured else str(card.get("data_source", "?"))),
         "Validation accuracy": accuracy,
         "Training time": f"{_duration(seconds)} for {epochs} epoch(s)" if epochs else "?",
         "Trained on": hardware,
