@@ -4,8 +4,9 @@ Nothing here imports torch at import time: the home page uses it too.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import streamlit as st
 
@@ -13,10 +14,13 @@ from fercore import app_support
 from fercore.data import FaceData, is_synthetic, load_data
 from fercore.data.dataset import DEFAULT_SYNTHETIC_SIZE
 from fercore.data.sources import stat_fingerprint
+from fercore.errors import UserError
 from fercore.runs import RunDir
 
 if TYPE_CHECKING:
     from fercore.predict import Predictor
+
+T = TypeVar("T")
 
 SOURCE_KINDS = {
     "synthetic": "Built-in synthetic demo faces",
@@ -127,6 +131,19 @@ def checkpoint_picker(key: str) -> Path | None:
                           format_func=lambda c: c.label, key=key)
     st.session_state["checkpoint"] = chosen.path
     return chosen.path
+
+
+def picked_checkpoint(key: str, load: Callable[[Path], T]) -> tuple[Path, T]:
+    """The checkpoint picked on this page and what load makes of it; stops the page (with the one-line message)
+    when there is none yet or the file is bad."""
+    path = checkpoint_picker(key)
+    if path is None:
+        st.stop()
+    try:
+        return path, load(path)
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
 
 
 def show_card(path: Path) -> None:

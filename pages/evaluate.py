@@ -11,12 +11,12 @@ from fercore.evaluate import EvalReport, evaluate
 from fercore.runs import RunDir
 from pages._common import (
     checkpoint_card,
-    checkpoint_picker,
     data_source_picker,
     data_stamp,
     enter_app,
     load_faces,
     mtime,
+    picked_checkpoint,
     show_card,
 )
 
@@ -32,14 +32,7 @@ def evaluation(checkpoint: str, checkpoint_mtime: float, source: str, source_sta
 
 
 st.title("Evaluate")
-checkpoint = checkpoint_picker("evaluate-model")
-if checkpoint is None:
-    st.stop()
-try:
-    card = checkpoint_card(checkpoint)
-except UserError as exc:
-    st.error(str(exc))
-    st.stop()
+checkpoint, card = picked_checkpoint("evaluate-model", checkpoint_card)
 with st.expander("Model card"):
     show_card(checkpoint)
 

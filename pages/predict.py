@@ -7,7 +7,7 @@ from fercore import app_support, plots, rtc
 from fercore.errors import UserError
 from fercore.live import LiveAnnotator
 from fercore.predict import Predictor
-from pages._common import checkpoint_picker, enter_app, load_predictor, mtime
+from pages._common import enter_app, load_predictor, mtime, picked_checkpoint
 
 enter_app()
 
@@ -81,14 +81,7 @@ def live_webcam(predictor: Predictor) -> None:
 
 
 st.title("Predict")
-checkpoint = checkpoint_picker("predict-model")
-if checkpoint is None:
-    st.stop()
-try:
-    predictor = load_predictor(checkpoint)
-except UserError as exc:
-    st.error(str(exc))
-    st.stop()
+checkpoint, predictor = picked_checkpoint("predict-model", load_predictor)
 
 photos, snapshot, webcam = st.tabs(["Photos", "Camera snapshot", "Live webcam"])
 with photos:
