@@ -73,7 +73,7 @@ class Predictor:
                                       {c: float(v) for c, v in zip(self.classes, p)}))
         return out
 
-    def predict_array(self, rgb: np.ndarray, whole_if_none: bool = False, detect_scale: float = 1.0,
+    def predict_array(self, rgb: np.ndarray, detect_scale: float = 1.0,
                       tta: bool | None = None) -> list[FacePrediction]:
         """Faces in an RGB uint8 frame. detect_scale < 1 detects on a smaller copy (for live video)."""
         detect_on = rgb
@@ -81,14 +81,11 @@ class Predictor:
             import cv2
 
             detect_on = cv2.resize(rgb, None, fx=detect_scale, fy=detect_scale, interpolation=cv2.INTER_AREA)
-        h, w = rgb.shape[:2]
         boxes = []
         for face in self.detector.detect(detect_on):
             x, y, bw, bh = fer_crop_box(face, detect_on.shape[1], detect_on.shape[0])
             s = 1.0 / detect_scale
             boxes.append((round(x * s), round(y * s), max(1, round(bw * s)), max(1, round(bh * s))))
-        if not boxes and whole_if_none:
-            boxes = [(0, 0, w, h)]
         return self.predict_boxes(rgb, boxes, tta)
 
     def predict_boxes(self, rgb: np.ndarray, boxes: list[tuple[int, int, int, int]],

@@ -153,17 +153,17 @@ def test_concurrent_predictions_match_sequential(tiny_checkpoint: Path, astronau
 
 def test_a_thousand_predictions_do_not_grow_memory(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:
     predictor = Predictor.from_checkpoint(tiny_checkpoint)
-    frame = np.asarray(Image.open(io.BytesIO(astronaut_jpeg)).convert("RGB").resize((96, 96)))
+    photo = _png(np.asarray(Image.open(io.BytesIO(astronaut_jpeg)).convert("RGB").resize((96, 96))))
 
     def rss_mb() -> float:
         with open("/proc/self/statm") as handle:
             return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
     for _ in range(100):
-        predictor.predict_array(frame, whole_if_none=True)
+        predictor.predict_image(photo)
     before = rss_mb()
     for _ in range(1000):
-        assert len(predictor.predict_array(frame, whole_if_none=True)) == 1
+        assert len(predictor.predict_image(photo).faces) == 1  # no face detected: the whole image
     assert rss_mb() - before < 25
 
 
