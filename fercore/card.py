@@ -11,11 +11,10 @@ import torch
 
 from fercore import models
 from fercore.atomic import atomic_write_bytes, atomic_write_jsonl
-from fercore.checkpoint import load_model, read_checkpoint, save_checkpoint
-from fercore.data import load_data
+from fercore.checkpoint import LoadedModel, model_from_checkpoint, read_checkpoint, save_checkpoint, with_calibration
+from fercore.data import FaceData, load_data
 from fercore.errors import UserError
 from fercore.evaluate import evaluate_faces
-from fercore.inference import predict_proba
 from fercore.runs import RunDir
 
 
@@ -29,33 +28,31 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _ms_per_face(path: Path, batch: int, tta: bool, repeats: int = 30) -> float:
-    """Median milliseconds per face on one CPU thread."""
+def _ms_per_face(loaded: LoadedModel, batch: int, repeats: int = 30) -> float:
+    """Median milliseconds per face on one CPU thread, with the model's TTA default."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        loaded = load_model(path)
         faces = np.random.default_rng(0).integers(0, 255, (batch, 48, 48), dtype=np.uint8)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            predict_proba(loaded.model, faces, loaded.mean, loaded.std, tta=tta)
+            loaded.proba(faces)
             times.append(time.perf_counter() - start)
         return float(np.median(times[3:]) * 1000 / batch)
     finally:
         torch.set_num_threads(threads)
 
 
-def build_card(checkpoint: Path, data: str, run: RunDir | None = None) -> dict[str, Any]:
-    """Evaluate on the checkpoint's own validation carve (with and without TTA) and time inference."""
-    loaded = load_model(checkpoint)
-    raw = read_checkpoint(checkpoint)
-    carve = raw["val_split"]
-    source = load_data(data)
+def build_card(raw: dict[str, Any], source: FaceData, run: RunDir | None = None) -> dict[str, Any]:
+    """Evaluate on the checkpoint's own validation carve (default precision with and without TTA, and float)
+    and time inference on this CPU."""
     if source.fingerprint != raw["data_fingerprint"]:
-        raise UserError(f"{data} is not the data this checkpoint was trained on")
+        raise UserError(f"{source.source} is not the data this checkpoint was trained on")
+    loaded = model_from_checkpoint(raw, "checkpoint")
+    as_float = model_from_checkpoint(raw, "checkpoint", precision="float")
+    carve = raw["val_split"]
     val = source.split("val", loaded.classes, carve["fraction"], carve["seed"])
-    with_tta, without = evaluate_faces(loaded, val, tta=True), evaluate_faces(loaded, val, tta=False)
     epochs = run.epochs() if run else []
     return {
         "architecture": raw["arch"], "description": models.ARCHITECTURES[raw["arch"]].description,
@@ -64,19 +61,23 @@ def build_card(checkpoint: Path, data: str, run: RunDir | None = None) -> dict[s
         "data": {"train": len(source.split("train", loaded.classes, carve["fraction"], carve["seed"])),
                  "val": len(val), "val_split": carve},
         "best_epoch": raw["metrics"].get("epoch"),
-        "validation": {"tta": with_tta.to_json(), "no_tta": without.to_json()},
+        "precision": loaded.precision,
+        "validation": {"tta": evaluate_faces(loaded, val, tta=True).to_json(),
+                       "no_tta": evaluate_faces(loaded, val, tta=False).to_json(),
+                       "float_tta": evaluate_faces(as_float, val, tta=True).to_json()},
         "training": {"epochs": len(epochs), "seconds": float(sum(e["seconds"] for e in epochs)),
                      "hardware": f"{cpu_name()}, {raw['trained_on']['threads']} thread(s), {raw['trained_on']['amp']}",
                      "device": raw["trained_on"]["device"]},
-        "inference_ms_per_face": {"batch1": _ms_per_face(checkpoint, 1, loaded.tta),
-                                  "batch32": _ms_per_face(checkpoint, 32, loaded.tta),
+        "inference_ms_per_face": {"batch1": _ms_per_face(loaded, 1), "batch32": _ms_per_face(loaded, 32),
+                                  "float_batch32": _ms_per_face(as_float, 32), "precision": loaded.precision,
+                                  "float_precision": as_float.precision,
                                   "cpu": cpu_name(), "threads": 1, "tta": loaded.tta},
     }
 
 
 def card_markdown(card: dict[str, Any]) -> str:
     """The card as the Markdown of checkpoints/README.md."""
-    v, plain = card["validation"]["tta"], card["validation"]["no_tta"]
+    v, plain, as_float = card["validation"]["tta"], card["validation"]["no_tta"], card["validation"]["float_tta"]
     rows = "\n".join(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
                      for c, r in v["per_class"].items())
     header = "| true \\ predicted | " + " | ".join(v["classes"]) + " |\n" + "|---" * (len(v["classes"]) + 1) + "|"
@@ -89,12 +90,19 @@ def card_markdown(card: dict[str, Any]) -> str:
         "data": (f"FER2013 training split, {data['train']:,} train / {data['val']:,} validation faces (stratified, "
                  f"seed {data['val_split']['seed']}, {data['val_split']['fraction']:.0%}); "
                  f"fingerprint `{card['data_fingerprint']}`"),
-        "validation accuracy": f"**{v['accuracy']:.2%}** with flip TTA (the default), {plain['accuracy']:.2%} without",
-        "validation macro F1": f"**{v['macro_f1']:.3f}** with TTA, {plain['macro_f1']:.3f} without",
+        "validation accuracy": (f"**{v['accuracy']:.2%}** with flip TTA (the default), "
+                                f"{plain['accuracy']:.2%} without; "
+                                f"{as_float['accuracy']:.2%} with TTA at {inf['float_precision']}"),
+        "validation macro F1": (f"**{v['macro_f1']:.3f}** with TTA, {plain['macro_f1']:.3f} without; "
+                                f"{as_float['macro_f1']:.3f} at {inf['float_precision']}"),
+        "inference precision": (f"{card['precision']} on CPUs with PyTorch's oneDNN engine (weights and activations "
+                                "calibrated after training; `--precision float` for the float model)"
+                                if card["precision"] == "int8" else card["precision"]),
         "best epoch": f"{card['best_epoch']} of {card['training']['epochs']}",
         "training time": f"{card['training']['seconds'] / 3600:.2f} h on {card['training']['hardware']}",
         "inference": (f"{inf['batch1']:.2f} ms per face alone, {inf['batch32']:.2f} ms per face in a batch of 32 "
-                      f"(TTA {'on' if inf['tta'] else 'off'}, one thread of {inf['cpu']})"),
+                      f"({inf['float_batch32']:.2f} at {inf['float_precision']}; TTA {'on' if inf['tta'] else 'off'}, "
+                      f"one thread of {inf['cpu']})"),
     }
     table = "\n".join(f"| {k} | {val} |" for k, val in facts.items())
     recipe_line = (f"{recipe['optimizer'].upper()} (momentum {recipe['momentum']}, Nesterov {recipe['nesterov']}), "
@@ -114,12 +122,12 @@ Trained from scratch (no pretrained weights, no other data) with `python -m ferc
 {recipe_line}
 Augmentation (batched on tensors): {aug}.
 
-## Per-class report (validation, TTA)
+## Per-class report (validation, TTA, {card['precision']})
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|
 {rows}
 
-## Confusion matrix (validation, TTA; rows = true class)
+## Confusion matrix (validation, TTA, {card['precision']}; rows = true class)
 {header}
 {confusion}
 
@@ -130,8 +138,13 @@ How it learned: `metrics.jsonl` beside this file (one line per epoch; the app's 
 def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None) -> dict[str, Any]:
     """Write checkpoint + card to out, the card as README.md beside it, and the run's metrics.jsonl."""
     run = RunDir(run_dir) if run_dir else RunDir(Path(checkpoint).parent)
-    card = build_card(Path(checkpoint), data, run)
-    save_checkpoint(out, {**read_checkpoint(checkpoint), "card": card})
+    source = load_data(data)
+    raw = read_checkpoint(checkpoint)
+    carve = raw.get("val_split", {"fraction": 0.1, "seed": 0})
+    train = source.split("train", tuple(raw["classes"]), carve["fraction"], carve["seed"])
+    raw = with_calibration(raw, train.images)
+    card = build_card(raw, source, run)
+    save_checkpoint(out, {**raw, "card": card})
     atomic_write_bytes(out.parent / "README.md", card_markdown(card).encode())
     epochs = run.epochs()
     if epochs:  # the epoch lines only: the learning curves, without the progress lines within epochs

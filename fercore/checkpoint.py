@@ -7,16 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from fercore import models
+from fercore import hardware, models, quantize
 from fercore.atomic import atomic_write
 from fercore.errors import UserError
+from fercore.inference import predict_proba
 
 FORMAT = "fercore-checkpoint"
 VERSION = 1
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "fer2013.pt"
+PRECISIONS = ("auto", "int8", "float")  # auto: int8 on a CPU when the checkpoint is calibrated, else float
+CALIBRATION = "int8_calibration"
 
 
 class CheckpointError(UserError):
@@ -27,13 +31,20 @@ class CheckpointError(UserError):
 class LoadedModel:
     """A model ready for inference with what is needed to feed it."""
 
-    model: nn.Module
+    model: nn.Module  # the float model (export, parameter counts)
     classes: tuple[str, ...]
     mean: float
     std: float
     size: int
     tta: bool
     info: dict[str, Any]  # the checkpoint without weights and training state: the model card
+    runner: nn.Module  # what inference runs: the int8 version of model, or model itself
+    precision: str  # int8, bfloat16, float16 or float32
+
+    def proba(self, faces: np.ndarray | torch.Tensor, tta: bool | None = None) -> np.ndarray:
+        """Class probabilities [N,C] for uint8 faces [N,48,48], with the checkpoint's TTA unless told."""
+        return predict_proba(self.runner, faces, self.mean, self.std, tta=self.tta if tta is None else tta,
+                             amp=self.precision != "int8").numpy()
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
@@ -79,13 +90,37 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def model_card(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint without weights or training state."""
-    return {k: v for k, v in checkpoint.items() if k not in ("state_dict", "train_state")}
+    return {k: v for k, v in checkpoint.items() if k not in ("state_dict", "train_state", CALIBRATION)}
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the model of a checkpoint in eval mode (float32 weights, whatever was stored)."""
-    data = read_checkpoint(path)
-    name = Path(path).name
+def _runner(model: nn.Module, data: dict[str, Any], device: torch.device, precision: str,
+            name: str) -> tuple[nn.Module, str]:
+    """The module inference runs for the asked precision, and the precision it runs at."""
+    if precision not in PRECISIONS:
+        raise CheckpointError(f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    calibration = data.get(CALIBRATION)
+    int8_possible = device.type == "cpu" and quantize.available() and bool(calibration)
+    if precision == "int8" and not int8_possible:
+        why = ("it has no int8 calibration (ship it, or train with this fercore)" if not calibration
+               else "int8 runs on CPUs with PyTorch's oneDNN engine only")
+        raise CheckpointError(f"{name}: cannot run in int8: {why}")
+    if precision == "float" or not int8_possible:
+        dtype = hardware.amp_dtype(device)
+        return model, str(dtype).replace("torch.", "") if dtype else "float32"
+    try:
+        return quantize.to_int8(model, calibration), "int8"
+    except ValueError as exc:
+        raise CheckpointError(f"{name}: {exc}") from None
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", precision: str = "auto") -> LoadedModel:
+    """Rebuild the model of a checkpoint in eval mode, and its int8 runner on a CPU when precision allows."""
+    return model_from_checkpoint(read_checkpoint(path), Path(path).name, device, precision)
+
+
+def model_from_checkpoint(data: dict[str, Any], name: str, device: str | torch.device = "cpu",
+                          precision: str = "auto") -> LoadedModel:
+    """load_model for a checkpoint dict already read; name is what messages call it."""
     try:
         model = models.build(data["arch"], len(data["classes"]), **data.get("arch_args", {}))
     except (ValueError, TypeError, KeyError) as exc:
@@ -96,8 +131,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     except RuntimeError:
         raise CheckpointError(f"{name}: weights do not match architecture {data['arch']!r} "
                               f"with {len(data['classes'])} classes") from None
+    device = torch.device(device)
     model.to(device).eval()
+    runner, runs_at = _runner(model, data, device, precision, name)
     pre = data["preprocessing"]
     return LoadedModel(model, tuple(data["classes"]), pre["mean"], pre["std"], pre["size"],
-                       bool(data.get("tta", True)), model_card(data))
+                       bool(data.get("tta", True)), model_card(data), runner, runs_at)
 
+
+def with_calibration(data: dict[str, Any], train_faces: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """The checkpoint with int8 calibration from its training faces; unchanged if calibrated or int8 is absent."""
+    if CALIBRATION in data or not quantize.available():
+        return data
+    loaded = model_from_checkpoint(data, "checkpoint", precision="float")
+    return {**data, CALIBRATION: quantize.calibrate(loaded.model, train_faces, loaded.mean, loaded.std, seed)}

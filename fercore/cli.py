@@ -87,11 +87,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fercore.evaluate import evaluate
 
-    report = evaluate(args.checkpoint, args.data, args.split, args.tta)
+    report = evaluate(args.checkpoint, args.data, args.split, args.tta, args.precision)
     if args.json:
         print(json.dumps(report.to_json()))
         return 0
-    print(f"{report.data} [{report.split}] n={len(report.labels)} tta={'on' if report.tta else 'off'}")
+    print(f"{report.data} [{report.split}] n={len(report.labels)} tta={'on' if report.tta else 'off'} "
+          f"precision={report.precision}")
     print(f"accuracy {report.accuracy:.4f}   macro F1 {report.macro_f1:.4f}")
     print(f"{'class':<10} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
     for name, row in report.per_class().items():
@@ -106,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from fercore.predict import Predictor, predict_files
 
-    results = predict_files(Predictor.from_checkpoint(args.checkpoint), args.images)
+    results = predict_files(Predictor.from_checkpoint(args.checkpoint, args.precision), args.images)
     if args.json:
         print(json.dumps([r.to_json() for r in results]))
     else:
@@ -195,7 +196,7 @@ def build_parser() -> _Parser:
     train.add_argument("--seed", type=int)
     train.set_defaults(func=cmd_train)
 
-    from fercore.checkpoint import SHIPPED
+    from fercore.checkpoint import PRECISIONS, SHIPPED
 
     evaluate = sub.add_parser("evaluate", help="accuracy, macro F1, per-class report and confusion of a checkpoint")
     evaluate.add_argument("--checkpoint", default=str(SHIPPED))
@@ -211,6 +212,9 @@ def build_parser() -> _Parser:
     predict.add_argument("images", nargs="+")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=cmd_predict)
+    for command in (evaluate, predict):
+        command.add_argument("--precision", choices=PRECISIONS, default="auto",
+                             help="auto (default): int8 on a CPU when the checkpoint is calibrated, else float")
 
     export = sub.add_parser("export", help="export a checkpoint to TorchScript or ONNX")
     export.add_argument("--checkpoint", default=str(SHIPPED))

@@ -10,7 +10,6 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from fercore.checkpoint import LoadedModel, load_model
 from fercore.data import FaceSet, load_data
-from fercore.inference import predict_proba
 
 
 @dataclass
@@ -22,6 +21,7 @@ class EvalReport:
     probabilities: np.ndarray  # [N, C]
     faces: FaceSet
     tta: bool
+    precision: str = ""  # what the model ran at: int8, bfloat16, float32...
     split: str = ""
     data: str = ""
 
@@ -59,19 +59,21 @@ class EvalReport:
     def to_json(self) -> dict[str, Any]:
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": int(len(self.labels)),
                 "classes": list(self.classes), "per_class": self.per_class(),
-                "confusion": self.confusion().tolist(), "tta": self.tta, "split": self.split, "data": self.data}
+                "confusion": self.confusion().tolist(), "tta": self.tta, "precision": self.precision,
+                "split": self.split, "data": self.data}
 
 
 def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None) -> EvalReport:
     """Evaluate a loaded model on faces labelled with the model's own classes."""
     use_tta = loaded.tta if tta is None else tta
-    probs = predict_proba(loaded.model, faces.images, loaded.mean, loaded.std, tta=use_tta).numpy()
-    return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta)
+    probs = loaded.proba(faces.images, use_tta)
+    return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta, loaded.precision)
 
 
-def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta: bool | None = None) -> EvalReport:
+def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta: bool | None = None,
+             precision: str = "auto") -> EvalReport:
     """Load a checkpoint and a data source and evaluate one split (val uses the checkpoint's own carve)."""
-    loaded = load_model(checkpoint)
+    loaded = load_model(checkpoint, precision=precision)
     source = load_data(data)
     carve = loaded.info.get("val_split", {"fraction": 0.1, "seed": 0})
     faces = source.split(split, loaded.classes, carve["fraction"], carve["seed"])

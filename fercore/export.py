@@ -31,7 +31,7 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path) -> Path:
     """Write the exported model atomically; returns its path."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}: choose {' or '.join(FORMATS)}")
-    loaded = load_model(checkpoint)
+    loaded = load_model(checkpoint, precision="float")
     wrapper = ProbabilityModel(loaded).eval()
     example = torch.rand(2, 1, loaded.size, loaded.size) * 255
     card = json.dumps({"classes": list(loaded.classes), "input": "float32 [N,1,48,48] grayscale 0..255",

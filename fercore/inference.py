@@ -18,13 +18,16 @@ def to_input(faces: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_proba(model: nn.Module, faces: np.ndarray | torch.Tensor, mean: float, std: float,
-                  tta: bool = False, batch_size: int = 512) -> torch.Tensor:
+                  tta: bool = False, batch_size: int | None = None, amp: bool = True) -> torch.Tensor:
     """Class probabilities [N,C] (float32, CPU) for uint8 faces; tta averages with the mirrored faces.
 
     The model must already be in eval mode (loaded models are; the trainer switches before validating).
+    amp=False for int8 models (no parameters, CPU only). Batches of 64 faces measured fastest on a CPU.
     """
-    device = next(model.parameters()).device
-    dtype = hardware.amp_dtype(device)
+    weight = next(model.parameters(), None)
+    device = weight.device if weight is not None else torch.device("cpu")
+    dtype = hardware.amp_dtype(device) if amp else None
+    batch_size = batch_size or (64 if device.type == "cpu" else 512)
     faces = torch.as_tensor(faces)
     out = []
     for start in range(0, len(faces), batch_size):

@@ -12,7 +12,6 @@ from fercore.checkpoint import SHIPPED, LoadedModel, load_model
 from fercore.data.images import ImageSource, downscale, open_image, to_face, to_gray
 from fercore.errors import UserError
 from fercore.faces import FaceDetector, fer_crop_box, load_detector
-from fercore.inference import predict_proba
 
 
 @dataclass
@@ -51,8 +50,8 @@ class Predictor:
         self.detector = detector or load_detector()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path = SHIPPED) -> Predictor:
-        return cls(load_model(path))
+    def from_checkpoint(cls, path: str | Path = SHIPPED, precision: str = "auto") -> Predictor:
+        return cls(load_model(path, precision=precision))
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -62,8 +61,7 @@ class Predictor:
         """Probabilities [N,C] for uint8 48x48 faces [N,48,48], using the model's own TTA default."""
         if len(faces) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        lm = self.loaded
-        return predict_proba(lm.model, faces, lm.mean, lm.std, tta=lm.tta if tta is None else tta).numpy()
+        return self.loaded.proba(faces, tta)
 
     def _predictions(self, boxes: list[tuple[int, int, int, int]], probs: np.ndarray) -> list[FacePrediction]:
         out = []

@@ -23,7 +23,7 @@ from torch import nn
 
 from fercore import hardware, models
 from fercore.augment import augment_batch
-from fercore.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
+from fercore.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint, with_calibration
 from fercore.config import TrainConfig
 from fercore.data import load_data
 from fercore.errors import UserError
@@ -240,6 +240,15 @@ class Trainer:
         self.model.load_state_dict(data["state_dict"])
         self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
 
+    def calibrate_best(self) -> None:
+        """Store int8 calibration in best.pt, once the run ends (see fercore.quantize); seconds on a CPU."""
+        path = self.run.file(BEST)
+        if path.exists():
+            data = read_checkpoint(path)
+            calibrated = with_calibration(data, self.train_set.images, self.cfg.seed)
+            if calibrated is not data:
+                save_checkpoint(path, calibrated)
+
     def restore(self) -> None:
         """Continue from the run's last.pt: weights, optimiser, schedule and position."""
         data = read_checkpoint(self.run.file(LAST))
@@ -391,8 +400,10 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False,
             run.truncate_log(trainer.pos.epoch)
         try:
             result = trainer.fit()
+            trainer.calibrate_best()
         except StopRequested:
             trainer._save_last()
+            trainer.calibrate_best()
             run.write_status(state="stopped", pid=None, epoch=trainer.pos.epoch + 1)
             return {"stopped": True, "best_val_acc": trainer.pos.best_val_acc}
         run.write_status(state="finished", pid=None, epoch=result["epochs"], eta_s=0.0,
