@@ -17,7 +17,7 @@ from bench_detectors import make_scenes
 from harness import Interleaved, Row, run_timed
 
 from fercore import models
-from fercore.checkpoint import LoadedModel, make_checkpoint, save_checkpoint
+from fercore.checkpoint import load_model, make_checkpoint, save_checkpoint
 from fercore.data import FaceSet, load_data
 from fercore.data.images import downscale, open_image
 from fercore.draw import annotate
@@ -57,7 +57,7 @@ def plain_forward(predictor: Predictor, faces: np.ndarray) -> torch.Tensor:
 
 def face_rows(predictor: Predictor, faces: np.ndarray, samples: int) -> list[Row]:
     """Section 2: milliseconds per face through Predictor.classify, a batch and a single face."""
-    tta = "TTA on" if predictor.loaded.tta else "TTA off"
+    tta = f"TTA {'on' if predictor.loaded.tta else 'off'}, {predictor.loaded.precision}"
     cases = [  # name, action on a batch, faces per call, baseline
         (PLAIN_BATCH, lambda b: plain_forward(predictor, b), BATCH, PLAIN_BATCH),
         (f"Predictor.classify, batch of {BATCH} faces", predictor.classify, BATCH, PLAIN_BATCH),
@@ -142,14 +142,16 @@ def webcam_rows(predictor: Predictor, scene: np.ndarray, frames: int, repeats: i
             for key, values in fps.items()]
 
 
-def evaluation_rows(loaded: LoadedModel, faces: FaceSet, repeats: int) -> list[Row]:
-    """Section 4: fercore.evaluate.evaluate_faces on the faces, with the checkpoint's TTA setting and without."""
+def evaluation_rows(checkpoint: Path, faces: FaceSet, repeats: int) -> list[Row]:
+    """Section 4: fercore.evaluate.evaluate_faces on the faces, float (bf16 autocast where the CPU has it) against
+    int8, each with the checkpoint's TTA setting and without."""
     n = f"{len(faces):,} faces"
-    variants = {f"evaluate_faces, {n}, TTA off": False,
-                f"evaluate_faces, {n}, TTA as the checkpoint says ({'on' if loaded.tta else 'off'})": None}
+    models_at = {precision: load_model(checkpoint, precision=precision) for precision in ("float", "auto")}
+    variants = {f"evaluate_faces, {n}, {loaded.precision}, TTA {'on' if tta else 'off'}": (loaded, tta)
+                for loaded in models_at.values() for tta in (False, models_at["float"].tta)}
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
-        for name, tta in variants.items():
+        for name, (loaded, tta) in variants.items():
             start = time.perf_counter()
             evaluate_faces(loaded, faces, tta)
             seconds[name].append(time.perf_counter() - start)
@@ -185,4 +187,4 @@ def inference_rows(data: Path, checkpoint: Path, work: Path, photos: int, frames
     photo.write_bytes(encoded[found])
     return [*face_rows(predictor, faces.images, photos), *photo_rows(predictor, encoded),
             *process_rows(checkpoint, photo, repeats), *webcam_rows(predictor, scenes[found], frames, repeats),
-            *evaluation_rows(predictor.loaded, faces, repeats)]
+            *evaluation_rows(checkpoint, faces, repeats)]

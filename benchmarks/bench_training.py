@@ -105,7 +105,23 @@ def training_rows(data: Path, threads: int, repeats: int, work: Path) -> list[Ro
         rows.append(Row(1, name, [e.wall_s for e in runs], "s", BASELINE,
                         f"{images:,} train images: {waited:.0f} img/s as waited, {loop:.0f} img/s in the loop"))
         rows.append(Row(6, f"{name}: peak RSS", [e.max_rss_mb for e in runs], "MiB", f"{BASELINE}: peak RSS"))
+    rows.append(ceiling_row(epochs[BASELINE][0].train_images, threads, repeats))
     return rows
+
+
+def ceiling_row(images: int, threads: int, repeats: int) -> Row:
+    """Section 1: the floor under any pipeline for this epoch: importing fercore's training module plus the
+    training steps alone (bf16 where the CPU has it, random in-memory faces: no decoding, validation or saving)."""
+    from fercore.config import TrainConfig
+    from fercore.train import measure_step_seconds
+
+    cfg = TrainConfig(data="synthetic", arch="basic", batch_size=64, optimizer="adamw", threads=threads)
+    imports = [run_timed([sys.executable, "-c", "import fercore.train"]).seconds for _ in range(repeats)]
+    steps = [measure_step_seconds(cfg, 7, threads, repeats=20) for _ in range(repeats)]
+    floor = [i + images / cfg.batch_size * s for i, s in zip(imports, steps)]
+    return Row(1, "floor: import + training steps alone (no data, validation or saving)", floor, "s", BASELINE,
+               f"{cfg.batch_size / statistics.median(steps):.0f} img/s in the steps; no pipeline with this network, "
+               "batch and precision can wait less on this machine")
 
 
 def metrics_file(run: Path) -> Path:
