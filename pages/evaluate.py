@@ -50,7 +50,8 @@ options = ["test", "val", "train", "all"] if "test" in splits else ["val", "trai
 left, right = st.columns(2)
 split = left.selectbox("Split", options, help="val: carved from train with the checkpoint's own fraction and seed")
 tta = right.toggle("Test-time augmentation (average with the mirrored face)", bool(card.get("tta", True)))
-precision = "auto" if right.toggle("int8 on the CPU when the model is calibrated (about 3x faster)", True) else "float"
+int8 = right.toggle("int8 on the CPU when the model is calibrated (about 3x faster)", True, key="evaluate-int8")
+precision = "auto" if int8 else "float"
 try:
     report = evaluation(str(checkpoint), mtime(checkpoint), source, data_stamp(source), split, tta, precision)
 except UserError as exc:

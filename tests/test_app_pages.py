@@ -150,6 +150,11 @@ def test_evaluate_shows_the_engines_numbers(open_page: OpenPage, with_tiny_run: 
     confusion = next(s for s in chart_specs(at) if s["data"][0]["type"] == "heatmap")
     assert confusion["data"][0]["text"] == [[str(count) for count in row] for row in report.confusion()]
     assert len(at.main.get("download_button")) == 3
+    assert any("Inference in int8" in c.value for c in at.caption)
+    at.toggle(key="evaluate-int8").set_value(False).run()  # the float model instead of its int8 copy
+    as_float = evaluate(with_tiny_run, app_support.read_card(with_tiny_run)["data_source"], "test", precision="float")
+    assert [m.value for m in at.metric][0] == f"{as_float.accuracy:.1%}"
+    assert any(f"Inference in {as_float.precision}" in c.value for c in at.caption)
 
 
 def test_predict_labels_a_photo_and_reports_a_bad_file(open_page: OpenPage, with_tiny_run: Path,
