@@ -234,7 +234,7 @@ def card_rows(card: dict[str, Any], path: Path) -> dict[str, str]:
     trained_on = card.get("trained_on") or {}
     if measured:
         tta = measured["validation"]["tta"]
-        accuracy = (f"{tta['accuracy']:.1%} (macro F1 {tta['macro_f1']:.3f}, with flip TTA; best epoch "
+        accuracy = (f"{tta['accuracy']:.1%} (macro F1 {tta['macro_f1']:.3f}, with TTA; best epoch "
                     f"{measured.get('best_epoch', '?')})")
         training = measured["training"]
         seconds, epochs, hardware = training["seconds"], training["epochs"], training["hardware"]

@@ -90,7 +90,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "data": (f"FER2013 training split, {data['train']:,} train / {data['val']:,} validation faces (stratified, "
                  f"seed {data['val_split']['seed']}, {data['val_split']['fraction']:.0%}); "
                  f"fingerprint `{card['data_fingerprint']}`"),
-        "validation accuracy": (f"**{v['accuracy']:.2%}** with flip TTA (the default), "
+        "validation accuracy": (f"**{v['accuracy']:.2%}** with TTA (the default: face, 10% zoom, both mirrored), "
                                 f"{plain['accuracy']:.2%} without; "
                                 f"{as_float['accuracy']:.2%} with TTA at {inf['float_precision']}"),
         "validation macro F1": (f"**{v['macro_f1']:.3f}** with TTA, {plain['macro_f1']:.3f} without; "

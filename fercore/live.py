@@ -3,8 +3,8 @@
 Detection is the expensive part of a frame (the CNN on a few 48x48 crops is cheap), so it runs on every
 `detect_every`-th frame only, on a copy scaled by `detect_scale`; the frames between reuse the last boxes and
 only classify. Each face is a track (matched across detections by overlap) whose label is the mean of its
-last `smoothing` probability vectors, so labels do not flicker from frame to frame; that averaging replaces the
-flip TTA of photos, which would double the classifier's cost on every frame.
+last `smoothing` probability vectors, so labels do not flicker from frame to frame; that averaging replaces
+the 4-view TTA of photos, which would quadruple the classifier's cost on every frame.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ class LiveAnnotator:
         if self.frames % self.detect_every == 0:
             self._follow(self.predictor.predict_array(rgb, detect_scale=self.detect_scale, tta=False))
         elif self.tracks:
-            boxes = [t.box for t in self.tracks]  # no flip TTA: smoothing over frames already averages
+            boxes = [t.box for t in self.tracks]  # no TTA: smoothing over frames already averages
             for track, face in zip(self.tracks, self.predictor.predict_boxes(rgb, boxes, tta=False)):
                 self._remember(track, face)
         self.frames += 1

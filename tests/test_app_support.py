@@ -123,7 +123,7 @@ def test_card_rows_prefer_the_measured_card_of_a_shipped_model(tiny_checkpoint: 
                 "data": {"train": 25837, "val": 2872}, "data_fingerprint": "c8215fc96c24e6a8"}
     rows = app_support.card_rows({**app_support.read_card(tiny_checkpoint), "card": measured}, tiny_checkpoint)
     assert rows["Architecture"] == "basic: Seed design"
-    assert rows["Validation accuracy"] == "70.1% (macro F1 0.650, with flip TTA; best epoch 40)"
+    assert rows["Validation accuracy"] == "70.1% (macro F1 0.650, with TTA; best epoch 40)"
     assert rows["Training time"] == "2 h 1 min for 45 epoch(s)"
     assert rows["Trained on"] == "Xeon, 1 thread(s), bfloat16"
     assert rows["Data"].endswith(": 25,837 train / 2,872 validation faces, fingerprint c8215fc96c24e6a8")
