@@ -63,8 +63,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, metavar="OUT.md", help="also write the report as Markdown here")
     parser.add_argument("--checkpoint", type=Path, default=SHIPPED,
                         help="model for sections 2-4 (default checkpoints/fer2013.pt; an untrained fernet if missing)")
-    parser.add_argument("--run", type=Path, default=ROOT / "runs" / "fer2013-v1",
-                        help="run directory (or metrics.jsonl) of the shipped recipe, for section 7")
+    parser.add_argument("--run", type=Path, default=ROOT / "checkpoints",
+                        help="run directory or metrics.jsonl of the shipped recipe, for section 7")
     parser.add_argument("--threads", type=int, default=0, help="torch and OpenCV threads (0 = every usable core)")
     parser.add_argument("--repeats", type=int, help="override the samples per variant")
     parser.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups of sections")
