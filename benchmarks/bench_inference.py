@@ -57,7 +57,7 @@ def plain_forward(predictor: Predictor, faces: np.ndarray) -> torch.Tensor:
 
 def face_rows(predictor: Predictor, faces: np.ndarray, samples: int) -> list[Row]:
     """Section 2: milliseconds per face through Predictor.classify, a batch and a single face."""
-    tta = f"TTA {'on' if predictor.loaded.tta else 'off'}, {predictor.loaded.precision}"
+    tta = f"TTA {'on' if predictor.loaded.tta else 'off'}, {predictor.loaded.dtype}"
     cases = [  # name, action on a batch, faces per call, baseline
         (PLAIN_BATCH, lambda b: plain_forward(predictor, b), BATCH, PLAIN_BATCH),
         (f"Predictor.classify, batch of {BATCH} faces", predictor.classify, BATCH, PLAIN_BATCH),
@@ -146,9 +146,10 @@ def evaluation_rows(checkpoint: Path, faces: FaceSet, repeats: int) -> list[Row]
     """Section 4: fercore.evaluate.evaluate_faces on the faces, float (bf16 autocast where the CPU has it) against
     int8, each with the checkpoint's TTA setting and without."""
     n = f"{len(faces):,} faces"
-    models_at = {precision: load_model(checkpoint, precision=precision) for precision in ("float", "auto")}
-    variants = {f"evaluate_faces, {n}, {loaded.precision}, TTA {'on' if tta else 'off'}": (loaded, tta)
-                for loaded in models_at.values() for tta in (False, models_at["float"].tta)}
+    as_float, as_int8 = (load_model(checkpoint, precision=precision) for precision in ("float", "auto"))
+    runs = [as_float] if as_int8.dtype == as_float.dtype else [as_float, as_int8]  # uncalibrated: float only
+    variants = {f"evaluate_faces, {n}, {loaded.dtype}, TTA {'on' if tta else 'off'}": (loaded, tta)
+                for loaded in runs for tta in (False, as_float.tta)}
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, (loaded, tta) in variants.items():

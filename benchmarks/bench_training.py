@@ -105,11 +105,11 @@ def training_rows(data: Path, threads: int, repeats: int, work: Path) -> list[Ro
         rows.append(Row(1, name, [e.wall_s for e in runs], "s", BASELINE,
                         f"{images:,} train images: {waited:.0f} img/s as waited, {loop:.0f} img/s in the loop"))
         rows.append(Row(6, f"{name}: peak RSS", [e.max_rss_mb for e in runs], "MiB", f"{BASELINE}: peak RSS"))
-    rows.append(ceiling_row(epochs[BASELINE][0].train_images, threads, repeats))
+    rows.append(floor_row(epochs[BASELINE][0].train_images, threads, repeats))
     return rows
 
 
-def ceiling_row(images: int, threads: int, repeats: int) -> Row:
+def floor_row(images: int, threads: int, repeats: int) -> Row:
     """Section 1: the floor under any pipeline for this epoch: importing fercore's training module plus the
     training steps alone (bf16 where the CPU has it, random in-memory faces: no decoding, validation or saving)."""
     from fercore.config import TrainConfig

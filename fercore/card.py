@@ -12,7 +12,7 @@ import torch
 from fercore import models
 from fercore.atomic import atomic_write_bytes, atomic_write_jsonl
 from fercore.checkpoint import LoadedModel, model_from_checkpoint, read_checkpoint, save_checkpoint, with_calibration
-from fercore.data import FaceData, load_data
+from fercore.data import FaceData, FaceSet, load_data
 from fercore.errors import UserError
 from fercore.evaluate import evaluate_faces
 from fercore.runs import RunDir
@@ -44,65 +44,73 @@ def _ms_per_face(loaded: LoadedModel, batch: int, repeats: int = 30) -> float:
         torch.set_num_threads(threads)
 
 
-def build_card(raw: dict[str, Any], source: FaceData, run: RunDir | None = None) -> dict[str, Any]:
-    """Evaluate on the checkpoint's own validation carve (default precision with and without TTA, and float)
-    and time inference on this CPU."""
-    if source.fingerprint != raw["data_fingerprint"]:
+def _faces(raw: dict[str, Any], source: FaceData, split: str) -> FaceSet:
+    """The checkpoint's train or val faces: its own carve of its own data (refused for other data)."""
+    if source.fingerprint != raw.get("data_fingerprint"):
         raise UserError(f"{source.source} is not the data this checkpoint was trained on")
-    loaded = model_from_checkpoint(raw, "checkpoint")
-    as_float = model_from_checkpoint(raw, "checkpoint", precision="float")
     carve = raw["val_split"]
-    val = source.split("val", loaded.classes, carve["fraction"], carve["seed"])
+    return source.split(split, tuple(raw["classes"]), carve["fraction"], carve["seed"])
+
+
+def build_card(raw: dict[str, Any], source: FaceData, run: RunDir | None = None, name: str = "checkpoint"
+               ) -> dict[str, Any]:
+    """Evaluate on the checkpoint's own validation carve (as it runs by default, with and without TTA, and the
+    float model when that differs) and time inference on this CPU."""
+    val = _faces(raw, source, "val")
+    loaded = model_from_checkpoint(raw, name)
+    as_float = model_from_checkpoint(raw, name, precision="float")
+    float_differs = as_float.dtype != loaded.dtype
     epochs = run.epochs() if run else []
+    validation = {"tta": evaluate_faces(loaded, val, tta=True).to_json(),
+                  "no_tta": evaluate_faces(loaded, val, tta=False).to_json()}
+    inference = {"dtype": loaded.dtype, "batch1": _ms_per_face(loaded, 1), "batch32": _ms_per_face(loaded, 32),
+                 "cpu": cpu_name(), "threads": 1, "tta": loaded.tta}
+    if float_differs:
+        validation["float_tta"] = evaluate_faces(as_float, val, tta=True).to_json()
+        inference |= {"float_dtype": as_float.dtype, "float_batch32": _ms_per_face(as_float, 32)}
     return {
         "architecture": raw["arch"], "description": models.ARCHITECTURES[raw["arch"]].description,
         "parameters": models.parameter_count(loaded.model), "classes": list(loaded.classes),
         "recipe": raw["config"], "data_fingerprint": raw["data_fingerprint"],
-        "data": {"train": len(source.split("train", loaded.classes, carve["fraction"], carve["seed"])),
-                 "val": len(val), "val_split": carve},
+        "data": {"train": len(_faces(raw, source, "train")), "val": len(val), "val_split": raw["val_split"]},
         "best_epoch": raw["metrics"].get("epoch"),
-        "precision": loaded.precision,
-        "validation": {"tta": evaluate_faces(loaded, val, tta=True).to_json(),
-                       "no_tta": evaluate_faces(loaded, val, tta=False).to_json(),
-                       "float_tta": evaluate_faces(as_float, val, tta=True).to_json()},
+        "validation": validation,
         "training": {"epochs": len(epochs), "seconds": float(sum(e["seconds"] for e in epochs)),
                      "hardware": f"{cpu_name()}, {raw['trained_on']['threads']} thread(s), {raw['trained_on']['amp']}",
                      "device": raw["trained_on"]["device"]},
-        "inference_ms_per_face": {"batch1": _ms_per_face(loaded, 1), "batch32": _ms_per_face(loaded, 32),
-                                  "float_batch32": _ms_per_face(as_float, 32), "precision": loaded.precision,
-                                  "float_precision": as_float.precision,
-                                  "cpu": cpu_name(), "threads": 1, "tta": loaded.tta},
+        "inference_ms_per_face": inference,
     }
 
 
 def card_markdown(card: dict[str, Any]) -> str:
     """The card as the Markdown of checkpoints/README.md."""
-    v, plain, as_float = card["validation"]["tta"], card["validation"]["no_tta"], card["validation"]["float_tta"]
+    v, plain, as_float = (card["validation"].get(k) for k in ("tta", "no_tta", "float_tta"))
     rows = "\n".join(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
                      for c, r in v["per_class"].items())
     header = "| true \\ predicted | " + " | ".join(v["classes"]) + " |\n" + "|---" * (len(v["classes"]) + 1) + "|"
     confusion = "\n".join(f"| **{c}** | " + " | ".join(str(n) for n in row) + " |"
                           for c, row in zip(v["classes"], v["confusion"]))
     recipe, inf, data = card["recipe"], card["inference_ms_per_face"], card["data"]
+    tta_default = ", the default" if inf["tta"] else ""
     aug = ", ".join(f"{k} {val}" for k, val in recipe["augment"].items())
     facts = {
         "classes": ", ".join(card["classes"]),
         "data": (f"FER2013 training split, {data['train']:,} train / {data['val']:,} validation faces (stratified, "
                  f"seed {data['val_split']['seed']}, {data['val_split']['fraction']:.0%}); "
                  f"fingerprint `{card['data_fingerprint']}`"),
-        "validation accuracy": (f"**{v['accuracy']:.2%}** with TTA (the default: face, 10% zoom, both mirrored), "
-                                f"{plain['accuracy']:.2%} without; "
-                                f"{as_float['accuracy']:.2%} with TTA at {inf['float_precision']}"),
-        "validation macro F1": (f"**{v['macro_f1']:.3f}** with TTA, {plain['macro_f1']:.3f} without; "
-                                f"{as_float['macro_f1']:.3f} at {inf['float_precision']}"),
-        "inference precision": (f"{card['precision']} on CPUs with PyTorch's oneDNN engine (weights and activations "
-                                "calibrated after training; `--precision float` for the float model)"
-                                if card["precision"] == "int8" else card["precision"]),
+        "validation accuracy": (f"**{v['accuracy']:.2%}** with TTA{tta_default} (face, 10% zoom, both mirrored), "
+                                f"{plain['accuracy']:.2%} without"
+                                + (f"; {as_float['accuracy']:.2%} with TTA in {inf['float_dtype']}"
+                                   if as_float else "")),
+        "validation macro F1": (f"**{v['macro_f1']:.3f}** with TTA, {plain['macro_f1']:.3f} without"
+                                + (f"; {as_float['macro_f1']:.3f} in {inf['float_dtype']}" if as_float else "")),
+        "inference dtype": ("int8 on CPUs with PyTorch's oneDNN engine (calibrated after training; "
+                            "`--precision float` runs the float model)" if inf["dtype"] == "int8" else inf["dtype"]),
         "best epoch": f"{card['best_epoch']} of {card['training']['epochs']}",
         "training time": f"{card['training']['seconds'] / 3600:.2f} h on {card['training']['hardware']}",
-        "inference": (f"{inf['batch1']:.2f} ms per face alone, {inf['batch32']:.2f} ms per face in a batch of 32 "
-                      f"({inf['float_batch32']:.2f} at {inf['float_precision']}; TTA {'on' if inf['tta'] else 'off'}, "
-                      f"one thread of {inf['cpu']})"),
+        "inference": (f"{inf['batch1']:.2f} ms per face alone, {inf['batch32']:.2f} ms per face in a batch of 32"
+                      + (f" ({inf['float_batch32']:.2f} in {inf['float_dtype']})" if as_float else "")
+                      + f"; TTA {'on' if inf['tta'] else 'off'}, one thread of {inf['cpu']}"),
     }
     table = "\n".join(f"| {k} | {val} |" for k, val in facts.items())
     recipe_line = (f"{recipe['optimizer'].upper()} (momentum {recipe['momentum']}, Nesterov {recipe['nesterov']}), "
@@ -122,12 +130,12 @@ Trained from scratch (no pretrained weights, no other data) with `python -m ferc
 {recipe_line}
 Augmentation (batched on tensors): {aug}.
 
-## Per-class report (validation, TTA, {card['precision']})
+## Per-class report (validation, TTA, {inf['dtype']})
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|
 {rows}
 
-## Confusion matrix (validation, TTA, {card['precision']}; rows = true class)
+## Confusion matrix (validation, TTA, {inf['dtype']}; rows = true class)
 {header}
 {confusion}
 
@@ -140,10 +148,8 @@ def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None) ->
     run = RunDir(run_dir) if run_dir else RunDir(Path(checkpoint).parent)
     source = load_data(data)
     raw = read_checkpoint(checkpoint)
-    carve = raw.get("val_split", {"fraction": 0.1, "seed": 0})
-    train = source.split("train", tuple(raw["classes"]), carve["fraction"], carve["seed"])
-    raw = with_calibration(raw, train.images)
-    card = build_card(raw, source, run)
+    raw = with_calibration(raw, _faces(raw, source, "train").images, raw["config"]["seed"])
+    card = build_card(raw, source, run, Path(checkpoint).name)
     save_checkpoint(out, {**raw, "card": card})
     atomic_write_bytes(out.parent / "README.md", card_markdown(card).encode())
     epochs = run.epochs()

@@ -39,12 +39,12 @@ class LoadedModel:
     tta: bool
     info: dict[str, Any]  # the checkpoint without weights and training state: the model card
     runner: nn.Module  # what inference runs: the int8 version of model, or model itself
-    precision: str  # int8, bfloat16, float16 or float32
+    dtype: str  # what inference runs at: int8, bfloat16, float16 or float32
 
     def proba(self, faces: np.ndarray | torch.Tensor, tta: bool | None = None) -> np.ndarray:
         """Class probabilities [N,C] for uint8 faces [N,48,48], with the checkpoint's TTA unless told."""
         return predict_proba(self.runner, faces, self.mean, self.std, tta=self.tta if tta is None else tta,
-                             amp=self.precision != "int8").numpy()
+                             amp=self.dtype != "int8").numpy()
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
@@ -95,7 +95,10 @@ def model_card(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 def _runner(model: nn.Module, data: dict[str, Any], device: torch.device, precision: str,
             name: str) -> tuple[nn.Module, str]:
-    """The module inference runs for the asked precision, and the precision it runs at."""
+    """The module inference runs for the asked precision, and the dtype it runs at.
+
+    auto falls back to the float model when the int8 copy cannot be built (say a calibration from another
+    PyTorch); int8 asked for explicitly is an error then."""
     if precision not in PRECISIONS:
         raise CheckpointError(f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}")
     calibration = data.get(CALIBRATION)
@@ -109,8 +112,10 @@ def _runner(model: nn.Module, data: dict[str, Any], device: torch.device, precis
         return model, str(dtype).replace("torch.", "") if dtype else "float32"
     try:
         return quantize.to_int8(model, calibration), "int8"
-    except ValueError as exc:
-        raise CheckpointError(f"{name}: {exc}") from None
+    except Exception as exc:  # whatever FX raises: the float model still answers
+        if precision == "int8":
+            raise CheckpointError(f"{name}: cannot run in int8 ({str(exc).splitlines()[0][:160]})") from None
+        return _runner(model, data, device, "float", name)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", precision: str = "auto") -> LoadedModel:
@@ -133,10 +138,10 @@ def model_from_checkpoint(data: dict[str, Any], name: str, device: str | torch.d
                               f"with {len(data['classes'])} classes") from None
     device = torch.device(device)
     model.to(device).eval()
-    runner, runs_at = _runner(model, data, device, precision, name)
+    runner, dtype = _runner(model, data, device, precision, name)
     pre = data["preprocessing"]
     return LoadedModel(model, tuple(data["classes"]), pre["mean"], pre["std"], pre["size"],
-                       bool(data.get("tta", True)), model_card(data), runner, runs_at)
+                       bool(data.get("tta", True)), model_card(data), runner, dtype)
 
 
 def with_calibration(data: dict[str, Any], train_faces: np.ndarray, seed: int = 0) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json()))
         return 0
     print(f"{report.data} [{report.split}] n={len(report.labels)} tta={'on' if report.tta else 'off'} "
-          f"precision={report.precision}")
+          f"dtype={report.dtype}")
     print(f"accuracy {report.accuracy:.4f}   macro F1 {report.macro_f1:.4f}")
     print(f"{'class':<10} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
     for name, row in report.per_class().items():

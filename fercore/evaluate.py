@@ -21,7 +21,7 @@ class EvalReport:
     probabilities: np.ndarray  # [N, C]
     faces: FaceSet
     tta: bool
-    precision: str = ""  # what the model ran at: int8, bfloat16, float32...
+    dtype: str = ""  # what the model ran at: int8, bfloat16, float32...
     split: str = ""
     data: str = ""
 
@@ -59,7 +59,7 @@ class EvalReport:
     def to_json(self) -> dict[str, Any]:
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": int(len(self.labels)),
                 "classes": list(self.classes), "per_class": self.per_class(),
-                "confusion": self.confusion().tolist(), "tta": self.tta, "precision": self.precision,
+                "confusion": self.confusion().tolist(), "tta": self.tta, "dtype": self.dtype,
                 "split": self.split, "data": self.data}
 
 
@@ -67,7 +67,7 @@ def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None)
     """Evaluate a loaded model on faces labelled with the model's own classes."""
     use_tta = loaded.tta if tta is None else tta
     probs = loaded.proba(faces.images, use_tta)
-    return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta, loaded.precision)
+    return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta, loaded.dtype)
 
 
 def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta: bool | None = None,

@@ -1,14 +1,15 @@
 """int8 inference on CPUs: static post-training quantisation with calibration stored in the checkpoint.
 
 The float model is quantised with PyTorch's FX graph mode on the oneDNN engine: per-channel symmetric int8
-weights, full-range 8-bit activations where the CPU has VNNI (7-bit elsewhere, which avoids overflow without VNNI
-but cost 0.3 points of FER2013 validation accuracy here).
+weights, full-range 8-bit activations where the CPU has AVX-512 VNNI (7-bit elsewhere, which avoids overflow
+without VNNI but cost 0.3 points of FER2013 validation accuracy here).
 Calibration runs once, after training, on training faces; what it learned (the observers' histograms and
 ranges, plain tensors) is stored in the checkpoint, so loading needs no data and stays weights_only.
 """
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from fercore.inference import to_input
 ENGINE = "onednn"
 CALIBRATION_FACES = 256  # 2,048 gave the same validation accuracy on FER2013
 _OBSERVER = "activation_post_process"
+_ENGINE_LOCK = threading.Lock()  # the engine is process-wide; app sessions may load models at the same time
 
 
 def available() -> bool:
@@ -31,9 +33,11 @@ def available() -> bool:
 
 @contextmanager
 def _quiet_fx() -> Iterator[None]:
-    """FX quantisation warns that it is deprecated in favour of torchao; the API is stable in the pinned torch."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    """The oneDNN engine while building, without FX's deprecation notices (it points to torchao; the API is stable
+    in the pinned torch). Other warnings still show."""
+    with _ENGINE_LOCK, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"(?s).*(torchao|deprecat|_empty_affine_quantized)")
         previous = torch.backends.quantized.engine
         torch.backends.quantized.engine = ENGINE
         try:
@@ -60,6 +64,8 @@ def _prepared(model: nn.Module) -> nn.Module:
 def calibrate(model: nn.Module, faces: np.ndarray, mean: float, std: float, seed: int = 0,
               count: int = CALIBRATION_FACES) -> dict[str, torch.Tensor]:
     """Observer state from running up to `count` of the uint8 faces [N,48,48] (a seeded sample) through model."""
+    if len(faces) == 0:
+        raise ValueError("int8 calibration needs at least one face")
     pick = np.random.default_rng(seed).permutation(len(faces))[:count]
     with _quiet_fx():
         prepared = _prepared(model)

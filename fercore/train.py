@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -241,13 +242,19 @@ class Trainer:
         self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
 
     def calibrate_best(self) -> None:
-        """Store int8 calibration in best.pt, once the run ends (see fercore.quantize); seconds on a CPU."""
+        """Store int8 calibration in best.pt, once the run ends (see fercore.quantize); seconds on a CPU.
+
+        A failure here leaves best.pt as it was (it then runs in float) and the run's outcome unchanged."""
         path = self.run.file(BEST)
-        if path.exists():
+        if not path.exists():
+            return
+        try:
             data = read_checkpoint(path)
             calibrated = with_calibration(data, self.train_set.images, self.cfg.seed)
             if calibrated is not data:
                 save_checkpoint(path, calibrated)
+        except Exception as exc:  # best.pt stays a good float checkpoint
+            print(f"warning: int8 calibration skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     def restore(self) -> None:
         """Continue from the run's last.pt: weights, optimiser, schedule and position."""

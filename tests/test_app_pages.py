@@ -154,7 +154,7 @@ def test_evaluate_shows_the_engines_numbers(open_page: OpenPage, with_tiny_run: 
     at.toggle(key="evaluate-int8").set_value(False).run()  # the float model instead of its int8 copy
     as_float = evaluate(with_tiny_run, app_support.read_card(with_tiny_run)["data_source"], "test", precision="float")
     assert [m.value for m in at.metric][0] == f"{as_float.accuracy:.1%}"
-    assert any(f"Inference in {as_float.precision}" in c.value for c in at.caption)
+    assert any(f"Inference in {as_float.dtype}" in c.value for c in at.caption)
 
 
 def test_predict_labels_a_photo_and_reports_a_bad_file(open_page: OpenPage, with_tiny_run: Path,

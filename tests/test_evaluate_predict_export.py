@@ -149,7 +149,7 @@ def test_tta_averages_the_face_its_zoom_and_their_mirrors() -> None:
     torch.testing.assert_close(views[6:9], x.flip(-1))
     zoomed = views[3:6]
     column = torch.arange(48.0)
-    source = ((column + 2.5) * 48 / 53 - 0.5).clamp(0, 47)  # 48 -> 53 pixels (bilinear), centre crop from 2
+    source = (column - 23.5) / 1.1 + 23.5  # enlarged by 10% about the centre: pixel j shows the source there
     torch.testing.assert_close(zoomed[0, 0, 10], source)
     torch.testing.assert_close(zoomed[1, 0, :, 10], source)
     torch.testing.assert_close(views[9:12], zoomed.flip(-1))

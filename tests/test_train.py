@@ -164,3 +164,25 @@ def test_measured_step_time_is_positive_and_grows_with_the_batch() -> None:
     large = measure_step_seconds(TrainConfig(arch="basic", batch_size=256, amp="off"), 7, threads=1, repeats=3)
     assert 0 < small < large
     assert torch.get_num_threads() == 1  # restored (conftest runs the tests with one thread)
+
+
+def test_calibration_failure_leaves_a_finished_run_with_a_float_best(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no oneDNN here")
+
+    monkeypatch.setattr(train_module, "with_calibration", broken)
+    run_training(_cfg(epochs=1), tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    assert run.status()["state"] == "finished"
+    assert "int8_calibration" not in read_checkpoint(run.file("best.pt"))
+    assert load_model(run.file("best.pt")).dtype != "int8"
+    assert "int8 calibration skipped: RuntimeError: no oneDNN here" in capsys.readouterr().err
+
+
+def test_a_stopped_run_has_a_calibrated_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
+    stopped = run_training(_cfg(epochs=3), tmp_path / "run", on_progress=_stop_at(tmp_path / "run", 2, 2))
+    assert stopped["stopped"]
+    assert load_model(tmp_path / "run" / "best.pt").dtype == "int8"
