@@ -49,8 +49,10 @@ def _step_seed(seed: int, epoch: int, step: int) -> int:
 
 
 def _pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
-    """Mean and std of uint8 pixels scaled to 0..1, from a histogram (no float copy of the data set)."""
-    counts = np.bincount(images.reshape(-1), minlength=256).astype(np.float64)
+    """Mean and std of uint8 pixels scaled to 0..1, from a histogram (no float copy of the data set).
+
+    torch.bincount counts uint8 in place; numpy's would first copy the pixels to int64 (0.5 s for FER2013)."""
+    counts = torch.bincount(torch.from_numpy(images.reshape(-1)), minlength=256).double().numpy()
     values = np.arange(256) / 255
     mean = float((counts * values).sum() / counts.sum())
     std = float(np.sqrt((counts * (values - mean) ** 2).sum() / counts.sum()))
