@@ -77,7 +77,7 @@ class TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The recipe of the shipped model checkpoints/fer2013.pt.
-    "fer2013": dict(arch="fernet", epochs=45, batch_size=128, optimizer="sgd", lr=0.05, schedule="onecycle",
+    "fer2013": dict(arch="fernet", epochs=80, batch_size=128, optimizer="sgd", lr=0.05, schedule="onecycle",
                     weight_decay=5e-4, label_smoothing=0.1, class_weights="sqrt"),
     # A minute on a laptop CPU: the synthetic demo set, end to end.
     "demo": dict(data="synthetic", arch="basic", epochs=8, batch_size=64, optimizer="adamw", lr=3e-3,
