@@ -14,7 +14,7 @@ from fercore.atomic import atomic_write_bytes, atomic_write_jsonl
 from fercore.checkpoint import LoadedModel, model_from_checkpoint, read_checkpoint, save_checkpoint, with_calibration
 from fercore.data import FaceData, FaceSet, load_data
 from fercore.errors import UserError
-from fercore.evaluate import evaluate_faces
+from fercore.evaluate import evaluate_faces, own_split
 from fercore.runs import RunDir
 
 
@@ -48,8 +48,7 @@ def _faces(raw: dict[str, Any], source: FaceData, split: str) -> FaceSet:
     """The checkpoint's train or val faces: its own carve of its own data (refused for other data)."""
     if source.fingerprint != raw.get("data_fingerprint"):
         raise UserError(f"{source.source} is not the data this checkpoint was trained on")
-    carve = raw["val_split"]
-    return source.split(split, tuple(raw["classes"]), carve["fraction"], carve["seed"])
+    return own_split(raw, source, split)
 
 
 def build_card(raw: dict[str, Any], source: FaceData, run: RunDir | None = None, name: str = "checkpoint"

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from fercore.checkpoint import LoadedModel, load_model
-from fercore.data import FaceSet, load_data
+from fercore.data import FaceData, FaceSet, load_data
 
 
 @dataclass
@@ -63,6 +63,12 @@ class EvalReport:
                 "split": self.split, "data": self.data}
 
 
+def own_split(checkpoint: dict[str, Any], source: FaceData, split: str) -> FaceSet:
+    """A split of source in the checkpoint's classes; val is the checkpoint's own carve of train."""
+    carve = checkpoint.get("val_split", {"fraction": 0.1, "seed": 0})
+    return source.split(split, tuple(checkpoint["classes"]), carve["fraction"], carve["seed"])
+
+
 def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None) -> EvalReport:
     """Evaluate a loaded model on faces labelled with the model's own classes."""
     use_tta = loaded.tta if tta is None else tta
@@ -74,9 +80,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta:
              precision: str = "auto") -> EvalReport:
     """Load a checkpoint and a data source and evaluate one split (val uses the checkpoint's own carve)."""
     loaded = load_model(checkpoint, precision=precision)
-    source = load_data(data)
-    carve = loaded.info.get("val_split", {"fraction": 0.1, "seed": 0})
-    faces = source.split(split, loaded.classes, carve["fraction"], carve["seed"])
+    faces = own_split(loaded.info, load_data(data), split)
     report = evaluate_faces(loaded, faces, tta)
     report.split, report.data = split, str(data)
     return report
