@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -19,6 +20,14 @@ from fercore.draw import annotate
 from fercore.predict import FacePrediction, Predictor
 
 Box = tuple[int, int, int, int]
+T = TypeVar("T")
+QUEUE_LIMIT = 3  # frames annotated per call once a video queue has backed up
+
+
+def frames_to_annotate(queued: Sequence[T], limit: int = QUEUE_LIMIT) -> list[T]:
+    """The frames of a video queue worth annotating: all of them while annotation keeps up (so none is shown
+    unlabelled or dropped), the newest `limit` once it has fallen behind (older ones would only add lag)."""
+    return list(queued[-limit:])
 
 
 def iou(a: Box, b: Box) -> float:

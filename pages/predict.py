@@ -5,7 +5,7 @@ import streamlit as st
 
 from fercore import app_support, plots, rtc
 from fercore.errors import UserError
-from fercore.live import LiveAnnotator
+from fercore.live import LiveAnnotator, frames_to_annotate
 from fercore.predict import Predictor
 from pages._common import enter_app, load_predictor, mtime, picked_checkpoint
 
@@ -66,13 +66,16 @@ def live_webcam(predictor: Predictor) -> None:
         annotator = st.session_state["live-annotator"] = LiveAnnotator(predictor)
     annotator.detect_every, annotator.detect_scale, annotator.smoothing = detect_every, detect_scale, smoothing
 
-    def annotate_frame(frame: av.VideoFrame) -> av.VideoFrame:
-        return av.VideoFrame.from_ndarray(annotator.process(frame.to_ndarray(format="rgb24")), format="rgb24")
+    async def annotate_frames(queued: list[av.VideoFrame]) -> list[av.VideoFrame]:
+        """Every frame that arrived since the last call (a per-frame callback drops all but the newest whenever
+        two arrive together)."""
+        return [av.VideoFrame.from_ndarray(annotator.process(frame.to_ndarray(format="rgb24")), format="rgb24")
+                for frame in frames_to_annotate(queued)]
 
     rtc.apply_test_settings()  # test-only switches from the environment; nothing in normal use
     stream = webrtc_streamer(key="live", mode=WebRtcMode.SENDRECV, rtc_configuration={"iceServers": ice_servers},
                              media_stream_constraints={"video": True, "audio": False},
-                             video_frame_callback=annotate_frame)
+                             queued_video_frames_callback=annotate_frames)
     if stream.state.playing:
         st.fragment(live_stats, run_every=1)(annotator)
     if not ice_servers:

@@ -2,6 +2,7 @@
 Evaluate's numbers against the engine's, and Predict on a photo and on a file that is not one."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -177,9 +178,12 @@ def test_live_webcam_annotates_frames_with_no_outside_ice_servers(open_page: Ope
     open_page("pages/predict.py")
     call = webrtc_calls[-1]
     assert call["rtc_configuration"] == {"iceServers": []}
-    frame = av.VideoFrame.from_ndarray(astronaut(), format="rgb24")
-    annotated = call["video_frame_callback"](frame).to_ndarray(format="rgb24")
-    assert annotated.shape == astronaut().shape and not np.array_equal(annotated, astronaut())
+    frames = [av.VideoFrame.from_ndarray(astronaut(), format="rgb24") for _ in range(2)]
+    annotated = asyncio.run(call["queued_video_frames_callback"](frames))
+    assert len(annotated) == 2  # both queued frames, not just the newest
+    for frame in annotated:
+        image = frame.to_ndarray(format="rgb24")
+        assert image.shape == astronaut().shape and not np.array_equal(image, astronaut())
 
 
 def test_a_restarted_app_reconnects_to_a_run_still_training(open_page: OpenPage) -> None:

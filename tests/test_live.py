@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage.data import astronaut
 
-from fercore.live import FpsMeter, LiveAnnotator, iou
+from fercore.live import FpsMeter, LiveAnnotator, frames_to_annotate, iou
 from fercore.predict import Predictor
 
 
@@ -102,3 +102,10 @@ def test_iou() -> None:
     assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
     assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+
+
+def test_a_queue_is_annotated_whole_until_it_backs_up() -> None:
+    assert frames_to_annotate(["a"]) == ["a"]
+    assert frames_to_annotate(["a", "b", "c"]) == ["a", "b", "c"]
+    assert frames_to_annotate(["a", "b", "c", "d", "e"]) == ["c", "d", "e"]
+    assert frames_to_annotate(["a", "b", "c"], limit=1) == ["c"]
