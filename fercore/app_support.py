@@ -241,7 +241,7 @@ def card_rows(card: dict[str, Any], path: Path) -> dict[str, str]:
     else:
         accuracy = (f"{metrics['val_acc']:.1%} (macro F1 {metrics.get('val_macro_f1', 0):.3f}, epoch "
                     f"{metrics.get('epoch', '?')})" if "val_acc" in metrics else "?")
-        history = RunDir(Path(path).parent).epochs()
+        history = RunDir(Path(path).parent).history()
         seconds, epochs = sum(e.get("seconds", 0) for e in history), len(history)
         hardware = (f"{trained_on.get('device', '?')}, {trained_on.get('threads', '?')} thread(s), "
                     f"{trained_on.get('amp', '?')}" if trained_on else "?")

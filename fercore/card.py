@@ -12,10 +12,13 @@ import torch
 from fercore import models
 from fercore.atomic import atomic_write_bytes, atomic_write_jsonl
 from fercore.checkpoint import LoadedModel, model_from_checkpoint, read_checkpoint, save_checkpoint, with_calibration
+from fercore.config import matching_preset
 from fercore.data import FaceData, FaceSet, load_data
 from fercore.errors import UserError
 from fercore.evaluate import evaluate_faces, own_split
 from fercore.runs import RunDir
+
+STAGE_FIELDS = ("schedule", "lr", "seed", "init_from")
 
 
 def cpu_name() -> str:
@@ -59,7 +62,7 @@ def build_card(raw: dict[str, Any], source: FaceData, run: RunDir | None = None,
     loaded = model_from_checkpoint(raw, name)
     as_float = model_from_checkpoint(raw, name, precision="float")
     float_differs = as_float.dtype != loaded.dtype
-    epochs = run.epochs() if run else []
+    epochs = run.history() if run else []
     validation = {"tta": evaluate_faces(loaded, val, tta=True).to_json(),
                   "no_tta": evaluate_faces(loaded, val, tta=False).to_json()}
     inference = {"dtype": loaded.dtype, "batch1": _ms_per_face(loaded, 1), "batch32": _ms_per_face(loaded, 32),
@@ -76,9 +79,36 @@ def build_card(raw: dict[str, Any], source: FaceData, run: RunDir | None = None,
         "validation": validation,
         "training": {"epochs": len(epochs), "seconds": float(sum(e["seconds"] for e in epochs)),
                      "hardware": f"{cpu_name()}, {raw['trained_on']['threads']} thread(s), {raw['trained_on']['amp']}",
-                     "device": raw["trained_on"]["device"]},
+                     "device": raw["trained_on"]["device"], "stages": _stages(run, epochs) if run else []},
         "inference_ms_per_face": inference,
     }
+
+
+def _stages(run: RunDir, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run that made the weights (see RunDir.lineage): the epochs it gave and its recipe's moving parts."""
+    stages = []
+    for stage in run.lineage():
+        config = stage.config()
+        stages.append({"run": stage.name, "epochs": sum(e.get("run") == stage.name for e in history),
+                       "preset": matching_preset(config), **{k: config.get(k) for k in STAGE_FIELDS}})
+    return stages
+
+
+def _provenance(card: dict[str, Any]) -> str:
+    """How the weights were made: the `fercore train` run(s), each continuing the last."""
+    stages = card["training"].get("stages") or []
+    scratch = "Trained from scratch (no pretrained weights, no other data)"
+    if len(stages) < 2:
+        preset = f" --preset {stages[0]['preset']}" if stages and stages[0]["preset"] else ""
+        return f"{scratch} with `python -m fercore train{preset}`."
+    steps = []
+    for number, stage in enumerate(stages):
+        preset = f" --preset {stage['preset']}" if stage["preset"] else ""
+        start = (f"warm-started from the weights of run {stages[number - 1]['run']} "
+                 f"(`--init {Path(stage['init_from']).name}`)" if number else "from scratch")
+        steps.append(f"{number + 1}. `python -m fercore train{preset}` (run `{stage['run']}`): {stage['epochs']} "
+                     f"epochs {start}, {stage['schedule']} schedule peaking at lr {stage['lr']}, seed {stage['seed']}")
+    return f"{scratch} in {len(stages)} runs, each continuing the last:\n\n" + "\n".join(steps) + "\n"
 
 
 def card_markdown(card: dict[str, Any]) -> str:
@@ -119,13 +149,13 @@ def card_markdown(card: dict[str, Any]) -> str:
     return f"""# Model card: `fer2013.pt`
 
 **{card['architecture']}** ({card['parameters']:,} parameters): {card['description']}.
-Trained from scratch (no pretrained weights, no other data) with `python -m fercore train --preset fer2013`.
+{_provenance(card)}
 
 | | |
 |---|---|
 {table}
 
-## Recipe
+## Recipe{' of the last run' if len(card['training'].get('stages') or []) > 1 else ''}
 {recipe_line}
 Augmentation (batched on tensors): {aug}.
 
@@ -151,7 +181,7 @@ def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None) ->
     card = build_card(raw, source, run, Path(checkpoint).name)
     save_checkpoint(out, {**raw, "card": card})
     atomic_write_bytes(out.parent / "README.md", card_markdown(card).encode())
-    epochs = run.epochs()
+    epochs = run.history()
     if epochs:  # the epoch lines only: the learning curves, without the progress lines within epochs
         atomic_write_jsonl(out.parent / "metrics.jsonl", epochs)
     return card

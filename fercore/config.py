@@ -76,9 +76,12 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The recipe of the shipped model checkpoints/fer2013.pt.
+    # The recipe of the shipped model checkpoints/fer2013.pt: its first run.
     "fer2013": dict(arch="fernet", epochs=80, batch_size=128, optimizer="sgd", lr=0.05, schedule="onecycle",
                     weight_decay=5e-4, label_smoothing=0.1, class_weights="sqrt"),
+    # Its second run: a warm restart of the learning rate, with --init FER2013_RUN/best.pt (fresh seed).
+    "fer2013-restart": dict(arch="fernet", epochs=60, batch_size=128, optimizer="sgd", lr=0.02, schedule="onecycle",
+                            weight_decay=5e-4, label_smoothing=0.1, class_weights="sqrt", seed=1),
     # A minute on a laptop CPU: the synthetic demo set, end to end.
     "demo": dict(data="synthetic", arch="basic", epochs=8, batch_size=64, optimizer="adamw", lr=3e-3,
                  weight_decay=1e-4, schedule="onecycle", label_smoothing=0.0,
@@ -90,3 +93,14 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}: choose from {', '.join(PRESETS)}")
     return TrainConfig.from_dict({**PRESETS[name], **overrides})
+
+
+def matching_preset(config: dict[str, Any]) -> str | None:
+    """The preset a run's config follows (every option of the recipe the preset sets, data aside), if any."""
+    values = TrainConfig.from_dict({k: v for k, v in config.items() if k in {f.name for f in fields(TrainConfig)}}
+                                   ).to_dict() if config else {}
+    for name in PRESETS:
+        wanted = preset(name).to_dict()
+        if values and all(values[k] == wanted[k] for k in PRESETS[name] if k != "data"):
+            return name
+    return None

@@ -34,7 +34,8 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], progress: Sequence[Mapp
     """Loss, accuracy (train and validation) and learning rate against epochs.
 
     epochs are metrics.jsonl 'epoch' records; progress are 'progress' records, drawn as a dotted line at
-    fractional epochs so that an epoch in progress shows before its first validation.
+    fractional epochs so that an epoch in progress shows before its first validation. Where the records pass
+    from one run to the next (a warm-started run's history) a dashed line marks the restart.
     """
     fig = make_subplots(rows=1, cols=3, subplot_titles=("loss", "accuracy", "learning rate"))
     x = [e["epoch"] for e in epochs]
@@ -51,6 +52,9 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], progress: Sequence[Mapp
     lr_x, lr_y = x + live_x, [e["lr"] for e in epochs] + [p["lr"] for p in live]
     fig.add_trace(go.Scatter(x=lr_x, y=lr_y, name="lr", mode="lines", line=dict(color=LR_COLOR), showlegend=False),
                   row=1, col=3)
+    for before, after in zip(epochs, epochs[1:]):  # a history of several runs (see RunDir.history)
+        if before.get("run") != after.get("run"):
+            fig.add_vline(x=after["epoch"] - 0.5, line=dict(color="grey", dash="dash", width=1), row="all", col="all")
     _epoch_axis(fig)
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
     fig.update_yaxes(tickformat=".1e", row=1, col=3)

@@ -141,6 +141,32 @@ class RunDir:
     def epochs(self) -> list[dict[str, Any]]:
         return [r for r in self.metrics() if r.get("type") == "epoch"]
 
+    def lineage(self) -> list[RunDir]:
+        """The runs that made this run's weights, oldest first and this one last: a warm-started run
+        (--init OTHER_RUN/best.pt or last.pt) follows the run it started from, while that directory exists."""
+        chain = [self]
+        while source := chain[0].config().get("init_from"):
+            parent = RunDir(Path(source).parent)
+            if not parent.file(CONFIG).is_file() or any(parent.path.resolve() == r.path.resolve() for r in chain):
+                break
+            chain.insert(0, parent)
+        return chain
+
+    def history(self) -> list[dict[str, Any]]:
+        """The epoch records of the whole lineage, numbered on across runs, each with its run's name.
+
+        A run that a later one started from counts up to the checkpoint taken: its best epoch for best.pt."""
+        chain = self.lineage()
+        records: list[dict[str, Any]] = []
+        for run, successor in zip(chain, [*chain[1:], None]):
+            epochs = run.epochs()
+            if successor is not None and Path(successor.config()["init_from"]).name == BEST and epochs:
+                best = max(range(len(epochs)), key=lambda i: (epochs[i].get("val_acc") or 0.0, -i))
+                epochs = epochs[:best + 1]
+            offset = records[-1]["epoch"] if records else 0
+            records += [{"run": run.name, **e, "epoch": e["epoch"] + offset} for e in epochs]
+        return records
+
     def request_stop(self) -> None:
         """Ask the training process to stop after its current step (it saves last.pt first)."""
         self.file(STOP).touch()

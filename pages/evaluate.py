@@ -86,7 +86,7 @@ if mistakes:
 else:
     st.success("No mistakes on this split.")
 
-epochs = RunDir(Path(checkpoint).parent).epochs()
+epochs = RunDir(Path(checkpoint).parent).history()
 if epochs:
     st.subheader("How it trained")
     st.plotly_chart(plots.training_curves(epochs))

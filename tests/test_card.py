@@ -24,6 +24,31 @@ def test_ship_writes_checkpoint_card_and_metrics(tiny_checkpoint: Path, tmp_path
     assert (out.parent / "metrics.jsonl").read_text().count('"type": "epoch"') == 6
 
 
+def test_shipping_a_warm_started_run_keeps_the_whole_history(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from fercore.augment import AugmentConfig
+    from fercore.config import TrainConfig
+    from fercore.runs import RunDir
+    from fercore.train import run_training
+
+    first = RunDir(tiny_checkpoint.parent)
+    cfg = TrainConfig(data="synthetic:2100", arch="basic", epochs=2, batch_size=64, optimizer="adamw", lr=1e-3,
+                      threads=1, augment=AugmentConfig.off(), init_from=str(tiny_checkpoint))
+    run_training(cfg, tmp_path / "again")
+    accs = [e["val_acc"] for e in first.epochs()]
+    first_epochs = accs.index(max(accs)) + 1  # what best.pt, the warm start, had seen
+
+    card = ship(tmp_path / "again" / "best.pt", "synthetic:2100", tmp_path / "out" / "model.pt")
+    shipped = RunDir(tmp_path / "out").epochs()
+    assert [e["epoch"] for e in shipped] == list(range(1, first_epochs + 3))
+    assert [e["run"] for e in shipped] == [first.name] * first_epochs + ["again"] * 2
+    stages = card["training"]["stages"]
+    assert [(s["run"], s["epochs"], s["lr"]) for s in stages] == [(first.name, first_epochs, 3e-3), ("again", 2, 1e-3)]
+    assert card["training"]["epochs"] == first_epochs + 2
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "in 2 runs, each continuing the last" in readme
+    assert f"warm-started from the weights of run {first.name}" in readme
+
+
 def test_ship_refuses_other_data(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = main(["ship", "--checkpoint", str(tiny_checkpoint), "--data", "synthetic:1400",
                  "--out", str(tmp_path / "x.pt")])

@@ -41,6 +41,13 @@ def test_training_curves_show_the_epoch_in_progress_at_fractional_epochs() -> No
     assert list(traces(fig, "lr")[0].x) == pytest.approx([1, 1.3, 1.6])
 
 
+def test_training_curves_mark_where_a_warm_started_run_takes_over() -> None:
+    history = [{**epoch(1), "run": "a"}, {**epoch(2), "run": "a"}, {**epoch(3), "run": "b"}]
+    restarts = plots.training_curves(history).layout.shapes
+    assert len(restarts) == 3 and {shape.x0 for shape in restarts} == {2.5}  # one per panel
+    assert not plots.training_curves([epoch(1), epoch(2)]).layout.shapes
+
+
 def test_training_curves_before_any_epoch() -> None:
     fig = plots.training_curves([], [progress(1, 5)])
     assert list(traces(fig, "train (this epoch)")[0].x) == [0.5]

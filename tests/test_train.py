@@ -133,6 +133,15 @@ def test_config_validation_and_presets() -> None:
     assert json.loads(json.dumps(preset("demo").to_dict()))["data"] == "synthetic"
 
 
+def test_a_run_config_names_the_preset_it_follows() -> None:
+    from fercore.config import PRESETS, matching_preset
+
+    for name in PRESETS:
+        assert matching_preset(preset(name, data="elsewhere", threads=1).to_dict()) == name
+    assert matching_preset(preset("fer2013", lr=0.01).to_dict()) is None
+    assert matching_preset({}) is None
+
+
 def test_training_helpers_match_numpy_and_scikit_learn() -> None:
     import numpy as np
     from sklearn.metrics import f1_score

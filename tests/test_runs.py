@@ -1,0 +1,48 @@
+"""Run directories that continue one another (--init): their lineage and the learning history it adds up to."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fercore.runs import RunDir
+
+
+def make_run(path: Path, val_accs: list[float], init_from: Path | None = None) -> RunDir:
+    run = RunDir(path)
+    run.path.mkdir(parents=True)
+    run.write_config({"init_from": str(init_from) if init_from else None})
+    for epoch, acc in enumerate(val_accs, 1):
+        run.log({"type": "progress", "epoch": epoch, "step": 1})
+        run.log({"type": "epoch", "epoch": epoch, "val_acc": acc, "seconds": 10.0})
+    return run
+
+
+def test_a_warm_started_run_continues_the_history_of_the_run_it_came_from(tmp_path: Path) -> None:
+    first = make_run(tmp_path / "first", [0.5, 0.7, 0.6])  # best.pt holds epoch 2
+    second = make_run(tmp_path / "second", [0.65, 0.72], init_from=first.file("best.pt"))
+    third = make_run(tmp_path / "third", [0.73], init_from=second.file("last.pt"))
+    assert [r.name for r in third.lineage()] == ["first", "second", "third"]
+    history = third.history()
+    assert [(e["run"], e["epoch"], e["val_acc"]) for e in history] == [
+        ("first", 1, 0.5), ("first", 2, 0.7), ("second", 3, 0.65), ("second", 4, 0.72), ("third", 5, 0.73)]
+    assert first.history() == [{**e, "run": "first"} for e in first.epochs()]
+
+
+def test_the_best_epoch_is_the_first_of_equal_ones(tmp_path: Path) -> None:
+    first = make_run(tmp_path / "first", [0.5, 0.7, 0.7])
+    second = make_run(tmp_path / "second", [0.71], init_from=first.file("best.pt"))
+    assert [e["epoch"] for e in second.history()] == [1, 2, 3]
+
+
+def test_lineage_stops_at_a_missing_or_circular_source(tmp_path: Path) -> None:
+    orphan = make_run(tmp_path / "orphan", [0.5], init_from=tmp_path / "deleted" / "best.pt")
+    assert orphan.lineage() == [orphan] and [e["epoch"] for e in orphan.history()] == [1]
+    loop = make_run(tmp_path / "loop", [0.5], init_from=tmp_path / "loop" / "last.pt")
+    assert loop.lineage() == [loop]
+
+
+def test_a_shipped_history_keeps_the_run_names_it_was_written_with(tmp_path: Path) -> None:
+    shipped = RunDir(tmp_path / "checkpoints")
+    shipped.path.mkdir()
+    shipped.log({"type": "epoch", "epoch": 1, "run": "first"})
+    shipped.log({"type": "epoch", "epoch": 2, "run": "second"})
+    assert [e["run"] for e in shipped.history()] == ["first", "second"]
