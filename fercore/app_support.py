@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -207,6 +208,21 @@ def checkpoint_choices() -> list[CheckpointChoice]:
         if run.file(LAST).is_file():
             choices.append(CheckpointChoice(f"{run.name} · last (epoch {summary['epochs']})", run.file(LAST)))
     return choices
+
+
+def warm_start_choices(classes: tuple[str, ...], read: Callable[[Path], dict[str, Any]]
+                       ) -> list[tuple[CheckpointChoice, dict[str, Any]]]:
+    """The checkpoints a new run over these classes can start from (--init), each with its card (read by read,
+    which pages cache); unreadable files are left out."""
+    found = []
+    for choice in checkpoint_choices():
+        try:
+            card = read(choice.path)
+        except UserError:
+            continue
+        if tuple(card.get("classes", ())) == tuple(classes):
+            found.append((choice, card))
+    return found
 
 
 def _duration(seconds: float) -> str:

@@ -2,6 +2,7 @@
 import dataclasses
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -14,7 +15,7 @@ from fercore.errors import UserError
 from fercore.labels import CLASS_SETS, EMOTIONS
 from fercore.runs import ACTIVE_STATES, LAST, RunDir, delete_run, list_runs
 from fercore.train import measure_step_seconds
-from pages._common import data_source_picker, enter_app, load_faces, runs_table
+from pages._common import checkpoint_card, data_source_picker, enter_app, load_faces, runs_table
 
 enter_app()
 
@@ -172,6 +173,17 @@ def augmentation_choices(base: TrainConfig, faces: FaceSet, key: str) -> dict[st
     return values
 
 
+def warm_start_picker(classes: tuple[str, ...]) -> tuple[Path, dict[str, Any]] | None:
+    """Random weights, or a checkpoint over the same classes to continue from (its card with it)."""
+    choices = app_support.warm_start_choices(classes, checkpoint_card)
+    picked = st.selectbox("Start from", [None, *choices], key="warm-start",
+                          format_func=lambda c: "random weights (from scratch)" if c is None else
+                          f"{c[0].label}: {c[1]['arch']} (continue training it)",
+                          help="Continuing a trained model with a fresh learning-rate cycle (a warm restart) is how "
+                               "the shipped model got its last points; the recipe defaults change to match.")
+    return (picked[0].path, picked[1]) if picked else None
+
+
 def new_run_section() -> None:
     try:
         source = data_source_picker("train")
@@ -184,8 +196,12 @@ def new_run_section() -> None:
     set_name = st.selectbox("Classes", [*CLASS_SETS, "custom"], key="class-set",
                             format_func=lambda s: f"{s}: {', '.join(CLASS_SETS[s])}" if s in CLASS_SETS else s)
     classes = CLASS_SETS.get(set_name) or tuple(st.multiselect("Emotions", EMOTIONS, default=EMOTIONS))
-    preset_name = "demo" if is_synthetic(source) else "fer2013"
+    start = warm_start_picker(tuple(classes))
+    preset_name = "demo" if is_synthetic(source) else "fer2013-restart" if start else "fer2013"
     base = preset(preset_name, data=source, classes=list(classes))
+    if start:
+        base = dataclasses.replace(base, arch=start[1]["arch"], arch_args=start[1].get("arch_args", {}),
+                                   init_from=str(start[0]))
     try:
         data = load_faces(source)
         faces = data.split("train", classes, base.val_fraction, base.split_seed)
@@ -197,7 +213,9 @@ def new_run_section() -> None:
     st.subheader(f"Recipe (defaults: the {preset_name} preset)")
     key = f"{preset_name}-"  # other defaults for other data: the widgets of each preset are their own
     first, second, third = st.columns(3)
-    arch = first.selectbox("Architecture", models.names(), index=models.names().index(base.arch), key=key + "arch",
+    archs = [base.arch] if start else models.names()  # a warm start keeps its checkpoint's architecture
+    arch = first.selectbox("Architecture", archs, index=archs.index(base.arch), disabled=start is not None,
+                           key=key + ("arch-of-start" if start else "arch"),
                            format_func=lambda a: f"{a} ({parameter_count(a, len(classes)) / 1e6:.2f} M parameters)",
                            help="\n\n".join(f"**{a.name}**: {a.description}" for a in models.ARCHITECTURES.values()))
     epochs = second.number_input("Epochs", 1, 500, base.epochs, key=key + "epochs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -129,6 +130,31 @@ def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
     at.session_state["train-tab"] = "Runs"
     at.run()
     assert at.dataframe[0].value.set_index("name").loc["first", "state"] == "finished"
+
+
+def test_train_page_continues_a_trained_model(open_page: OpenPage, tiny_checkpoint: Path) -> None:
+    shutil.copytree(tiny_checkpoint.parent, app_support.runs_dir() / "tiny")
+    start = app_support.runs_dir() / "tiny" / "best.pt"
+    at = open_page("pages/train.py")
+    picker = at.selectbox(key="warm-start")
+    assert picker.options[0] == "random weights (from scratch)"
+    tiny = next(i for i, o in enumerate(picker.options) if o.startswith("tiny · best"))
+    assert picker.options[tiny].endswith(": basic (continue training it)")
+    picker.select_index(tiny).run()
+    arch = at.selectbox(key="demo-arch-of-start")
+    assert arch.disabled and arch.value == "basic"
+    at.number_input(key="train-synthetic").set_value(700)
+    at.number_input(key="demo-epochs").set_value(1)
+    at.text_input(key="run-name").input("continued")
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception and not at.error
+    run = RunDir(app_support.runs_dir() / "continued")
+    deadline = time.monotonic() + 180
+    while run.status().get("state") in (None, *ACTIVE_STATES) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert run.status()["state"] == "finished", app_support.log_tail(run)
+    assert run.config()["init_from"] == str(start)
+    assert [r.name for r in run.lineage()] == ["tiny", "continued"]
 
 
 def test_train_page_says_what_is_wrong_with_a_path(open_page: OpenPage, tmp_path: Path) -> None:
