@@ -179,8 +179,8 @@ def warm_start_picker(classes: tuple[str, ...]) -> tuple[Path, dict[str, Any]] |
     picked = st.selectbox("Start from", [None, *choices], key="warm-start",
                           format_func=lambda c: "random weights (from scratch)" if c is None else
                           f"{c[0].label}: {c[1]['arch']} (continue training it)",
-                          help="Continuing a trained model with a fresh learning-rate cycle (a warm restart) is how "
-                               "the shipped model got its last points; the recipe defaults change to match.")
+                          help="Continue a trained model with a fresh learning-rate cycle (a warm restart); on "
+                               "FER2013 data the recipe defaults become the fer2013-restart preset's.")
     return (picked[0].path, picked[1]) if picked else None
 
 
