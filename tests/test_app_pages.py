@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -205,7 +206,8 @@ def test_live_webcam_annotates_frames_with_no_outside_ice_servers(open_page: Ope
     call = webrtc_calls[-1]
     assert call["rtc_configuration"] == {"iceServers": []}
     frames = [av.VideoFrame.from_ndarray(astronaut(), format="rgb24") for _ in range(2)]
-    annotated = asyncio.run(call["queued_video_frames_callback"](frames))
+    with ThreadPoolExecutor(1) as worker:  # as streamlit-webrtc runs it: an event loop in a thread of its own
+        annotated = worker.submit(asyncio.run, call["queued_video_frames_callback"](frames)).result()
     assert len(annotated) == 2  # both queued frames, not just the newest
     for frame in annotated:
         image = frame.to_ndarray(format="rgb24")
