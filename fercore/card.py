@@ -100,12 +100,16 @@ def _provenance(card: dict[str, Any]) -> str:
     scratch = "Trained from scratch (no pretrained weights, no other data)"
     if len(stages) < 2:
         preset = f" --preset {stages[0]['preset']}" if stages and stages[0]["preset"] else ""
-        return f"{scratch} with `python -m fercore train{preset}`."
+        init = f" --init {stages[0]['init_from']}" if stages and stages[0]["init_from"] else ""
+        return f"{scratch} with `python -m fercore train{preset}{init}`."
     steps = []
     for number, stage in enumerate(stages):
         preset = f" --preset {stage['preset']}" if stage["preset"] else ""
-        start = (f"warm-started from the weights of run {stages[number - 1]['run']} "
-                 f"(`--init {Path(stage['init_from']).name}`)" if number else "from scratch")
+        if number:
+            start = (f"warm-started from the weights of run {stages[number - 1]['run']} "
+                     f"(`--init {Path(stage['init_from']).name}`)")
+        else:  # a first run can only have started from a checkpoint whose own runs are not on this machine
+            start = f"warm-started from `{stage['init_from']}`" if stage["init_from"] else "from scratch"
         steps.append(f"{number + 1}. `python -m fercore train{preset}` (run `{stage['run']}`): {stage['epochs']} "
                      f"epochs {start}, {stage['schedule']} schedule peaking at lr {stage['lr']}, seed {stage['seed']}")
     return f"{scratch} in {len(stages)} runs, each continuing the last:\n\n" + "\n".join(steps) + "\n"

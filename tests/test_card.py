@@ -49,6 +49,24 @@ def test_shipping_a_warm_started_run_keeps_the_whole_history(tiny_checkpoint: Pa
     assert f"warm-started from the weights of run {first.name}" in readme
 
 
+def test_a_warm_start_whose_runs_are_gone_is_named_not_called_from_scratch(tiny_checkpoint: Path,
+                                                                           tmp_path: Path) -> None:
+    import shutil
+
+    from fercore.augment import AugmentConfig
+    from fercore.config import TrainConfig
+    from fercore.train import run_training
+
+    loose = tmp_path / "downloaded.pt"  # a checkpoint outside any run directory
+    shutil.copy(tiny_checkpoint, loose)
+    run_training(TrainConfig(data="synthetic:2100", arch="basic", epochs=1, batch_size=64, threads=1,
+                             augment=AugmentConfig.off(), init_from=str(loose)), tmp_path / "run")
+    card = ship(tmp_path / "run" / "best.pt", "synthetic:2100", tmp_path / "out" / "model.pt")
+    assert [s["run"] for s in card["training"]["stages"]] == ["run"]
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert f"`python -m fercore train --init {loose}`" in readme
+
+
 def test_ship_refuses_other_data(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = main(["ship", "--checkpoint", str(tiny_checkpoint), "--data", "synthetic:1400",
                  "--out", str(tmp_path / "x.pt")])
