@@ -98,10 +98,12 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
 
 def matching_preset(config: dict[str, Any]) -> str | None:
     """The preset a run's config follows (every option of the recipe the preset sets, data aside), if any."""
-    values = TrainConfig.from_dict({k: v for k, v in config.items() if k in {f.name for f in fields(TrainConfig)}}
-                                   ).to_dict() if config else {}
-    for name in PRESETS:
+    if not config:
+        return None
+    known = {f.name for f in fields(TrainConfig)}
+    values = TrainConfig.from_dict({k: v for k, v in config.items() if k in known}).to_dict()
+    for name, options in PRESETS.items():
         wanted = preset(name).to_dict()
-        if values and all(values[k] == wanted[k] for k in PRESETS[name] if k != "data"):
+        if all(values[k] == wanted[k] for k in options if k != "data"):
             return name
     return None
