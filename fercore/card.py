@@ -18,7 +18,7 @@ from fercore.errors import UserError
 from fercore.evaluate import evaluate_faces, own_split
 from fercore.runs import RunDir
 
-STAGE_FIELDS = ("schedule", "lr", "seed", "init_from")
+STAGE_FIELDS = ("schedule", "lr", "seed", "init_from", "teachers", "distill")
 
 
 def cpu_name() -> str:
@@ -94,25 +94,44 @@ def _stages(run: RunDir, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return stages
 
 
+def _flags(stage: dict[str, Any]) -> str:
+    """The `fercore train` flags that name a stage's recipe: its preset, and its teachers if it distilled."""
+    flags = f" --preset {stage['preset']}" if stage["preset"] else ""
+    if stage.get("teachers"):
+        flags += f" --teachers {' '.join(stage['teachers'])} --distill {stage['distill']}"
+    return flags
+
+
+def _distilled(stages: list[dict[str, Any]]) -> str:
+    """A sentence on the teachers of the stages that distilled, or nothing."""
+    teachers = sorted({t for stage in stages for t in stage.get("teachers") or []})
+    if not teachers:
+        return ""
+    return (f" Distilled: part of its loss came from the averaged predictions of {len(teachers)} teacher "
+            f"model(s), themselves trained by `fercore train` on the same faces with the same validation carve: "
+            f"{', '.join(f'`{t}`' for t in teachers)}.")
+
+
 def _provenance(card: dict[str, Any]) -> str:
     """How the weights were made: the `fercore train` run(s), each continuing the last."""
     stages = card["training"].get("stages") or []
     scratch = "Trained from scratch (no pretrained weights, no other data)"
     if len(stages) < 2:
-        preset = f" --preset {stages[0]['preset']}" if stages and stages[0]["preset"] else ""
+        flags = _flags(stages[0]) if stages else ""
         init = f" --init {stages[0]['init_from']}" if stages and stages[0]["init_from"] else ""
-        return f"{scratch} with `python -m fercore train{preset}{init}`."
+        return f"{scratch} with `python -m fercore train{flags}{init}`.{_distilled(stages)}"
     steps = []
     for number, stage in enumerate(stages):
-        preset = f" --preset {stage['preset']}" if stage["preset"] else ""
         if number:
             start = (f"warm-started from the weights of run {stages[number - 1]['run']} "
                      f"(`--init {Path(stage['init_from']).name}`)")
         else:  # a first run can only have started from a checkpoint whose own runs are not on this machine
             start = f"warm-started from `{stage['init_from']}`" if stage["init_from"] else "from scratch"
-        steps.append(f"{number + 1}. `python -m fercore train{preset}` (run `{stage['run']}`): {stage['epochs']} "
-                     f"epochs {start}, {stage['schedule']} schedule peaking at lr {stage['lr']}, seed {stage['seed']}")
-    return f"{scratch} in {len(stages)} runs, each continuing the last:\n\n" + "\n".join(steps) + "\n"
+        steps.append(f"{number + 1}. `python -m fercore train{_flags(stage)}` (run `{stage['run']}`): "
+                     f"{stage['epochs']} epochs {start}, {stage['schedule']} schedule peaking at lr {stage['lr']}, "
+                     f"seed {stage['seed']}")
+    return (f"{scratch} in {len(stages)} runs, each continuing the last:{_distilled(stages)}\n\n"
+            + "\n".join(steps) + "\n")
 
 
 def card_markdown(card: dict[str, Any]) -> str:

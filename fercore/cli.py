@@ -57,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "lr": args.lr, "optimizer": args.optimizer, "schedule": args.schedule, "weight_decay": args.weight_decay,
         "label_smoothing": args.label_smoothing, "class_weights": args.class_weights, "early_stop": args.early_stop,
         "val_fraction": args.val_fraction, "seed": args.seed, "device": args.device, "threads": args.threads,
-        "amp": args.amp, "init_from": args.init,
+        "amp": args.amp, "init_from": args.init, "teachers": args.teachers, "distill": args.distill,
     }.items() if v is not None}
     if args.classes:
         from fercore.labels import resolve_classes
@@ -188,6 +188,10 @@ def build_parser() -> _Parser:
     train.add_argument("--no-augment", action="store_true")
     train.add_argument("--init", metavar="CHECKPOINT",
                        help="start from a checkpoint's weights (same architecture and classes), fresh schedule")
+    train.add_argument("--teachers", nargs="+", metavar="CHECKPOINT",
+                       help="distil: their averaged predictions become soft targets (same data and split)")
+    train.add_argument("--distill", type=float, metavar="WEIGHT",
+                       help="weight of the teachers' soft targets in the loss, in (0, 1] (default 0.5)")
     train.add_argument("--run-dir")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or interrupted run from its last.pt")
     train.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])

@@ -41,6 +41,8 @@ class TrainConfig:
     amp: str = "auto"  # auto / on / off
     tta: bool = True  # the checkpoint's default for evaluation and prediction
     init_from: str | None = None  # start from this checkpoint's weights (same architecture and classes)
+    teachers: list[str] = field(default_factory=list)  # checkpoints whose averaged predictions are soft targets
+    distill: float = 0.5  # weight of the teachers' soft targets in the loss (used only with teachers)
 
     def validate(self) -> None:
         checks = [
@@ -53,6 +55,7 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
             (0 < self.val_fraction < 0.5, "validation fraction must be in (0, 0.5)"),
             (self.amp in ("auto", "on", "off"), "amp must be auto, on or off"),
+            (0 < self.distill <= 1, "the distillation weight must be in (0, 1]"),
         ]
         for ok, message in checks:
             if not ok:

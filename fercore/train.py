@@ -27,6 +27,7 @@ from fercore.augment import augment_batch
 from fercore.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint, with_calibration
 from fercore.config import TrainConfig
 from fercore.data import load_data
+from fercore.distill import DistillationLoss, teacher_probabilities
 from fercore.errors import UserError
 from fercore.inference import predict_proba, to_input
 from fercore.runs import BEST, LAST, RunDir
@@ -103,11 +104,13 @@ PER_STEP_SCHEDULES = ("onecycle", "cosine")
 
 
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, x: torch.Tensor,
-                  y: torch.Tensor, amp: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One update on a prepared batch; returns the (detached) loss and logits, with no host sync."""
+                  y: torch.Tensor, amp: torch.dtype | None,
+                  soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One update on a prepared batch (soft: teacher probabilities, for a DistillationLoss); returns the
+    (detached) loss and logits, with no host sync."""
     with hardware.autocast(x.device, amp):
         logits = model(x)
-        loss = loss_fn(logits.float(), y)
+        loss = loss_fn(logits.float(), y) if soft is None else loss_fn(logits.float(), y, soft)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -204,8 +207,14 @@ class Trainer:
         self.optimizer = _optimizer(cfg, self.model)
         self.scheduler = _scheduler(cfg, self.optimizer, self.steps_per_epoch)
         weights = _class_weights(np.bincount(self.train_set.labels, minlength=len(self.classes)), cfg.class_weights)
-        self.loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(self.device),
-                                           label_smoothing=cfg.label_smoothing)
+        self.loss_fn: nn.Module = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(self.device),
+                                                      label_smoothing=cfg.label_smoothing)
+        self.soft_targets: torch.Tensor | None = None
+        if cfg.teachers:
+            self.soft_targets = teacher_probabilities(
+                cfg.teachers, self.train_set.images, self.classes, self.fingerprint,
+                {"fraction": cfg.val_fraction, "seed": cfg.split_seed}).to(self.device)
+            self.loss_fn = DistillationLoss(self.loss_fn, cfg.distill)
         self.aug_gen = torch.Generator(device=self.device)
         self.pos = Position()
         self.epoch_seconds: list[float] = []  # of the completed epochs, for the ETA
@@ -301,7 +310,8 @@ class Trainer:
             torch.manual_seed(seed)
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
             y = self.labels[idx]
-            loss, logits = training_step(self.model, self.optimizer, self.loss_fn, self._batch(idx), y, self.amp)
+            soft = None if self.soft_targets is None else self.soft_targets[idx]
+            loss, logits = training_step(self.model, self.optimizer, self.loss_fn, self._batch(idx), y, self.amp, soft)
             if self.scheduler is not None and cfg.schedule in PER_STEP_SCHEDULES:
                 self.scheduler.step()
             loss_sum += loss.detach() * len(y)

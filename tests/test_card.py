@@ -67,6 +67,21 @@ def test_a_warm_start_whose_runs_are_gone_is_named_not_called_from_scratch(tiny_
     assert f"`python -m fercore train --init {loose}`" in readme
 
 
+def test_the_card_of_a_distilled_run_names_its_teachers(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from fercore.augment import AugmentConfig
+    from fercore.config import TrainConfig
+    from fercore.train import run_training
+
+    run_training(TrainConfig(data="synthetic:2100", arch="basic", epochs=1, batch_size=64, threads=1,
+                             augment=AugmentConfig.off(), teachers=[str(tiny_checkpoint)], distill=0.6),
+                 tmp_path / "student")
+    card = ship(tmp_path / "student" / "best.pt", "synthetic:2100", tmp_path / "out" / "model.pt")
+    assert card["training"]["stages"][0]["teachers"] == [str(tiny_checkpoint)]
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert f"`python -m fercore train --teachers {tiny_checkpoint} --distill 0.6`" in readme
+    assert "averaged predictions of 1 teacher model(s)" in readme and f"`{tiny_checkpoint}`" in readme
+
+
 def test_ship_refuses_other_data(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = main(["ship", "--checkpoint", str(tiny_checkpoint), "--data", "synthetic:1400",
                  "--out", str(tmp_path / "x.pt")])

@@ -1,0 +1,45 @@
+"""Knowledge distillation: teachers' averaged predictions as soft targets, and the loss that mixes them in."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fercore.checkpoint import load_model
+from fercore.errors import UserError
+
+
+def teacher_probabilities(paths: Sequence[str | Path], faces: np.ndarray, classes: Sequence[str],
+                          fingerprint: str, val_split: dict[str, Any]) -> torch.Tensor:
+    """The teachers' class probabilities [N,C] for the faces, averaged, each with its own default TTA.
+
+    Each teacher must have the run's classes and have been trained on the same data with the same validation
+    carve: a teacher that had learned the run's validation faces would leak their labels into training."""
+    total = torch.zeros(len(faces), len(classes))
+    for path in paths:
+        teacher = load_model(path)
+        name = Path(path).name
+        if tuple(teacher.classes) != tuple(classes):
+            raise UserError(f"teacher {name} predicts {', '.join(teacher.classes)}; the run needs "
+                            f"{', '.join(classes)}")
+        if teacher.info.get("data_fingerprint") != fingerprint or teacher.info.get("val_split") != val_split:
+            raise UserError(f"teacher {name} was not trained on this data with this validation split: its "
+                            "predictions could carry the validation labels into training")
+        total += torch.as_tensor(teacher.proba(faces))
+    return total / len(paths)
+
+
+class DistillationLoss(nn.Module):
+    """(1 - weight) x the label loss + weight x cross-entropy against the teachers' probabilities."""
+
+    def __init__(self, label_loss: nn.Module, weight: float):
+        super().__init__()
+        self.label_loss, self.weight = label_loss, weight
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        soft_loss = -(soft * logits.log_softmax(1)).sum(1).mean()
+        return (1 - self.weight) * self.label_loss(logits, labels) + self.weight * soft_loss

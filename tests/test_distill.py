@@ -1,0 +1,90 @@
+"""Knowledge distillation: the teachers' soft targets, their checks, the loss, and a run that follows them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fercore import train as train_module
+from fercore.checkpoint import load_model
+from fercore.config import TrainConfig
+from fercore.data import load_data
+from fercore.distill import DistillationLoss, teacher_probabilities
+from fercore.errors import UserError
+from fercore.labels import EMOTIONS
+from fercore.runs import RunDir
+from fercore.train import run_training
+
+SPLIT = {"fraction": 0.1, "seed": 0}
+
+
+def test_teacher_probabilities_average_the_teachers(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = load_data("synthetic:2100")
+    faces = data.split("train", EMOTIONS, 0.1, 0).images[:50]
+    trained = load_model(tiny_checkpoint)
+    alone = torch.as_tensor(trained.proba(faces))
+    uniform = torch.full_like(alone, 1 / len(EMOTIONS))
+    teachers = {"trained.pt": trained, "knows-nothing.pt": _Uniform(trained)}
+    monkeypatch.setattr("fercore.distill.load_model", teachers.__getitem__)
+    averaged = teacher_probabilities(list(teachers), faces, EMOTIONS, data.fingerprint, SPLIT)
+    assert torch.allclose(averaged, (alone + uniform) / 2, atol=1e-5)
+    assert torch.allclose(averaged.sum(1), torch.ones(len(faces)), atol=1e-5)
+
+
+class _Uniform:
+    """A loaded model's stand-in that predicts every class equally."""
+
+    def __init__(self, loaded: object):
+        self.classes, self.info = loaded.classes, loaded.info
+
+    def proba(self, faces: np.ndarray) -> np.ndarray:
+        return np.full((len(faces), len(self.classes)), 1 / len(self.classes), dtype=np.float32)
+
+
+def test_a_teacher_from_another_split_or_data_or_classes_is_refused(tiny_checkpoint: Path) -> None:
+    data = load_data("synthetic:2100")
+    faces = data.split("train", EMOTIONS, 0.1, 0).images[:8]
+    with pytest.raises(UserError, match="validation split"):
+        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS, data.fingerprint, {"fraction": 0.2, "seed": 0})
+    with pytest.raises(UserError, match="validation split"):
+        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS, load_data("synthetic:700").fingerprint, SPLIT)
+    with pytest.raises(UserError, match="predicts"):
+        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS[:3], data.fingerprint, SPLIT)
+
+
+def test_distillation_loss_mixes_label_and_teacher_cross_entropy() -> None:
+    logits = torch.randn(6, 7, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    soft = torch.rand(6, 7).softmax(1)
+    label_loss = nn.CrossEntropyLoss()(logits, labels)
+    soft_loss = nn.CrossEntropyLoss()(logits, soft)  # PyTorch's cross-entropy with probability targets
+    assert torch.allclose(DistillationLoss(nn.CrossEntropyLoss(), 0.7)(logits, labels, soft),
+                          0.3 * label_loss + 0.7 * soft_loss)
+    one_hot = torch.nn.functional.one_hot(labels, 7).float()
+    assert torch.allclose(DistillationLoss(nn.CrossEntropyLoss(), 1.0)(logits, labels, one_hot), label_loss)
+
+
+def test_a_distilled_run_learns_what_its_teachers_say(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Teachers that always say 'happy', at full weight, override the labels: the student says 'happy'."""
+    happy = EMOTIONS.index("happy")
+
+    def always_happy(paths: list[str], faces: np.ndarray, *args: object) -> torch.Tensor:
+        assert paths == ["teacher.pt"]
+        return torch.nn.functional.one_hot(torch.full((len(faces),), happy), len(EMOTIONS)).float()
+
+    monkeypatch.setattr(train_module, "teacher_probabilities", always_happy)
+    cfg = TrainConfig(data="synthetic:700", arch="basic", epochs=2, batch_size=32, lr=0.02, schedule="cosine",
+                      threads=1, amp="off", teachers=["teacher.pt"], distill=1.0)
+    run_training(cfg, tmp_path / "kd")
+    val = load_data("synthetic:700").split("val", EMOTIONS, 0.1, 0)
+    predicted = load_model(tmp_path / "kd" / "last.pt", precision="float").proba(val.images).argmax(1)
+    assert (predicted == happy).mean() > 0.9
+    assert RunDir(tmp_path / "kd").config()["teachers"] == ["teacher.pt"]
+
+
+def test_distillation_weight_is_checked() -> None:
+    with pytest.raises(UserError, match="distillation weight"):
+        TrainConfig(distill=0).validate()
