@@ -225,6 +225,13 @@ def warm_start_choices(classes: tuple[str, ...], read: Callable[[Path], dict[str
     return found
 
 
+def teacher_choices(classes: tuple[str, ...], fingerprint: str, val_split: dict[str, Any],
+                    read: Callable[[Path], dict[str, Any]]) -> list[CheckpointChoice]:
+    """The checkpoints a new run can distil from (--teachers): same classes, same data, same validation carve."""
+    return [choice for choice, card in warm_start_choices(classes, read)
+            if card.get("data_fingerprint") == fingerprint and card.get("val_split") == val_split]
+
+
 def _duration(seconds: float) -> str:
     minutes = round(seconds / 60)
     if seconds < 90:

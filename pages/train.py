@@ -184,6 +184,21 @@ def warm_start_picker(classes: tuple[str, ...]) -> tuple[Path, dict[str, Any]] |
     return (picked[0].path, picked[1]) if picked else None
 
 
+def teachers_picker(base: TrainConfig, fingerprint: str, key: str) -> tuple[list[str], float]:
+    """Trained models whose averaged predictions join the labels as soft targets, and their weight in the loss."""
+    split = {"fraction": base.val_fraction, "seed": base.split_seed}
+    choices = app_support.teacher_choices(tuple(base.classes), fingerprint, split, checkpoint_card)
+    if not choices:
+        st.caption("No trained model of these classes on this data, with the same validation split, to learn from.")
+        return [], base.distill
+    picked = st.multiselect("Teachers", choices, key="teachers", format_func=lambda c: c.label,
+                            help="Models trained here on the same faces: the new model learns from the average of "
+                                 "their predictions as well as from the labels (knowledge distillation).")
+    weight = st.slider("Weight of the teachers' predictions in the loss", 0.05, 1.0, base.distill, 0.05,
+                       key=key + "distill", disabled=not picked)
+    return [str(choice.path) for choice in picked], weight
+
+
 def new_run_section() -> None:
     try:
         source = data_source_picker("train")
@@ -233,11 +248,14 @@ def new_run_section() -> None:
     name = third.text_input("Run name", key="run-name", placeholder=f"{app_support.default_run_name(arch)} (automatic)")
     with st.expander("Augmentation: what each one does to the training faces"):
         augment = augmentation_choices(base, faces, key)
+    with st.expander("Distillation: learn from trained models as well as from the labels"):
+        teachers, distill = teachers_picker(base, data.fingerprint, key)
 
     cfg = dataclasses.replace(base, arch=arch, epochs=int(epochs), batch_size=int(batch_size), optimizer=optimizer,
                               lr=float(lr), schedule=schedule, weight_decay=float(weight_decay),
                               label_smoothing=float(label_smoothing), class_weights=class_weights, device=device,
-                              seed=int(seed), augment=dataclasses.replace(base.augment, **augment))
+                              seed=int(seed), augment=dataclasses.replace(base.augment, **augment),
+                              teachers=teachers, distill=float(distill))
     threads = app_support.training_threads()
     step_s = step_seconds(arch, int(batch_size), device, len(classes), threads)
     steps = max(1, len(faces) // int(batch_size))

@@ -158,6 +158,30 @@ def test_train_page_continues_a_trained_model(open_page: OpenPage, tiny_checkpoi
     assert [r.name for r in run.lineage()] == ["tiny", "continued"]
 
 
+def test_train_page_distils_from_a_trained_model_of_the_same_data(open_page: OpenPage,
+                                                                  tiny_checkpoint: Path) -> None:
+    shutil.copytree(tiny_checkpoint.parent, app_support.runs_dir() / "tiny")
+    teacher = app_support.runs_dir() / "tiny" / "best.pt"
+    at = open_page("pages/train.py")
+    at.number_input(key="train-synthetic").set_value(700).run()
+    assert not at.multiselect and any("to learn from" in c.value for c in at.caption)  # other data: no teachers
+    at.number_input(key="train-synthetic").set_value(2100).run()  # the data the tiny model learned
+    teachers = at.multiselect(key="teachers")
+    assert [o for o in teachers.options if o.startswith("tiny · best")]
+    teachers.select(next(o for o in teachers.options if o.startswith("tiny · best"))).run()
+    at.slider(key="demo-distill").set_value(0.8)
+    at.number_input(key="demo-epochs").set_value(1)
+    at.text_input(key="run-name").input("distilled")
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception and not at.error
+    run = RunDir(app_support.runs_dir() / "distilled")
+    deadline = time.monotonic() + 180
+    while run.status().get("state") in (None, *ACTIVE_STATES) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert run.status()["state"] == "finished", app_support.log_tail(run)
+    assert (run.config()["teachers"], run.config()["distill"]) == ([str(teacher)], 0.8)
+
+
 def test_train_page_says_what_is_wrong_with_a_path(open_page: OpenPage, tmp_path: Path) -> None:
     at = open_page("pages/train.py")
     at.radio(key="train-kind").set_value("path").run()
