@@ -45,7 +45,7 @@ def _progress_printer(stream=sys.stderr):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fercore.augment import AugmentConfig
-    from fercore.config import TrainConfig, preset
+    from fercore.config import TrainConfig, check_preset_needs, preset
     from fercore.train import run_training
 
     if args.resume:
@@ -76,6 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"--config {args.config} is not a JSON object of training options")
         overrides = {**saved, **overrides}
     cfg = preset(args.preset, **overrides) if args.preset else TrainConfig.from_dict(overrides)
+    if args.preset:
+        check_preset_needs(args.preset, cfg)
     if args.data is None and not args.preset and not args.config:
         raise UserError("--data is required (a folder, archive.zip, fer2013.csv, or 'synthetic')")
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(cfg.arch)
@@ -171,7 +173,8 @@ def build_parser() -> _Parser:
 
     train = sub.add_parser("train", help="train a model from scratch; the run goes to --run-dir")
     train.add_argument("--data", help="folder, archive.zip, fer2013.csv, or 'synthetic[:N]'")
-    train.add_argument("--preset", help="a named recipe: fer2013 (the shipped model), demo")
+    train.add_argument("--preset", help="a named recipe: fer2013, fer2013-restart (with --init), "
+                                        "fer2013-distill (with --teachers), demo")
     train.add_argument("--config", metavar="JSON", help="start from a saved config.json (a run's); flags override it")
     train.add_argument("--classes", nargs="+", help="emotion names or a set name (basic4); default all 7")
     train.add_argument("--arch", help="architecture name (see 'python -m fercore models')")
