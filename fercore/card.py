@@ -150,7 +150,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "data": (f"FER2013 training split, {data['train']:,} train / {data['val']:,} validation faces (stratified, "
                  f"seed {data['val_split']['seed']}, {data['val_split']['fraction']:.0%}); "
                  f"fingerprint `{card['data_fingerprint']}`"),
-        "validation accuracy": (f"**{v['accuracy']:.2%}** with TTA{tta_default} (the face and its mirrored 10% zoom), "
+        "validation accuracy": (f"**{v['accuracy']:.2%}** with TTA{tta_default} (face, 10% zoom, both mirrored), "
                                 f"{plain['accuracy']:.2%} without"
                                 + (f"; {as_float['accuracy']:.2%} with TTA in {inf['float_dtype']}"
                                    if as_float else "")),

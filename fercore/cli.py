@@ -210,7 +210,7 @@ def build_parser() -> _Parser:
     evaluate.add_argument("--data", required=True, help="folder, archive.zip, fer2013.csv, or 'synthetic'")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                          help="average over the face and its mirrored 10%% zoom (default: the checkpoint's)")
+                          help="average over the face, a 10%% zoom and both mirrored (default: the checkpoint's)")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_evaluate)
 

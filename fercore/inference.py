@@ -9,7 +9,6 @@ from torch import nn
 from fercore import hardware
 
 TTA_ZOOM = 1.1  # the face enlarged by 10% about its centre: inside the training augmentation's zoom range
-TTA_VIEWS = 2
 
 
 def to_input(faces: torch.Tensor, mean: float, std: float) -> torch.Tensor:
@@ -21,15 +20,14 @@ def to_input(faces: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 
 
 def tta_views(x: torch.Tensor) -> torch.Tensor:
-    """The TTA_VIEWS views test-time augmentation averages, in one batch [2N,...]: the faces, and the faces
-    enlarged by TTA_ZOOM about their centre and mirrored.
-
-    Chosen on FER2013 validation (int8, three fernet models): these two views scored 0.12 points below four (the
-    face, the zoom, and both mirrored: 70.07% on average) at half the cost, and 1.0 points above the face alone."""
+    """The 4 views test-time augmentation averages, in one batch [4N,...]: the faces, zoomed by TTA_ZOOM,
+    and both mirrored. Shipped model, FER2013 validation, int8: 68.80% alone, 69.19% with the mirror, 70.37% with
+    all four."""
     theta = torch.tensor([[1 / TTA_ZOOM, 0, 0], [0, 1 / TTA_ZOOM, 0]], dtype=x.dtype, device=x.device)
     grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
     zoomed = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return torch.cat([x, zoomed.flip(-1)]).contiguous(memory_format=torch.channels_last)
+    both = torch.cat([x, zoomed])
+    return torch.cat([both, both.flip(-1)]).contiguous(memory_format=torch.channels_last)
 
 
 @torch.inference_mode()
@@ -43,14 +41,14 @@ def predict_proba(model: nn.Module, faces: np.ndarray | torch.Tensor, mean: floa
     weight = next(model.parameters(), None)
     device = weight.device if weight is not None else torch.device("cpu")
     dtype = hardware.amp_dtype(device) if amp else None
-    batch_size = batch_size or (64 if device.type == "cpu" else 512) // (TTA_VIEWS if tta else 1)  # faces per pass
+    batch_size = batch_size or (64 if device.type == "cpu" else 512) // (4 if tta else 1)  # faces per pass
     faces = torch.as_tensor(faces)
     out = []
     for start in range(0, len(faces), batch_size):
         x = to_input(faces[start:start + batch_size].to(device), mean, std)
         with hardware.autocast(device, dtype):
             if tta:  # all views in one batch: one pass, better use of the cores
-                probs = model(tta_views(x)).float().softmax(1).view(TTA_VIEWS, len(x), -1).mean(0)
+                probs = model(tta_views(x)).float().softmax(1).view(4, len(x), -1).mean(0)
             else:
                 probs = model(x).float().softmax(1)
         out.append(probs.cpu())

@@ -4,7 +4,7 @@ Detection is the expensive part of a frame (the CNN on a few 48x48 crops is chea
 `detect_every`-th frame only, on a copy scaled by `detect_scale`; the frames between reuse the last boxes and
 only classify. Each face is a track (matched across detections by overlap) whose label is the mean of its
 last `smoothing` probability vectors, so labels do not flicker from frame to frame; that averaging replaces
-the 2-view TTA of photos, which would double the classifier's cost on every frame.
+the 4-view TTA of photos, which would quadruple the classifier's cost on every frame.
 """
 from __future__ import annotations
 

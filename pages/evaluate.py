@@ -49,7 +49,7 @@ except UserError as exc:
 options = ["test", "val", "train", "all"] if "test" in splits else ["val", "train", "all"]
 left, right = st.columns(2)
 split = left.selectbox("Split", options, help="val: carved from train with the checkpoint's own fraction and seed")
-tta = right.toggle("Test-time augmentation (average over the face and its mirrored 10% zoom)",
+tta = right.toggle("Test-time augmentation (average over the face, a 10% zoom and both mirrored)",
                    bool(card.get("tta", True)))
 int8 = right.toggle("int8 on the CPU when the model is calibrated (3-4x faster)", True, key="evaluate-int8")
 precision = "auto" if int8 else "float"

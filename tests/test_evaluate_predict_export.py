@@ -16,7 +16,7 @@ from fercore.data import FaceSet
 from fercore.draw import annotate
 from fercore.evaluate import EvalReport, evaluate
 from fercore.export import export
-from fercore.inference import TTA_VIEWS, predict_proba, to_input, tta_views
+from fercore.inference import predict_proba, to_input, tta_views
 from fercore.predict import Predictor, predict_files
 
 
@@ -140,22 +140,23 @@ def test_checkpoint_errors_are_clear(tmp_path: Path, tiny_checkpoint: Path) -> N
         load_model(tmp_path / "nothing.pt")
 
 
-def test_tta_averages_the_face_and_its_mirrored_zoom() -> None:
+def test_tta_averages_the_face_its_zoom_and_their_mirrors() -> None:
     ramp = torch.arange(48.0).expand(48, 48)  # value = column
     x = torch.stack([ramp, ramp.T, ramp * 0 + 1]).unsqueeze(1)
     views = tta_views(x)
-    assert views.shape == (3 * TTA_VIEWS, 1, 48, 48) and TTA_VIEWS == 2
+    assert views.shape == (12, 1, 48, 48)
     torch.testing.assert_close(views[:3], x)
-    zoomed = views[3:6].flip(-1)
+    torch.testing.assert_close(views[6:9], x.flip(-1))
+    zoomed = views[3:6]
     column = torch.arange(48.0)
     source = (column - 23.5) / 1.1 + 23.5  # enlarged by 10% about the centre: pixel j shows the source there
     torch.testing.assert_close(zoomed[0, 0, 10], source)
     torch.testing.assert_close(zoomed[1, 0, :, 10], source)
-    torch.testing.assert_close(zoomed[2], x[2])
+    torch.testing.assert_close(views[9:12], zoomed.flip(-1))
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 7)).eval()
     faces = torch.randint(0, 256, (5, 48, 48), dtype=torch.uint8)
     inputs = tta_views(to_input(faces, 0.5, 0.25))
     with torch.no_grad():
-        expected = model(inputs).softmax(1).view(2, 5, 7).mean(0)
+        expected = model(inputs).softmax(1).view(4, 5, 7).mean(0)
     torch.testing.assert_close(predict_proba(model, faces, 0.5, 0.25, tta=True, amp=False), expected)
