@@ -86,7 +86,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Measured on the shipped model: validation 68.80% -> 69.43% without TTA, 70.37% -> 70.47% with it.
     "fer2013-restart": dict(arch="fernet", epochs=60, batch_size=128, optimizer="sgd", lr=0.02, schedule="onecycle",
                             weight_decay=5e-4, label_smoothing=0.1, class_weights="sqrt", seed=1),
-    # The fer2013 recipe, also taught by trained models: give them with --teachers (same data and split).
+    # The fer2013 recipe, also taught by trained models: give them with --teachers (same data and split). Measured
+    # with the shipped model, its warm restart and a second seed as teachers, against the shipped model (int8):
+    # validation 68.80% -> 69.50% without TTA, 70.37% -> 70.44% with it; macro F1 with TTA 0.690 -> 0.688.
     "fer2013-distill": dict(arch="fernet", epochs=80, batch_size=128, optimizer="sgd", lr=0.05, schedule="onecycle",
                             weight_decay=5e-4, label_smoothing=0.1, class_weights="sqrt", distill=0.7),
     # A minute on a laptop CPU: the synthetic demo set, end to end.

@@ -22,7 +22,8 @@ def to_input(faces: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 def tta_views(x: torch.Tensor) -> torch.Tensor:
     """The 4 views test-time augmentation averages, in one batch [4N,...]: the faces, zoomed by TTA_ZOOM,
     and both mirrored. Shipped model, FER2013 validation, int8: 68.80% alone, 69.19% with the mirror, 70.37% with
-    all four."""
+    all four. Two views (the face and its mirrored zoom) cost half and scored 0.2 points less on average over four
+    fernet models (0.3-0.5 less on the shipped one), so accuracy kept the four."""
     theta = torch.tensor([[1 / TTA_ZOOM, 0, 0], [0, 1 / TTA_ZOOM, 0]], dtype=x.dtype, device=x.device)
     grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
     zoomed = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
