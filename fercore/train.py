@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fercore import hardware, models
+from fercore.atomic import atomic_write
 from fercore.augment import augment_batch
 from fercore.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint, with_calibration
 from fercore.config import TrainConfig
@@ -33,6 +34,7 @@ from fercore.inference import predict_proba, to_input
 from fercore.runs import BEST, LAST, RunDir
 
 PROGRESS_SECONDS = 1.0
+TEACHER_TARGETS = "teacher_targets.pt"
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -211,9 +213,7 @@ class Trainer:
                                                       label_smoothing=cfg.label_smoothing)
         self.soft_targets: torch.Tensor | None = None
         if cfg.teachers:
-            self.soft_targets = teacher_probabilities(
-                cfg.teachers, self.train_set.images, self.classes, self.fingerprint,
-                {"fraction": cfg.val_fraction, "seed": cfg.split_seed}).to(self.device)
+            self.soft_targets = self._teacher_targets().to(self.device)
             self.loss_fn = DistillationLoss(self.loss_fn, cfg.distill)
         self.aug_gen = torch.Generator(device=self.device)
         self.pos = Position()
@@ -251,6 +251,20 @@ class Trainer:
                             f"{', '.join(data['classes'])}: --init needs the same architecture and classes")
         self.model.load_state_dict(data["state_dict"])
         self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
+
+    def _teacher_targets(self) -> torch.Tensor:
+        """The teachers' averaged probabilities for the training faces: computed when the run starts and kept in
+        the run directory, so a resumed run learns from the very same targets (and skips the teachers' pass)."""
+        path = self.run.file(TEACHER_TARGETS)
+        expected = (len(self.train_set.labels), len(self.classes))
+        if path.exists():
+            kept = torch.load(path, map_location="cpu", weights_only=True)
+            if tuple(kept.shape) == expected:
+                return kept
+        targets = teacher_probabilities(self.cfg.teachers, self.train_set.images, self.classes, self.fingerprint,
+                                        {"fraction": self.cfg.val_fraction, "seed": self.cfg.split_seed})
+        atomic_write(path, lambda handle: torch.save(targets, handle))
+        return targets
 
     def calibrate_best(self) -> None:
         """Store int8 calibration in best.pt, once the run ends (see fercore.quantize); seconds on a CPU.

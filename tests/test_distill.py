@@ -85,6 +85,30 @@ def test_a_distilled_run_learns_what_its_teachers_say(tmp_path: Path, monkeypatc
     assert RunDir(tmp_path / "kd").config()["teachers"] == ["teacher.pt"]
 
 
+def test_a_resumed_distilled_run_reuses_the_teachers_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def teachers(paths: list[str], faces: np.ndarray, *args: object) -> torch.Tensor:
+        calls.append(len(faces))
+        return torch.full((len(faces), len(EMOTIONS)), 1 / len(EMOTIONS))
+
+    monkeypatch.setattr(train_module, "teacher_probabilities", teachers)
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)  # a progress record after every step
+    cfg = TrainConfig(data="synthetic:700", arch="basic", epochs=2, batch_size=32, threads=1, amp="off",
+                      teachers=["teacher.pt"])
+    run_dir = tmp_path / "kd"
+
+    def stop_in_epoch_2(record: dict) -> None:
+        if record["type"] == "progress" and (record["epoch"], record["step"]) == (2, 3):
+            RunDir(run_dir).request_stop()
+
+    assert run_training(cfg, run_dir, on_progress=stop_in_epoch_2)["stopped"]
+    kept = torch.load(run_dir / train_module.TEACHER_TARGETS, weights_only=True)
+    assert calls == [len(kept)] and torch.allclose(kept, torch.tensor(1 / len(EMOTIONS)))
+    assert run_training(cfg, run_dir, resume=True)["epochs"] == 2
+    assert len(calls) == 1  # the resume read the kept targets instead of running the teachers again
+
+
 def test_distillation_weight_is_checked() -> None:
     with pytest.raises(UserError, match="distillation weight"):
         TrainConfig(distill=0).validate()
