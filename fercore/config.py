@@ -61,6 +61,10 @@ class TrainConfig:
             if not ok:
                 raise UserError(message)
 
+    def val_split(self) -> dict[str, Any]:
+        """The validation carve as checkpoints record it (and as teachers must match it)."""
+        return {"fraction": self.val_fraction, "seed": self.split_seed}
+
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["augment"] = self.augment.to_dict()

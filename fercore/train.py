@@ -224,7 +224,7 @@ class Trainer:
         extra: dict[str, Any] = {
             "metrics": metrics, "data_fingerprint": self.fingerprint, "data_source": self.cfg.data,
             "config": self.cfg.to_dict(), "parameters": models.parameter_count(self.model),
-            "val_split": {"fraction": self.cfg.val_fraction, "seed": self.cfg.split_seed},
+            "val_split": self.cfg.val_split(),
             "trained_on": {"device": str(self.device), "threads": self.threads,
                            "amp": str(self.amp).replace("torch.", "") if self.amp else "float32"},
         }
@@ -262,7 +262,7 @@ class Trainer:
             if tuple(kept.shape) == expected:
                 return kept
         targets = teacher_probabilities(self.cfg.teachers, self.train_set.images, self.classes, self.fingerprint,
-                                        {"fraction": self.cfg.val_fraction, "seed": self.cfg.split_seed})
+                                        self.cfg.val_split())
         atomic_write(path, lambda handle: torch.save(targets, handle))
         return targets
 

@@ -186,8 +186,7 @@ def warm_start_picker(classes: tuple[str, ...]) -> tuple[Path, dict[str, Any]] |
 
 def teachers_picker(base: TrainConfig, fingerprint: str, key: str) -> tuple[list[str], float]:
     """Trained models whose averaged predictions join the labels as soft targets, and their weight in the loss."""
-    split = {"fraction": base.val_fraction, "seed": base.split_seed}
-    choices = app_support.teacher_choices(tuple(base.classes), fingerprint, split, checkpoint_card)
+    choices = app_support.teacher_choices(tuple(base.classes), fingerprint, base.val_split(), checkpoint_card)
     if not choices:
         st.caption("No trained model of these classes on this data, with the same validation split, to learn from.")
         return [], base.distill
