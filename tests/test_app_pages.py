@@ -70,6 +70,14 @@ def chart_specs(at: AppTest) -> list[dict]:
     return [json.loads(e.proto.spec) for e in at.main.get("plotly_chart")]
 
 
+def wait_until_finished(run: RunDir, timeout_s: float = 180) -> None:
+    """Wait for a run the page launched to end, and check that it finished (its log tail if not)."""
+    deadline = time.monotonic() + timeout_s
+    while run.status().get("state") in (None, *ACTIVE_STATES) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert run.status()["state"] == "finished", app_support.log_tail(run)
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_loads_with_no_data(open_page: OpenPage, page: str) -> None:
     at = open_page(page)
@@ -118,10 +126,7 @@ def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
     assert at.session_state["train-tab"] == "Live" and at.selectbox[0].value.name == "first"
     run = RunDir(app_support.runs_dir() / "first")
     assert json.loads((run.path / app_support.LAUNCH_CONFIG).read_text())["data"] == "synthetic:700"
-    deadline = time.monotonic() + 180
-    while run.status().get("state") in (None, *ACTIVE_STATES) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert run.status()["state"] == "finished", app_support.log_tail(run)
+    wait_until_finished(run)
     assert run.config()["threads"] == app_support.training_threads()
     assert run.summary()["epochs"] == "1/1"
 
@@ -150,10 +155,7 @@ def test_train_page_continues_a_trained_model(open_page: OpenPage, tiny_checkpoi
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error
     run = RunDir(app_support.runs_dir() / "continued")
-    deadline = time.monotonic() + 180
-    while run.status().get("state") in (None, *ACTIVE_STATES) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert run.status()["state"] == "finished", app_support.log_tail(run)
+    wait_until_finished(run)
     assert run.config()["init_from"] == str(start)
     assert [r.name for r in run.lineage()] == ["tiny", "continued"]
 
@@ -175,10 +177,7 @@ def test_train_page_distils_from_a_trained_model_of_the_same_data(open_page: Ope
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error
     run = RunDir(app_support.runs_dir() / "distilled")
-    deadline = time.monotonic() + 180
-    while run.status().get("state") in (None, *ACTIVE_STATES) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert run.status()["state"] == "finished", app_support.log_tail(run)
+    wait_until_finished(run)
     assert (run.config()["teachers"], run.config()["distill"]) == ([str(teacher)], 0.8)
 
 
