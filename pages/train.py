@@ -184,8 +184,9 @@ def warm_start_picker(classes: tuple[str, ...]) -> tuple[Path, dict[str, Any]] |
     return (picked[0].path, picked[1]) if picked else None
 
 
-def teachers_picker(base: TrainConfig, fingerprint: str, key: str) -> tuple[list[str], float]:
-    """Trained models whose averaged predictions join the labels as soft targets, and their weight in the loss."""
+def teachers_picker(base: TrainConfig, fingerprint: str, key: str, weight: float) -> tuple[list[str], float]:
+    """Trained models whose averaged predictions join the labels as soft targets, and their weight in the loss
+    (weight: the slider's default)."""
     choices = app_support.teacher_choices(tuple(base.classes), fingerprint, base.val_split(), checkpoint_card)
     if not choices:
         st.caption("No trained model of these classes on this data, with the same validation split, to learn from.")
@@ -193,7 +194,7 @@ def teachers_picker(base: TrainConfig, fingerprint: str, key: str) -> tuple[list
     picked = st.multiselect("Teachers", choices, key="teachers", format_func=lambda c: c.label,
                             help="Models trained here on the same faces: the new model learns from the average of "
                                  "their predictions as well as from the labels (knowledge distillation).")
-    weight = st.slider("Weight of the teachers' predictions in the loss", 0.05, 1.0, base.distill, 0.05,
+    weight = st.slider("Weight of the teachers' predictions in the loss", 0.05, 1.0, weight, 0.05,
                        key=key + "distill", disabled=not picked)
     return [str(choice.path) for choice in picked], weight
 
@@ -248,7 +249,9 @@ def new_run_section() -> None:
     with st.expander("Augmentation: what each one does to the training faces"):
         augment = augmentation_choices(base, faces, key)
     with st.expander("Distillation: learn from trained models as well as from the labels"):
-        teachers, distill = teachers_picker(base, data.fingerprint, key)
+        # on FER2013 data, teachers make the recipe the fer2013-distill preset's: its weight is the default
+        weight = base.distill if is_synthetic(source) else preset("fer2013-distill").distill
+        teachers, distill = teachers_picker(base, data.fingerprint, key, weight)
 
     cfg = dataclasses.replace(base, arch=arch, epochs=int(epochs), batch_size=int(batch_size), optimizer=optimizer,
                               lr=float(lr), schedule=schedule, weight_decay=float(weight_decay),

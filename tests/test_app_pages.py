@@ -18,12 +18,16 @@ import av
 import numpy as np
 import pytest
 import streamlit_webrtc
+from conftest import write_image_tree
 from streamlit.testing.v1 import AppTest
 
 from fercore import app_support
+from fercore.augment import AugmentConfig
+from fercore.config import TrainConfig, preset
 from fercore.evaluate import evaluate
 from fercore.predict import Predictor
 from fercore.runs import ACTIVE_STATES, RunDir
+from fercore.train import run_training
 
 APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
 PAGES = ("pages/home.py", "pages/train.py", "pages/evaluate.py", "pages/predict.py")
@@ -179,6 +183,21 @@ def test_train_page_distils_from_a_trained_model_of_the_same_data(open_page: Ope
     run = RunDir(app_support.runs_dir() / "distilled")
     wait_until_finished(run)
     assert (run.config()["teachers"], run.config()["distill"]) == ([str(teacher)], 0.8)
+
+
+def test_train_page_distils_fer2013_data_with_the_distill_presets_weight(open_page: OpenPage,
+                                                                           tmp_path: Path) -> None:
+    data = write_image_tree(tmp_path / "data" / "fer", per_class=10)
+    run_training(TrainConfig(data=str(data), arch="basic", epochs=1, batch_size=32, threads=1,
+                             augment=AugmentConfig.off()), app_support.runs_dir() / "teacher")
+    at = open_page("pages/train.py")
+    at.radio(key="train-kind").set_value("path").run()
+    at.text_input(key="train-path").input(str(data)).run()
+    assert not at.exception and not at.error
+    assert any("the fer2013 preset" in h.value for h in at.subheader)
+    teachers = at.multiselect(key="teachers")
+    teachers.select(next(o for o in teachers.options if o.startswith("teacher · best"))).run()
+    assert at.slider(key="fer2013-distill").value == preset("fer2013-distill").distill != TrainConfig().distill
 
 
 def test_train_page_says_what_is_wrong_with_a_path(open_page: OpenPage, tmp_path: Path) -> None:
