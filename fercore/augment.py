@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from fercore.errors import UserError
+
 
 @dataclass
 class AugmentConfig:
@@ -30,10 +32,15 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> AugmentConfig:
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise UserError(f"unknown augmentation(s): {', '.join(sorted(unknown))}")
         values = dict(values)
-        if "erase_area" in values:
-            values["erase_area"] = tuple(values["erase_area"])
-        return cls(**values)
+        area = values.pop("erase_area", cls.erase_area)
+        numbers = [*values.values(), *area] if isinstance(area, (list, tuple)) and len(area) == 2 else [None]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+            raise UserError("augmentation strengths must be numbers and erase_area a [low, high] pair")
+        return cls(**values, erase_area=tuple(area))
 
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:

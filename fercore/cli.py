@@ -45,7 +45,7 @@ def _progress_printer(stream=sys.stderr):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fercore.augment import AugmentConfig
-    from fercore.config import TrainConfig, check_preset_needs, preset
+    from fercore.config import PRESETS, TrainConfig, check_preset_needs, preset
     from fercore.train import run_training
 
     if args.resume:
@@ -75,11 +75,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not isinstance(saved, dict):
             raise UserError(f"--config {args.config} is not a JSON object of training options")
         overrides = {**saved, **overrides}
+    if "data" not in {**PRESETS.get(args.preset, {}), **overrides}:  # the demo preset names its data
+        raise UserError("--data is required (a folder, archive.zip, fer2013.csv, or 'synthetic')")
     cfg = preset(args.preset, **overrides) if args.preset else TrainConfig.from_dict(overrides)
     if args.preset:
         check_preset_needs(args.preset, cfg)
-    if args.data is None and not args.preset and not args.config:
-        raise UserError("--data is required (a folder, archive.zip, fer2013.csv, or 'synthetic')")
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(cfg.arch)
     result = run_training(cfg, run_dir, on_progress=_progress_printer())
     print(json.dumps({**result, "run_dir": str(run_dir)}))

@@ -1,12 +1,13 @@
 """The training recipe as one dataclass, and the named presets."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from fercore.augment import AugmentConfig
 from fercore.errors import UserError
-from fercore.labels import EMOTIONS
+from fercore.labels import EMOTIONS, resolve_classes
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "plateau", "exponential", "constant")
@@ -45,7 +46,25 @@ class TrainConfig:
     distill: float = 0.5  # weight of the teachers' soft targets in the loss (used only with teachers)
 
     def validate(self) -> None:
+        """A one-line UserError for the first option that cannot make a run (types, names, ranges)."""
+        from fercore.models import ARCHITECTURES  # torch: imported only when a run is checked
+
+        self._check_types()
+        if not all(isinstance(c, str) for c in self.classes):
+            raise UserError(f"classes must be names of emotions: {', '.join(EMOTIONS)}")
+        try:
+            classes = list(resolve_classes(self.classes))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        if self.arch not in ARCHITECTURES:
+            raise UserError(f"unknown architecture {self.arch!r}: choose from {', '.join(ARCHITECTURES)}")
+        try:
+            inspect.signature(ARCHITECTURES[self.arch].builder).bind(**self.arch_args)
+        except TypeError:
+            raise UserError(f"arch_args {self.arch_args} do not fit {self.arch}") from None
         checks = [
+            (classes == list(self.classes), f"classes must be distinct and in the order {', '.join(EMOTIONS)}"),
+            (all(isinstance(t, str) for t in self.teachers), "teachers must be checkpoint paths"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 2, "batch size must be at least 2"),
             (self.lr > 0, "learning rate must be positive"),
@@ -60,6 +79,20 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+
+    def _check_types(self) -> None:
+        """Each option of the type of its default (as a hand-written or edited config.json might not be)."""
+        defaults = TrainConfig()
+        for option in fields(self):
+            value, default = getattr(self, option.name), getattr(defaults, option.name)
+            if default is None:  # init_from: a path or nothing
+                ok = value is None or isinstance(value, str)
+            else:
+                ok = (isinstance(value, (int, float) if type(default) is float else type(default))
+                      and isinstance(value, bool) == isinstance(default, bool))
+            if not ok:
+                kind = "a path or null" if default is None else f"of type {type(default).__name__}"
+                raise UserError(f"training option {option.name} must be {kind}, not {value!r}")
 
     def val_split(self) -> dict[str, Any]:
         """The validation carve as checkpoints record it (and as teachers must match it)."""

@@ -420,6 +420,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False,
         cfg = TrainConfig.from_dict(run.config())
     elif run.file("config.json").exists():
         raise UserError(f"{run_dir} already holds a run: use --resume {run_dir} or another --run-dir")
+    cfg.validate()  # before anything is written: a bad option leaves no run behind
     run.acquire()
     try:
         run.clear_stop()

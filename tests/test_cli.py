@@ -85,6 +85,7 @@ def test_models_lists_architectures() -> None:
     (["train", "--data", "synthetic", "--lr", "-1", "--run-dir", "{tmp}/r"], "learning rate must be positive"),
     (["train", "--data", "synthetic", "--classes", "happy", "grumpy"], "unknown emotion 'grumpy'"),
     (["train", "--epochs", "many"], "invalid int value"),
+    (["train", "--preset", "fer2013", "--run-dir", "{tmp}/r"], "--data is required"),
     (["train", "--preset", "fer2013-distill", "--data", "synthetic", "--run-dir", "{tmp}/r"],
      "the fer2013-distill preset needs --teachers"),
     (["train", "--data", "synthetic", "--teachers", "{tmp}/none.pt", "--run-dir", "{tmp}/r"], "checkpoint not found"),
@@ -103,6 +104,23 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path, tiny_checkpoint: Path,
         assert result.returncode == 2 and "error" in result.stdout
         return
     assert message in _one_error_line(result)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"arch": "resnet"}, "unknown architecture 'resnet'"),
+    ({"arch_args": {"depth": 3}}, "arch_args {'depth': 3} do not fit fernet"),
+    ({"epochs": "10"}, "training option epochs must be of type int, not '10'"),
+    ({"nesterov": 1}, "training option nesterov must be of type bool"),
+    ({"classes": ["sad"]}, "at least two different emotions"),
+    ({"classes": ["sad", "happy"]}, "classes must be distinct and in the order"),
+    ({"augment": {"blur": 1.0}}, "unknown augmentation(s): blur"),
+    ({"augment": {"rotate": "15"}}, "augmentation strengths must be numbers"),
+])
+def test_a_bad_config_file_is_one_line_and_leaves_no_run(tmp_path: Path, options: dict, message: str) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"data": "synthetic:700", **options}))
+    assert message in _one_error_line(fercore("train", "--config", config, "--run-dir", tmp_path / "run"))
+    assert not (tmp_path / "run" / "config.json").exists()
 
 
 def test_missing_shipped_model_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
