@@ -12,7 +12,7 @@ from fercore import app_support, models, plots
 from fercore.config import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES, TrainConfig, preset
 from fercore.data import FaceSet, is_synthetic
 from fercore.errors import UserError
-from fercore.labels import CLASS_SETS, EMOTIONS
+from fercore.labels import CLASS_SETS, EMOTIONS, resolve_classes
 from fercore.runs import ACTIVE_STATES, LAST, RunDir, delete_run, list_runs
 from fercore.train import measure_step_seconds
 from pages._common import checkpoint_card, data_source_picker, enter_app, load_faces, runs_table
@@ -210,7 +210,12 @@ def new_run_section() -> None:
         return
     set_name = st.selectbox("Classes", [*CLASS_SETS, "custom"], key="class-set",
                             format_func=lambda s: f"{s}: {', '.join(CLASS_SETS[s])}" if s in CLASS_SETS else s)
-    classes = CLASS_SETS.get(set_name) or tuple(st.multiselect("Emotions", EMOTIONS, default=EMOTIONS))
+    try:  # in the canonical order, whatever order they were picked in
+        classes = resolve_classes(CLASS_SETS.get(set_name) or st.multiselect("Emotions", EMOTIONS, default=EMOTIONS,
+                                                                             key="emotions"))
+    except ValueError as exc:
+        st.error(str(exc))
+        return
     start = warm_start_picker(tuple(classes))
     preset_name = "demo" if is_synthetic(source) else "fer2013-restart" if start else "fer2013"
     base = preset(preset_name, data=source, classes=list(classes))

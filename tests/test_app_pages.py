@@ -200,6 +200,23 @@ def test_train_page_distils_fer2013_data_with_the_distill_presets_weight(open_pa
     assert at.slider(key="fer2013-distill").value == preset("fer2013-distill").distill != TrainConfig().distill
 
 
+def test_train_page_refuses_fewer_than_two_emotions_and_orders_a_custom_set(open_page: OpenPage) -> None:
+    at = open_page("pages/train.py")
+    at.selectbox(key="class-set").set_value("custom").run()
+    at.multiselect(key="emotions").set_value([]).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["a class set needs at least two different emotions"]
+    assert not [b for b in at.button if b.label == "Start training"]
+    at.multiselect(key="emotions").set_value(["surprise", "angry"]).run()
+    assert not at.exception and not at.error
+    at.number_input(key="demo-epochs").set_value(1)
+    at.text_input(key="run-name").input("two")
+    next(b for b in at.button if b.label == "Start training").click().run()
+    run = RunDir(app_support.runs_dir() / "two")
+    wait_until_finished(run)
+    assert run.config()["classes"] == ["angry", "surprise"]
+
+
 def test_train_page_says_what_is_wrong_with_a_path(open_page: OpenPage, tmp_path: Path) -> None:
     at = open_page("pages/train.py")
     at.radio(key="train-kind").set_value("path").run()
