@@ -141,6 +141,23 @@ def test_zip_bomb_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.
         load_data(zip_path)
 
 
+def test_an_encrypted_zip_member_is_skipped_with_its_reason(tmp_path: Path) -> None:
+    zip_path = tmp_path / "archive.zip"
+    face = jpeg_bytes(np.full((48, 48), 100, np.uint8))
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for name in ("train/happy/a.jpg", "train/sad/b.jpg", "train/sad/locked.jpg"):
+            archive.writestr(name, face)
+    raw = bytearray(zip_path.read_bytes())  # zipfile cannot encrypt: set the "encrypted" flag of the last member
+    local = raw.rfind(b"PK\x03\x04")
+    central = raw.rfind(b"PK\x01\x02")
+    raw[local + 6] |= 1
+    raw[central + 8] |= 1
+    zip_path.write_bytes(bytes(raw))
+    data = load_data(zip_path)
+    assert len(data.raw.images) == 2 and data.raw.report.skipped_files == 1
+    assert "locked.jpg" in data.raw.report.summary() and "encrypted" in data.raw.report.summary()
+
+
 def test_not_a_zip(tmp_path: Path) -> None:
     path = tmp_path / "archive.zip"
     path.write_bytes(b"PK not really")
@@ -183,6 +200,11 @@ def test_csv_bad_rows_are_reported_by_line(tmp_path: Path, row: str, message: st
     path = _csv(tmp_path / "f.csv", [f"0,{_pixels(5)},Training", row])
     with pytest.raises(UserError, match=message):
         load_data(path)
+
+
+def test_csv_field_over_the_csv_modules_limit_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="CSV line 3: field larger than field limit"):
+        load_data(_csv(tmp_path / "f.csv", [f"0,{_pixels(5)},Training", f"0,{_pixels(5, 70_000)},Training"]))
 
 
 def test_csv_wrong_header(tmp_path: Path) -> None:

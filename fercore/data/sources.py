@@ -196,7 +196,15 @@ def _zip_entries(archive: zipfile.ZipFile, report_unsafe: list[str]) -> Iterator
             continue
         if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO and info.file_size > 10**6:
             raise UserError(f"zip member {info.filename} expands {info.file_size // info.compress_size}x (zip bomb?)")
-        yield _Entry(tuple(path.parts[:-1]), path.name, lambda info=info: archive.read(info))
+        yield _Entry(tuple(path.parts[:-1]), path.name, functools.partial(_read_member, archive, info))
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """A member's bytes; an encrypted, unsupported or corrupt member raises OSError (and is skipped)."""
+    try:
+        return archive.read(info)
+    except (RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
+        raise OSError(str(exc)) from None
 
 
 def read_zip(path: Path) -> RawFaces:
@@ -222,8 +230,11 @@ def _csv_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str]]]:
         found = ", ".join(reader.fieldnames or []) or "nothing"
         raise UserError(f"CSV header must have 'emotion' and 'pixels' (and optionally 'Usage'); found: {found}")
     reader.fieldnames = header
-    for row in reader:
-        yield reader.line_num, row
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as exc:  # a field over the csv module's size limit, a broken quote
+        raise UserError(f"CSV line {reader.line_num + 1}: {exc}") from None
 
 
 def read_csv(path: Path) -> RawFaces:
