@@ -88,29 +88,18 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_lines(threads: int) -> list[str]:
     """The machine and software the numbers were taken on."""
     import cv2
     import torch
 
-    from fercore.hardware import cpu_has_bf16, usable_cores
+    from fercore.hardware import cpu_has_bf16, cpu_name, usable_cores
 
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     bf16 = "native" if cpu_has_bf16() else "not native"
     where = f"torch and OpenCV here, fercore train --threads {threads}, the baseline's torch.set_num_threads"
     return [
-        f"CPU: {cpu_model()}, {usable_cores()} usable core(s) of {os.cpu_count()}, bf16 {bf16}",
+        f"CPU: {cpu_name()}, {usable_cores()} usable core(s) of {os.cpu_count()}, bf16 {bf16}",
         f"torch {torch.__version__}, OpenCV {cv2.__version__}, Python {platform.python_version()}",
         f"threads: {threads} ({where}; DataLoader workers use 1 each)",
         f"load average at start (1, 5, 15 min): {load}",

@@ -1,7 +1,6 @@
 """The model card: measured facts about a checkpoint, stored inside it and written beside it as Markdown."""
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -9,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fercore import models
+from fercore import hardware, models
 from fercore.atomic import atomic_write_bytes, atomic_write_jsonl
 from fercore.checkpoint import LoadedModel, model_from_checkpoint, read_checkpoint, save_checkpoint, with_calibration
 from fercore.config import matching_preset
@@ -18,17 +17,8 @@ from fercore.errors import UserError
 from fercore.evaluate import evaluate_faces, own_split
 from fercore.runs import RunDir
 
+CARD_TITLE = "# Model card: "
 STAGE_FIELDS = ("schedule", "lr", "seed", "init_from", "teachers", "distill")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _ms_per_face(loaded: LoadedModel, batch: int, repeats: int = 30) -> float:
@@ -66,7 +56,7 @@ def build_card(raw: dict[str, Any], source: FaceData, run: RunDir | None = None,
     validation = {"tta": evaluate_faces(loaded, val, tta=True).to_json(),
                   "no_tta": evaluate_faces(loaded, val, tta=False).to_json()}
     inference = {"dtype": loaded.dtype, "batch1": _ms_per_face(loaded, 1), "batch32": _ms_per_face(loaded, 32),
-                 "cpu": cpu_name(), "threads": 1, "tta": loaded.tta}
+                 "cpu": hardware.cpu_name(), "threads": 1, "tta": loaded.tta}
     if float_differs:
         validation["float_tta"] = evaluate_faces(as_float, val, tta=True).to_json()
         inference |= {"float_dtype": as_float.dtype, "float_batch32": _ms_per_face(as_float, 32)}
@@ -78,7 +68,8 @@ def build_card(raw: dict[str, Any], source: FaceData, run: RunDir | None = None,
         "best_epoch": raw["metrics"].get("epoch"),
         "validation": validation,
         "training": {"epochs": len(epochs), "seconds": float(sum(e["seconds"] for e in epochs)),
-                     "hardware": f"{cpu_name()}, {raw['trained_on']['threads']} thread(s), {raw['trained_on']['amp']}",
+                     "hardware": (f"{raw['trained_on'].get('processor') or hardware.cpu_name()}, "
+                                  f"{raw['trained_on']['threads']} thread(s), {raw['trained_on']['amp']}"),
                      "device": raw["trained_on"]["device"], "stages": _stages(run, epochs) if run else []},
         "inference_ms_per_face": inference,
     }
@@ -134,8 +125,8 @@ def _provenance(card: dict[str, Any]) -> str:
             + "\n".join(steps) + "\n")
 
 
-def card_markdown(card: dict[str, Any]) -> str:
-    """The card as the Markdown of checkpoints/README.md."""
+def card_markdown(card: dict[str, Any], name: str) -> str:
+    """The card of checkpoint file `name` as the Markdown of the README.md beside it."""
     v, plain, as_float = (card["validation"].get(k) for k in ("tta", "no_tta", "float_tta"))
     rows = "\n".join(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
                      for c, r in v["per_class"].items())
@@ -147,7 +138,7 @@ def card_markdown(card: dict[str, Any]) -> str:
     aug = ", ".join(f"{k} {val}" for k, val in recipe["augment"].items())
     facts = {
         "classes": ", ".join(card["classes"]),
-        "data": (f"FER2013 training split, {data['train']:,} train / {data['val']:,} validation faces (stratified, "
+        "data": (f"`{recipe['data']}`, {data['train']:,} train / {data['val']:,} validation faces (stratified, "
                  f"seed {data['val_split']['seed']}, {data['val_split']['fraction']:.0%}); "
                  f"fingerprint `{card['data_fingerprint']}`"),
         "validation accuracy": (f"**{v['accuracy']:.2%}** with TTA{tta_default} (face, 10% zoom, both mirrored), "
@@ -169,7 +160,7 @@ def card_markdown(card: dict[str, Any]) -> str:
                    f"lr {recipe['lr']} with a {recipe['schedule']} schedule, weight decay {recipe['weight_decay']}, "
                    f"batch {recipe['batch_size']}, {recipe['epochs']} epochs, label smoothing "
                    f"{recipe['label_smoothing']}, class weights {recipe['class_weights']}, seed {recipe['seed']}.")
-    return f"""# Model card: `fer2013.pt`
+    return f"""{CARD_TITLE}`{name}`
 
 **{card['architecture']}** ({card['parameters']:,} parameters): {card['description']}.
 {_provenance(card)}
@@ -197,13 +188,16 @@ How it learned: `metrics.jsonl` beside this file (one line per epoch; the app's 
 
 def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None) -> dict[str, Any]:
     """Write checkpoint + card to out, the card as README.md beside it, and the run's metrics.jsonl."""
+    readme = out.parent / "README.md"
+    if readme.is_file() and not readme.read_text(errors="replace").startswith(CARD_TITLE):
+        raise UserError(f"{readme} is not a model card and would be overwritten: ship into a folder of its own")
     run = RunDir(run_dir) if run_dir else RunDir(Path(checkpoint).parent)
     source = load_data(data)
     raw = read_checkpoint(checkpoint)
     raw = with_calibration(raw, _faces(raw, source, "train").images, raw["config"]["seed"])
     card = build_card(raw, source, run, Path(checkpoint).name)
     save_checkpoint(out, {**raw, "card": card})
-    atomic_write_bytes(out.parent / "README.md", card_markdown(card).encode())
+    atomic_write_bytes(readme, card_markdown(card, out.name).encode())
     epochs = run.history()
     if epochs:  # the epoch lines only: the learning curves, without the progress lines within epochs
         atomic_write_jsonl(out.parent / "metrics.jsonl", epochs)

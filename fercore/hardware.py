@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import platform
 
 import torch
 
@@ -25,6 +26,25 @@ def pick_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda", "mps"):
         raise UserError(f"unknown device {name!r}: choose auto, cpu, cuda or mps")
     return torch.device(name)
+
+
+def cpu_name() -> str:
+    """The CPU's model name."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """What a device is, for model cards: the GPU's name, Apple MPS, or the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "Apple MPS" if device.type == "mps" else cpu_name()
 
 
 def usable_cores() -> int:

@@ -225,7 +225,8 @@ class Trainer:
             "metrics": metrics, "data_fingerprint": self.fingerprint, "data_source": self.cfg.data,
             "config": self.cfg.to_dict(), "parameters": models.parameter_count(self.model),
             "val_split": self.cfg.val_split(),
-            "trained_on": {"device": str(self.device), "threads": self.threads,
+            "trained_on": {"device": str(self.device), "processor": hardware.device_name(self.device),
+                           "threads": self.threads,
                            "amp": str(self.amp).replace("torch.", "") if self.amp else "float32"},
         }
         if with_state:

@@ -8,6 +8,7 @@ import torch
 
 from fercore.card import ship
 from fercore.cli import main
+from fercore.errors import UserError
 from fercore.evaluate import evaluate
 
 
@@ -22,6 +23,20 @@ def test_ship_writes_checkpoint_card_and_metrics(tiny_checkpoint: Path, tmp_path
     readme = (out.parent / "README.md").read_text()
     assert f"{val.accuracy:.2%}" in readme and "| **happy** |" in readme
     assert (out.parent / "metrics.jsonl").read_text().count('"type": "epoch"') == 6
+    trained_on = torch.load(tiny_checkpoint, weights_only=True)["trained_on"]
+    assert stored["training"]["hardware"].startswith(f"{trained_on['processor']}, 1 thread(s)")
+    assert readme.startswith("# Model card: `fer2013.pt`") and "`synthetic:2100`, " in readme
+
+
+def test_ship_names_the_card_after_the_file_and_never_overwrites_another_readme(tiny_checkpoint: Path,
+                                                                                 tmp_path: Path) -> None:
+    ship(tiny_checkpoint, "synthetic:2100", tmp_path / "models" / "mine.pt")
+    assert (tmp_path / "models" / "README.md").read_text().startswith("# Model card: `mine.pt`")
+    ship(tiny_checkpoint, "synthetic:2100", tmp_path / "models" / "mine.pt")  # a card may replace a card
+    (tmp_path / "README.md").write_text("# My project\n")
+    with pytest.raises(UserError, match="README.md is not a model card"):
+        ship(tiny_checkpoint, "synthetic:2100", tmp_path / "model.pt")
+    assert (tmp_path / "README.md").read_text() == "# My project\n" and not (tmp_path / "model.pt").exists()
 
 
 def test_shipping_a_warm_started_run_keeps_the_whole_history(tiny_checkpoint: Path, tmp_path: Path) -> None:
