@@ -107,13 +107,15 @@ def training_threads() -> int:
     """Threads for a new training process: every usable core that no active run holds.
 
     Measured on 2 cores (benchmarks, row 8): with the server and a browser on the Live tab (0.2 of a core), a run
-    on both cores reached 0.85x a lone CLI run, one on a single core 0.55x; but two threads sharing a core with
+    on both cores reached 0.80x a lone CLI run, one on a single core 0.55x; but two threads sharing a core with
     another busy process collapsed to 1/7 of one thread's speed. So: all free cores, never an occupied one.
+    A run started with --threads 0 holds every core.
     """
     from fercore.hardware import usable_cores
 
-    taken = sum(int(run.config().get("threads") or 1) for run in list_runs(runs_dir()) if run.is_active())
-    return max(1, usable_cores() - taken)
+    cores = usable_cores()
+    taken = sum(int(run.config().get("threads", 1)) or cores for run in list_runs(runs_dir()) if run.is_active())
+    return max(1, cores - taken)
 
 
 def default_run_name(arch: str) -> str:

@@ -121,6 +121,10 @@ def predict_files(predictor: Predictor, paths: list[str | Path]) -> list[ImagePr
         if not path.is_file():
             results.append(ImagePrediction(str(path), error="file not found"))
             continue
-        with open(path, "rb") as handle:
-            results.append(predictor.predict_image(handle.read(), str(path)))
+        try:
+            data = path.read_bytes()
+        except OSError as exc:  # unreadable (permissions, a device gone): this file's error, not the batch's
+            results.append(ImagePrediction(str(path), error=f"cannot read: {exc.strerror or exc}"))
+            continue
+        results.append(predictor.predict_image(data, str(path)))
     return results

@@ -219,3 +219,6 @@ def test_training_threads_leave_out_the_cores_of_active_runs(folders: Path, monk
     assert app_support.training_threads() == 1
     busy.write_status(state="running", pid=999999999)  # its process is gone: its cores are free again
     assert app_support.training_threads() == 4
+    busy.write_config({"threads": 0})  # --threads 0: every core
+    busy.write_status(state="running", pid=os.getpid())
+    assert app_support.training_threads() == 1

@@ -78,6 +78,22 @@ def test_one_bad_file_does_not_stop_the_batch(tiny_checkpoint: Path, astronaut_j
     assert "not an image" in results[0].error and results[2].error == "file not found"
 
 
+def test_an_unreadable_file_does_not_stop_the_batch(tiny_checkpoint: Path, astronaut_jpeg: bytes, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("locked.jpg", "good.jpg"):
+        (tmp_path / name).write_bytes(astronaut_jpeg)
+    read_bytes = Path.read_bytes
+
+    def refuse_locked(path: Path) -> bytes:  # root reads any mode bits: refuse the way a locked file does
+        if path.name == "locked.jpg":
+            raise PermissionError(13, "Permission denied")
+        return read_bytes(path)
+    monkeypatch.setattr(Path, "read_bytes", refuse_locked)
+    paths = [tmp_path / "locked.jpg", tmp_path / "good.jpg"]
+    results = predict_files(Predictor.from_checkpoint(tiny_checkpoint), paths)
+    assert results[0].error == "cannot read: Permission denied" and results[1].error is None and results[1].faces
+
+
 def test_annotate_draws_in_the_emotion_colour(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:
     rgb = np.asarray(Image.open(io.BytesIO(astronaut_jpeg)).convert("RGB"))
     faces = Predictor.from_checkpoint(tiny_checkpoint).predict_array(rgb)
