@@ -141,10 +141,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from fercore.runs import RunDir, list_runs
+    from fercore.runs import CONFIG, RunDir, list_runs
 
     if args.stop:
-        RunDir(Path(args.stop)).request_stop()
+        run = RunDir(Path(args.stop))
+        if not run.file(CONFIG).is_file():
+            raise UserError(f"{args.stop} is not a training run (it has no {CONFIG})")
+        if not run.is_active():
+            raise UserError(f"{args.stop} is not training (state: {run.status().get('state', 'unknown')})")
+        run.request_stop()
         print(f"stop requested: {args.stop}")
         return 0
     rows = [r.summary() for r in list_runs(Path(args.root))]

@@ -95,11 +95,13 @@ def test_models_lists_architectures() -> None:
     (["evaluate", "--data", "synthetic", "--checkpoint", "{tmp}/notes.txt"], "not a readable checkpoint"),
     (["predict", "{tmp}/notes.txt", "--checkpoint", "{ckpt}"], "error"),
     (["export", "--format", "onnx", "--out", "x", "--checkpoint", "{tmp}/none.pt"], "checkpoint not found"),
+    (["runs", "--stop", "{tmp}"], "is not a training run (it has no config.json)"),
+    (["runs", "--stop", "{run}"], "is not training (state: finished)"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path: Path, tiny_checkpoint: Path, args: list[str], message: str) -> None:
     (tmp_path / "notes.txt").write_text("hello")
-    result = fercore(*[a.format(tmp=tmp_path, ckpt=tiny_checkpoint) for a in args])
+    result = fercore(*[a.format(tmp=tmp_path, ckpt=tiny_checkpoint, run=tiny_checkpoint.parent) for a in args])
     if args[0] == "predict":  # per-image errors go to stdout; the exit code says none worked
         assert result.returncode == 2 and "error" in result.stdout
         return
@@ -121,6 +123,16 @@ def test_a_bad_config_file_is_one_line_and_leaves_no_run(tmp_path: Path, options
     config.write_text(json.dumps({"data": "synthetic:700", **options}))
     assert message in _one_error_line(fercore("train", "--config", config, "--run-dir", tmp_path / "run"))
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_runs_stop_asks_an_active_run_to_stop(tmp_path: Path) -> None:
+    from fercore.runs import RunDir
+
+    run = RunDir(tmp_path / "busy")
+    run.write_config({"threads": 1})
+    run.write_status(state="running", pid=os.getpid())  # this test's process stands in for the trainer
+    result = fercore("runs", "--stop", run.path)
+    assert result.returncode == 0 and run.stop_requested()
 
 
 def test_missing_shipped_model_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
