@@ -30,8 +30,8 @@ from bench_inference import checkpoint_or_untrained, inference_rows
 from bench_training import accuracy_rows, subset_folder, training_rows
 from harness import ROOT, SECTIONS, Row, machine_lines, markdown_table
 
-from fercore.checkpoint import SHIPPED
 from fercore.hardware import usable_cores
+from fercore.paths import SHIPPED_CHECKPOINT
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def parse_args() -> argparse.Namespace:
                         help="FER2013 train folder: one subfolder of JPEGs per emotion")
     parser.add_argument("--quick", action="store_true", help="a 2,000-image subset and fewer samples")
     parser.add_argument("--markdown", type=Path, metavar="OUT.md", help="also write the report as Markdown here")
-    parser.add_argument("--checkpoint", type=Path, default=SHIPPED,
+    parser.add_argument("--checkpoint", type=Path, default=SHIPPED_CHECKPOINT,
                         help="model for sections 2-4 (default checkpoints/fer2013.pt; an untrained fernet if missing)")
     parser.add_argument("--run", type=Path, default=ROOT / "checkpoints",
                         help="run directory or metrics.jsonl of the shipped recipe, for section 7")

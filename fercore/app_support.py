@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from fercore.atomic import atomic_write_bytes, atomic_write_json
 from fercore.errors import UserError
+from fercore.paths import PROJECT_ROOT, SHIPPED_CHECKPOINT
 from fercore.runs import BEST, LAST, RunDir, list_runs
 
 if TYPE_CHECKING:
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from fercore.evaluate import EvalReport
     from fercore.predict import ImagePrediction, Predictor
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "fer2013.pt"  # fercore.checkpoint.SHIPPED, without torch
 RUNS_DIR_ENV = "FERCORE_RUNS_DIR"
 DATA_DIR_ENV = "FERCORE_DATA_DIR"
 ICE_SERVERS_ENV = "FERCORE_ICE_SERVERS"
@@ -116,10 +114,6 @@ def training_threads() -> int:
     cores = usable_cores()
     taken = sum(int(run.config().get("threads", 1)) or cores for run in list_runs(runs_dir()) if run.is_active())
     return max(1, cores - taken)
-
-
-def default_run_name(arch: str) -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}"
 
 
 def new_run_dir(name: str) -> Path:

@@ -15,10 +15,10 @@ from fercore import hardware, models, quantize
 from fercore.atomic import atomic_write
 from fercore.errors import UserError
 from fercore.inference import predict_proba
+from fercore.paths import SHIPPED_CHECKPOINT
 
 FORMAT = "fercore-checkpoint"
 VERSION = 1
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "fer2013.pt"
 PRECISIONS = ("auto", "int8", "float")  # auto: int8 on a CPU when the checkpoint is calibrated, else float
 CALIBRATION = "int8_calibration"
 
@@ -69,7 +69,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """torch.load with weights_only=True and a clear message for anything that is not ours."""
     path = Path(path)
     if not path.is_file():
-        if path.resolve() == SHIPPED:
+        if path.resolve() == SHIPPED_CHECKPOINT:
             raise CheckpointError(f"the shipped model {path} is missing: train one with "
                                   "'python -m fercore train' and pass --checkpoint RUN_DIR/best.pt")
         raise CheckpointError(f"checkpoint not found: {path}")

@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,6 @@ from fercore.errors import UserError
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
         self.exit(2, f"fercore: error: {message} (see --help)\n")
-
-
-def _default_run_dir(arch: str) -> Path:
-    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}"
 
 
 def _progress_printer(stream=sys.stderr):
@@ -46,6 +41,7 @@ def _progress_printer(stream=sys.stderr):
 def cmd_train(args: argparse.Namespace) -> int:
     from fercore.augment import AugmentConfig
     from fercore.config import PRESETS, TrainConfig, check_preset_needs, preset
+    from fercore.runs import default_run_name
     from fercore.train import run_training
 
     if args.resume:
@@ -80,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = preset(args.preset, **overrides) if args.preset else TrainConfig.from_dict(overrides)
     if args.preset:
         check_preset_needs(args.preset, cfg)
-    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(cfg.arch)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / default_run_name(cfg.arch)
     result = run_training(cfg, run_dir, on_progress=_progress_printer())
     print(json.dumps({**result, "run_dir": str(run_dir)}))
     return 0
@@ -208,10 +204,11 @@ def build_parser() -> _Parser:
     train.add_argument("--seed", type=int)
     train.set_defaults(func=cmd_train)
 
-    from fercore.checkpoint import PRECISIONS, SHIPPED
+    from fercore.checkpoint import PRECISIONS
+    from fercore.paths import SHIPPED_CHECKPOINT
 
     evaluate = sub.add_parser("evaluate", help="accuracy, macro F1, per-class report and confusion of a checkpoint")
-    evaluate.add_argument("--checkpoint", default=str(SHIPPED))
+    evaluate.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     evaluate.add_argument("--data", required=True, help="folder, archive.zip, fer2013.csv, or 'synthetic'")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
@@ -220,7 +217,7 @@ def build_parser() -> _Parser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     predict = sub.add_parser("predict", help="detect faces in images and classify their emotions")
-    predict.add_argument("--checkpoint", default=str(SHIPPED))
+    predict.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     predict.add_argument("images", nargs="+")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=cmd_predict)
@@ -229,7 +226,7 @@ def build_parser() -> _Parser:
                              help="auto (default): int8 on a CPU when the checkpoint is calibrated, else float")
 
     export = sub.add_parser("export", help="export a checkpoint to TorchScript or ONNX")
-    export.add_argument("--checkpoint", default=str(SHIPPED))
+    export.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     export.add_argument("--format", required=True, choices=["torchscript", "onnx"])
     export.add_argument("--out", required=True)
     export.set_defaults(func=cmd_export)
@@ -237,7 +234,7 @@ def build_parser() -> _Parser:
     ship = sub.add_parser("ship", help="measure a checkpoint and write it with its model card (checkpoints/)")
     ship.add_argument("--checkpoint", required=True, help="usually RUN_DIR/best.pt")
     ship.add_argument("--data", required=True, help="the data it was trained on (for the validation report)")
-    ship.add_argument("--out", default=str(SHIPPED))
+    ship.add_argument("--out", default=str(SHIPPED_CHECKPOINT))
     ship.add_argument("--run", help="the run directory whose metrics.jsonl goes beside it (default: the checkpoint's)")
     ship.set_defaults(func=cmd_ship)
 

@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fercore.checkpoint import SHIPPED, LoadedModel, load_model
+from fercore.checkpoint import LoadedModel, load_model
 from fercore.data.images import ImageSource, downscale, open_image, to_face, to_gray
 from fercore.errors import UserError
 from fercore.faces import FaceDetector, fer_crop_box, load_detector
+from fercore.paths import SHIPPED_CHECKPOINT
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Predictor:
         self.detector = detector or load_detector()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path = SHIPPED, precision: str = "auto") -> Predictor:
+    def from_checkpoint(cls, path: str | Path = SHIPPED_CHECKPOINT, precision: str = "auto") -> Predictor:
         return cls(load_model(path, precision=precision))
 
     @property

@@ -37,6 +37,11 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def default_run_name(arch: str) -> str:
+    """A new run's name when none is given: its start time and architecture."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}"
+
+
 @dataclass
 class RunDir:
     """Reading and writing one run directory."""

@@ -13,7 +13,7 @@ from fercore.config import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES, TrainConfig, pr
 from fercore.data import FaceSet, is_synthetic
 from fercore.errors import UserError
 from fercore.labels import CLASS_SETS, EMOTIONS, resolve_classes
-from fercore.runs import ACTIVE_STATES, LAST, RunDir, delete_run, list_runs
+from fercore.runs import ACTIVE_STATES, LAST, RunDir, default_run_name, delete_run, list_runs
 from fercore.train import measure_step_seconds
 from pages._common import checkpoint_card, data_source_picker, enter_app, load_faces, runs_table
 
@@ -250,7 +250,7 @@ def new_run_section() -> None:
                                     key=key + "cw", help="sqrt or balanced weigh rare classes up in the loss")
     device = first.selectbox("Device", DEVICES, key=key + "device")
     seed = second.number_input("Seed", 0, 2**31 - 1, base.seed, key=key + "seed")
-    name = third.text_input("Run name", key="run-name", placeholder=f"{app_support.default_run_name(arch)} (automatic)")
+    name = third.text_input("Run name", key="run-name", placeholder=f"{default_run_name(arch)} (automatic)")
     with st.expander("Augmentation: what each one does to the training faces"):
         augment = augmentation_choices(base, faces, key)
     with st.expander("Distillation: learn from trained models as well as from the labels"):
@@ -272,7 +272,7 @@ def new_run_section() -> None:
     if busy:
         st.warning(f"Already training: {', '.join(busy)}. A second run shares the CPU with it and both slow down.")
     if st.button("Start training", type="primary", icon=":material/play_arrow:"):
-        launch(lambda: app_support.start_training(cfg, name.strip() or app_support.default_run_name(arch)))
+        launch(lambda: app_support.start_training(cfg, name.strip() or default_run_name(arch)))
 
 
 def history_section() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fercore import app_support, checkpoint
+from fercore import app_support
 from fercore.augment import AugmentConfig
 from fercore.config import TrainConfig
 from fercore.data import FaceSet
@@ -29,10 +29,6 @@ def test_settings_come_from_the_environment(folders: Path, monkeypatch: pytest.M
     assert app_support.runs_dir() == folders / "runs" and app_support.data_dir() == folders / "data"
     monkeypatch.delenv(app_support.RUNS_DIR_ENV)
     assert app_support.runs_dir() == app_support.PROJECT_ROOT / "runs"
-
-
-def test_the_shipped_path_is_the_engines() -> None:
-    assert app_support.SHIPPED_CHECKPOINT == checkpoint.SHIPPED
 
 
 def test_ice_servers_default_to_none_and_must_be_a_list(monkeypatch: pytest.MonkeyPatch) -> None:

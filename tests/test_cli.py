@@ -140,7 +140,7 @@ def test_missing_shipped_model_is_explained(tmp_path: Path, monkeypatch: pytest.
     from fercore import checkpoint
     from fercore.cli import main
 
-    monkeypatch.setattr(checkpoint, "SHIPPED", tmp_path / "fer2013.pt")
+    monkeypatch.setattr(checkpoint, "SHIPPED_CHECKPOINT", tmp_path / "fer2013.pt")
     assert main(["evaluate", "--data", "synthetic", "--checkpoint", str(tmp_path / "fer2013.pt")]) == 2
     line = capsys.readouterr().err.strip()
     assert "shipped model" in line and "train" in line and "\n" not in line
