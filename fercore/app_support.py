@@ -160,7 +160,7 @@ def resume_training(run: RunDir) -> RunDir:
         raise UserError(f"run {run.name} is still running")
     if not run.file(LAST).exists():
         raise UserError(f"run {run.name} has no {LAST} to resume from (it stopped before its first save)")
-    _launch(["train", "--resume", str(run.path)], run)
+    _launch(["train", "--resume", str(run.path), "--threads", str(training_threads())], run)
     return run
 
 

@@ -45,9 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fercore.train import run_training
 
     if args.resume:
-        result = run_training(TrainConfig(), Path(args.resume), resume=True, on_progress=_progress_printer())
-        print(json.dumps({**result, "run_dir": args.resume}))
-        return 0
+        return _resume(args)
     overrides: dict[str, Any] = {k: v for k, v in {
         "data": args.data, "arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size,
         "lr": args.lr, "optimizer": args.optimizer, "schedule": args.schedule, "weight_decay": args.weight_decay,
@@ -79,6 +77,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / default_run_name(cfg.arch)
     result = run_training(cfg, run_dir, on_progress=_progress_printer())
     print(json.dumps({**result, "run_dir": str(run_dir)}))
+    return 0
+
+
+RUNTIME_FLAGS = {"resume", "threads", "device", "func", "command"}  # what --resume may set beside the run's recipe
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """train --resume RUN_DIR: the run's own recipe; only --threads and --device may go with it."""
+    from fercore.train import resume_training
+
+    recipe_flags = sorted(f"--{name.replace('_', '-')}" for name, value in vars(args).items()
+                          if name not in RUNTIME_FLAGS and value not in (None, False))
+    if recipe_flags:
+        raise UserError(f"--resume continues the run's own recipe: drop {', '.join(recipe_flags)} "
+                        "(only --threads and --device may change)")
+    result = resume_training(Path(args.resume), _progress_printer(), threads=args.threads, device=args.device)
+    print(json.dumps({**result, "run_dir": args.resume}))
     return 0
 
 

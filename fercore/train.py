@@ -411,16 +411,25 @@ class Trainer:
         return {"best_val_acc": pos.best_val_acc, "best_epoch": pos.best_epoch, "epochs": pos.epoch}
 
 
-def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False,
-                 on_progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Start (or resume) a run in run_dir, keeping status.json true whatever happens."""
-    run = RunDir(run_dir)
-    if resume:
-        if not run.file(LAST).exists():
-            raise UserError(f"nothing to resume in {run_dir}: it has no {LAST}")
-        cfg = TrainConfig.from_dict(run.config())
-    elif run.file("config.json").exists():
+def run_training(cfg: TrainConfig, run_dir: Path, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Start a run of cfg in a new run_dir, keeping status.json true whatever happens."""
+    if RunDir(run_dir).file("config.json").exists():
         raise UserError(f"{run_dir} already holds a run: use --resume {run_dir} or another --run-dir")
+    return _run(cfg, RunDir(run_dir), False, on_progress)
+
+
+def resume_training(run_dir: Path, on_progress: ProgressCallback | None = None, *,
+                    threads: int | None = None, device: str | None = None) -> dict[str, Any]:
+    """Continue a run from its last.pt with its own recipe; only where it runs (threads, device) may change."""
+    run = RunDir(run_dir)
+    if not run.file(LAST).exists():
+        raise UserError(f"nothing to resume in {run_dir}: it has no {LAST}")
+    runtime = {k: v for k, v in {"threads": threads, "device": device}.items() if v is not None}
+    return _run(TrainConfig.from_dict({**run.config(), **runtime}), run, True, on_progress)
+
+
+def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallback | None) -> dict[str, Any]:
+    """Train cfg in run (fresh or from its last.pt), keeping status.json true whatever happens."""
     cfg.validate()  # before anything is written: a bad option leaves no run behind
     run.acquire()
     try:

@@ -92,6 +92,18 @@ def test_resume_launches_a_process_that_continues_the_run(tiny_checkpoint: Path,
     assert "run_dir" in app_support.log_tail(run)  # the CLI's closing line went to the run's log
 
 
+def test_resume_chooses_the_thread_count_for_the_box_as_it_is_now(folders: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    run = RunDir(folders / "runs" / "stopped")
+    run.write_status(state="stopped", pid=None)
+    run.file("last.pt").write_bytes(b"")
+    launched: list[list[str]] = []
+    monkeypatch.setattr(app_support, "_launch", lambda args, _run: launched.append(args))
+    monkeypatch.setattr(app_support, "training_threads", lambda: 1)
+    app_support.resume_training(run)
+    assert launched == [["train", "--resume", str(run.path), "--threads", "1"]]
+
+
 def test_checkpoint_choices_list_each_runs_best_and_last(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
                                                          tmp_path: Path) -> None:
     monkeypatch.setenv(app_support.RUNS_DIR_ENV, str(tiny_checkpoint.parent.parent))

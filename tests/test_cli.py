@@ -34,8 +34,10 @@ def test_train_then_resume_from_the_cli(tmp_path: Path) -> None:
     assert json.loads(result.stdout.strip().splitlines()[-1])["epochs"] == 1
     assert "epoch 1:" in result.stderr
     assert json.loads((run / "config.json").read_text())["classes"] == ["angry", "happy", "neutral", "sad"]
-    again = fercore("train", "--resume", run)  # already finished: resumes nothing and exits cleanly
+    again = fercore("train", "--resume", run, "--threads", "1")  # finished: resumes nothing, exits cleanly
     assert again.returncode == 0, again.stderr
+    refused = _one_error_line(fercore("train", "--resume", run, "--lr", "0.1", "--no-augment"))
+    assert "--lr" in refused and "--no-augment" in refused and "--threads" in refused
     listing = fercore("runs", "--root", tmp_path, "--json")
     assert json.loads(listing.stdout)[0]["state"] == "finished"
 

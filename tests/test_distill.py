@@ -16,7 +16,7 @@ from fercore.distill import DistillationLoss, teacher_probabilities
 from fercore.errors import UserError
 from fercore.labels import EMOTIONS
 from fercore.runs import RunDir
-from fercore.train import run_training
+from fercore.train import resume_training, run_training
 
 SPLIT = {"fraction": 0.1, "seed": 0}
 
@@ -105,7 +105,7 @@ def test_a_resumed_distilled_run_reuses_the_teachers_targets(tmp_path: Path, mon
     assert run_training(cfg, run_dir, on_progress=stop_in_epoch_2)["stopped"]
     kept = torch.load(run_dir / train_module.TEACHER_TARGETS, weights_only=True)
     assert calls == [len(kept)] and torch.allclose(kept, torch.tensor(1 / len(EMOTIONS)))
-    assert run_training(cfg, run_dir, resume=True)["epochs"] == 2
+    assert resume_training(run_dir)["epochs"] == 2
     assert len(calls) == 1  # the resume read the kept targets instead of running the teachers again
 
 

@@ -14,7 +14,7 @@ from fercore.config import TrainConfig, preset
 from fercore.errors import UserError
 from fercore.evaluate import evaluate
 from fercore.runs import RunDir, list_runs
-from fercore.train import run_training
+from fercore.train import resume_training, run_training
 
 
 def _cfg(**overrides: object) -> TrainConfig:
@@ -67,7 +67,7 @@ def test_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path, monkeypatc
     run = RunDir(tmp_path / "resumed")
     assert run.status()["state"] == "stopped" and not run.file("STOP").exists()
     assert read_checkpoint(run.file("last.pt"))["train_state"]["position"]["step"] == 5
-    run_training(TrainConfig(), tmp_path / "resumed", resume=True)
+    resume_training(tmp_path / "resumed")
     straight = read_checkpoint(tmp_path / "straight" / "last.pt")["state_dict"]
     resumed = read_checkpoint(tmp_path / "resumed" / "last.pt")["state_dict"]
     for key in straight:
@@ -82,7 +82,7 @@ def test_existing_run_dir_is_refused_and_resume_needs_last(tmp_path: Path) -> No
     with pytest.raises(UserError, match="already holds a run"):
         run_training(_cfg(epochs=1), tmp_path / "r")
     with pytest.raises(UserError, match="nothing to resume"):
-        run_training(TrainConfig(), tmp_path / "empty", resume=True)
+        resume_training(tmp_path / "empty")
 
 
 def test_a_run_in_use_by_a_live_process_is_refused(tmp_path: Path) -> None:
