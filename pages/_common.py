@@ -14,7 +14,7 @@ from fercore import app_support
 from fercore.data import FaceData, is_synthetic, load_data
 from fercore.data.dataset import DEFAULT_SYNTHETIC_SIZE
 from fercore.data.sources import stat_fingerprint
-from fercore.errors import UserError
+from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.runs import RunDir
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def load_faces(source: str) -> FaceData:
 def data_source_picker(key: str, default: str = "synthetic") -> str | None:
     """Synthetic faces, a path on disk or an upload, as a load_data source; None until the user has given one.
 
-    Raises UserError for a refused upload.
+    Raises UserError for a refused upload, OSError when it cannot be stored.
     """
     kinds = list(SOURCE_KINDS)
     kind = st.radio("Data", kinds, index=0 if is_synthetic(default) else 1, format_func=SOURCE_KINDS.get,
@@ -141,7 +141,7 @@ def picked_checkpoint(key: str, load: Callable[[Path], T]) -> tuple[Path, T]:
         st.stop()
     try:
         return path, load(path)
-    except UserError as exc:
+    except SHOWN_AS_ONE_LINE as exc:
         st.error(str(exc))
         st.stop()
 

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from fercore import app_support, plots
-from fercore.errors import UserError
+from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.evaluate import EvalReport, evaluate
 from fercore.runs import RunDir
 from pages._common import (
@@ -43,7 +43,7 @@ try:
     if source is None:
         st.stop()
     splits = load_faces(source).splits_present()
-except UserError as exc:
+except SHOWN_AS_ONE_LINE as exc:
     st.error(str(exc))
     st.stop()
 options = ["test", "val", "train", "all"] if "test" in splits else ["val", "train", "all"]
@@ -55,7 +55,7 @@ int8 = right.toggle("int8 on the CPU when the model is calibrated (3-4x faster)"
 precision = "auto" if int8 else "float"
 try:
     report = evaluation(str(checkpoint), mtime(checkpoint), source, data_stamp(source), split, tta, precision)
-except UserError as exc:
+except SHOWN_AS_ONE_LINE as exc:
     st.error(str(exc))
     st.stop()
 

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from fercore import app_support
-from fercore.errors import UserError
+from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.runs import list_runs
 from pages._common import enter_app, runs_table, show_card
 
@@ -20,7 +20,7 @@ st.subheader("The shipped model")
 if app_support.SHIPPED_CHECKPOINT.is_file():
     try:
         show_card(app_support.SHIPPED_CHECKPOINT)
-    except UserError as exc:
+    except SHOWN_AS_ONE_LINE as exc:
         st.error(str(exc))
 else:
     st.warning(f"The shipped model {app_support.SHIPPED_CHECKPOINT.name} is missing: a training run is producing "

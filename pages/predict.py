@@ -4,7 +4,7 @@ from pathlib import Path
 import streamlit as st
 
 from fercore import app_support, plots, rtc
-from fercore.errors import UserError
+from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.live import LiveAnnotator, frames_to_annotate
 from fercore.predict import Predictor
 from pages._common import enter_app, load_predictor, mtime, picked_checkpoint
@@ -51,7 +51,7 @@ def live_webcam(predictor: Predictor) -> None:
     """The webcam through WebRTC, each frame annotated by a LiveAnnotator kept for this session and model."""
     try:
         ice_servers = app_support.ice_servers()
-    except UserError as exc:
+    except SHOWN_AS_ONE_LINE as exc:
         st.error(str(exc))
         return
     import av

@@ -11,7 +11,7 @@ import torch
 from fercore import app_support, models, plots
 from fercore.config import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES, TrainConfig, preset
 from fercore.data import FaceSet, is_synthetic
-from fercore.errors import UserError
+from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.labels import CLASS_SETS, EMOTIONS, resolve_classes
 from fercore.runs import ACTIVE_STATES, LAST, RunDir, default_run_name, delete_run, list_runs
 from fercore.train import measure_step_seconds
@@ -58,7 +58,7 @@ def launch(start: Callable[[], RunDir]) -> None:
     """Launch a training process and follow its run: the page polls until the process reports."""
     try:
         run = start()
-    except UserError as exc:
+    except SHOWN_AS_ONE_LINE as exc:
         st.error(str(exc))
         return
     st.session_state["launched"] = (run.path, time.time())
@@ -202,7 +202,7 @@ def teachers_picker(base: TrainConfig, fingerprint: str, key: str, weight: float
 def new_run_section() -> None:
     try:
         source = data_source_picker("train")
-    except UserError as exc:
+    except SHOWN_AS_ONE_LINE as exc:
         st.error(str(exc))
         return
     if source is None:
@@ -225,7 +225,7 @@ def new_run_section() -> None:
     try:
         data = load_faces(source)
         faces = data.split("train", classes, base.val_fraction, base.split_seed)
-    except UserError as exc:
+    except SHOWN_AS_ONE_LINE as exc:
         st.error(str(exc))
         return
     data_preview(faces, data.raw.report.summary())
@@ -293,7 +293,7 @@ def history_section() -> None:
         if st.button("Delete for good", type="primary", key="delete"):
             try:
                 delete_run(RunDir(app_support.runs_dir() / doomed))
-            except UserError as exc:
+            except SHOWN_AS_ONE_LINE as exc:
                 st.error(str(exc))
             else:
                 st.rerun()

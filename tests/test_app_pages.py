@@ -142,6 +142,19 @@ def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
     assert at.dataframe[0].value.set_index("name").loc["first", "state"] == "finished"
 
 
+def test_train_page_reports_a_runs_folder_it_cannot_write_in_one_line(open_page: OpenPage, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv(app_support.RUNS_DIR_ENV, str(tmp_path / "a-file" / "runs"))
+    at = open_page("pages/train.py")
+    at.number_input(key="train-synthetic").set_value(700)
+    at.text_input(key="run-name").input("first")
+    at.run()
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"[Errno 20] Not a directory: '{tmp_path / 'a-file' / 'runs' / 'first'}'"]
+
+
 def test_train_page_continues_a_trained_model(open_page: OpenPage, tiny_checkpoint: Path) -> None:
     shutil.copytree(tiny_checkpoint.parent, app_support.runs_dir() / "tiny")
     start = app_support.runs_dir() / "tiny" / "best.pt"
