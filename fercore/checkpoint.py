@@ -119,7 +119,8 @@ def _runner(model: nn.Module, data: dict[str, Any], device: torch.device, precis
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", precision: str = "auto") -> LoadedModel:
-    """Rebuild the model of a checkpoint in eval mode, and its int8 runner on a CPU when precision allows."""
+    """Rebuild the model of a checkpoint in eval mode on device (a torch.device, or auto/cpu/cuda/mps), with
+    its int8 runner on a CPU when precision allows."""
     return model_from_checkpoint(read_checkpoint(path), Path(path).name, device, precision)
 
 
@@ -136,7 +137,7 @@ def model_from_checkpoint(data: dict[str, Any], name: str, device: str | torch.d
     except RuntimeError:
         raise CheckpointError(f"{name}: weights do not match architecture {data['arch']!r} "
                               f"with {len(data['classes'])} classes") from None
-    device = torch.device(device)
+    device = hardware.pick_device(device) if isinstance(device, str) else device
     model.to(device).eval()
     runner, dtype = _runner(model, data, device, precision, name)
     pre = data["preprocessing"]

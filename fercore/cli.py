@@ -100,7 +100,7 @@ def _resume(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fercore.evaluate import evaluate
 
-    report = evaluate(args.checkpoint, args.data, args.split, args.tta, args.precision)
+    report = evaluate(args.checkpoint, args.data, args.split, args.tta, args.precision, args.device)
     if args.json:
         print(json.dumps(report.to_json()))
         return 0
@@ -120,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from fercore.predict import Predictor, predict_files
 
-    results = predict_files(Predictor.from_checkpoint(args.checkpoint, args.precision), args.images)
+    results = predict_files(Predictor.from_checkpoint(args.checkpoint, args.precision, args.device), args.images)
     if args.json:
         print(json.dumps([r.to_json() for r in results]))
     else:
@@ -183,6 +183,9 @@ def cmd_ship(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> _Parser:
+    from fercore.checkpoint import PRECISIONS
+    from fercore.hardware import DEVICES
+
     parser = _Parser(prog="python -m fercore",
                      description="Facial emotion recognition: train, evaluate, predict, export.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -213,13 +216,12 @@ def build_parser() -> _Parser:
                        help="weight of the teachers' soft targets in the loss, in (0, 1] (default 0.5)")
     train.add_argument("--run-dir")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or interrupted run from its last.pt")
-    train.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    train.add_argument("--device", choices=DEVICES)
     train.add_argument("--threads", type=int, help="CPU threads (0 = all cores)")
     train.add_argument("--amp", choices=["auto", "on", "off"])
     train.add_argument("--seed", type=int)
     train.set_defaults(func=cmd_train)
 
-    from fercore.checkpoint import PRECISIONS
     from fercore.paths import SHIPPED_CHECKPOINT
 
     evaluate = sub.add_parser("evaluate", help="accuracy, macro F1, per-class report and confusion of a checkpoint")
@@ -239,6 +241,8 @@ def build_parser() -> _Parser:
     for command in (evaluate, predict):
         command.add_argument("--precision", choices=PRECISIONS, default="auto",
                              help="auto (default): int8 on a CPU when the checkpoint is calibrated, else float")
+        command.add_argument("--device", choices=DEVICES, default="auto",
+                             help="auto (default): a CUDA GPU, then Apple's MPS, then the CPU")
 
     export = sub.add_parser("export", help="export a checkpoint to TorchScript or ONNX")
     export.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))

@@ -14,14 +14,14 @@ from fercore.errors import UserError
 
 
 def teacher_probabilities(paths: Sequence[str | Path], faces: np.ndarray, classes: Sequence[str],
-                          fingerprint: str, val_split: dict[str, Any]) -> torch.Tensor:
+                          fingerprint: str, val_split: dict[str, Any], device: torch.device) -> torch.Tensor:
     """The teachers' class probabilities [N,C] for the faces, averaged, each with its own default TTA.
 
     Each teacher must have the run's classes and have been trained on the same data with the same validation
     carve: a teacher that had learned the run's validation faces would leak their labels into training."""
     total = torch.zeros(len(faces), len(classes))
     for path in paths:
-        teacher = load_model(path)
+        teacher = load_model(path, device)
         name = Path(path).name
         if tuple(teacher.classes) != tuple(classes):
             raise UserError(f"teacher {name} predicts {', '.join(teacher.classes)}; the run needs "

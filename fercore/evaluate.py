@@ -77,9 +77,9 @@ def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None)
 
 
 def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta: bool | None = None,
-             precision: str = "auto") -> EvalReport:
+             precision: str = "auto", device: str = "auto") -> EvalReport:
     """Load a checkpoint and a data source and evaluate one split (val uses the checkpoint's own carve)."""
-    loaded = load_model(checkpoint, precision=precision)
+    loaded = load_model(checkpoint, device, precision)
     faces = own_split(loaded.info, load_data(data), split)
     report = evaluate_faces(loaded, faces, tta)
     report.split, report.data = split, str(data)

@@ -10,6 +10,8 @@ import torch
 
 from fercore.errors import UserError
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """auto picks CUDA, then Apple's MPS, then the CPU."""
@@ -23,7 +25,7 @@ def pick_device(name: str = "auto") -> torch.device:
         raise UserError("--device cuda asked for, but no CUDA GPU is available")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError("--device mps asked for, but Apple's MPS is not available")
-    if name not in ("cpu", "cuda", "mps"):
+    if name not in DEVICES:
         raise UserError(f"unknown device {name!r}: choose auto, cpu, cuda or mps")
     return torch.device(name)
 

@@ -51,8 +51,9 @@ class Predictor:
         self.detector = detector or load_detector()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path = SHIPPED_CHECKPOINT, precision: str = "auto") -> Predictor:
-        return cls(load_model(path, precision=precision))
+    def from_checkpoint(cls, path: str | Path = SHIPPED_CHECKPOINT, precision: str = "auto",
+                        device: str = "auto") -> Predictor:
+        return cls(load_model(path, device, precision))
 
     @property
     def classes(self) -> tuple[str, ...]:

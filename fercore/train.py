@@ -263,7 +263,7 @@ class Trainer:
             if tuple(kept.shape) == expected:
                 return kept
         targets = teacher_probabilities(self.cfg.teachers, self.train_set.images, self.classes, self.fingerprint,
-                                        self.cfg.val_split())
+                                        self.cfg.val_split(), self.device)
         atomic_write(path, lambda handle: torch.save(targets, handle))
         return targets
 

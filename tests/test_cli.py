@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import write_image_tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,17 @@ def test_train_then_resume_from_the_cli(tmp_path: Path) -> None:
     assert "--lr" in refused and "--no-augment" in refused and "--threads" in refused
     listing = fercore("runs", "--root", tmp_path, "--json")
     assert json.loads(listing.stdout)[0]["state"] == "finished"
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_evaluate_runs_on_the_device_asked_for_or_says_why_not(tiny_checkpoint: Path, device: str) -> None:
+    result = fercore("evaluate", "--checkpoint", tiny_checkpoint, "--data", "synthetic:70", "--split", "all",
+                     "--device", device, "--json")
+    if device == "cpu" or torch.cuda.is_available():
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["dtype"] in (("int8",) if device == "cpu" else ("bfloat16", "float16"))
+    else:
+        assert _one_error_line(result) == "fercore: error: --device cuda asked for, but no CUDA GPU is available"
 
 
 def test_evaluate_json_contract(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from fercore.runs import RunDir
 from fercore.train import resume_training, run_training
 
 SPLIT = {"fraction": 0.1, "seed": 0}
+CPU = torch.device("cpu")
 
 
 def test_teacher_probabilities_average_the_teachers(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,8 +29,8 @@ def test_teacher_probabilities_average_the_teachers(tiny_checkpoint: Path, monke
     alone = torch.as_tensor(trained.proba(faces))
     uniform = torch.full_like(alone, 1 / len(EMOTIONS))
     teachers = {"trained.pt": trained, "knows-nothing.pt": _Uniform(trained)}
-    monkeypatch.setattr("fercore.distill.load_model", teachers.__getitem__)
-    averaged = teacher_probabilities(list(teachers), faces, EMOTIONS, data.fingerprint, SPLIT)
+    monkeypatch.setattr("fercore.distill.load_model", lambda path, _device: teachers[path])
+    averaged = teacher_probabilities(list(teachers), faces, EMOTIONS, data.fingerprint, SPLIT, CPU)
     assert torch.allclose(averaged, (alone + uniform) / 2, atol=1e-5)
     assert torch.allclose(averaged.sum(1), torch.ones(len(faces)), atol=1e-5)
 
@@ -48,11 +49,13 @@ def test_a_teacher_from_another_split_or_data_or_classes_is_refused(tiny_checkpo
     data = load_data("synthetic:2100")
     faces = data.split("train", EMOTIONS, 0.1, 0).images[:8]
     with pytest.raises(UserError, match="validation split"):
-        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS, data.fingerprint, {"fraction": 0.2, "seed": 0})
+        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS, data.fingerprint, {"fraction": 0.2, "seed": 0},
+                              CPU)
     with pytest.raises(UserError, match="validation split"):
-        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS, load_data("synthetic:700").fingerprint, SPLIT)
+        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS, load_data("synthetic:700").fingerprint, SPLIT,
+                              CPU)
     with pytest.raises(UserError, match="predicts"):
-        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS[:3], data.fingerprint, SPLIT)
+        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS[:3], data.fingerprint, SPLIT, CPU)
 
 
 def test_distillation_loss_mixes_label_and_teacher_cross_entropy() -> None:
