@@ -359,15 +359,17 @@ class AnnotatedPhoto:
 
 def annotate_photo(predictor: Predictor, content: bytes, name: str) -> AnnotatedPhoto:
     """Predict the faces of a photo file's bytes and draw them on it; a bad file gives an error, not an exception."""
-    from fercore.data.images import open_image
+    from fercore.data.images import as_rgb, open_image
     from fercore.draw import annotate
+    from fercore.predict import ImagePrediction
 
-    prediction = predictor.predict_image(content, name)
-    if prediction.error:
-        return AnnotatedPhoto(prediction, None)
-    rgb = np.asarray(open_image(content).convert("RGB"))
+    try:
+        photo = as_rgb(open_image(content))  # decoded once, for the prediction and the drawing
+    except UserError as exc:
+        return AnnotatedPhoto(ImagePrediction(name, error=str(exc)), None)
+    prediction = predictor.predict_photo(photo, name)
     note = "no face found: whole image classified" if prediction.no_face_found else None
-    return AnnotatedPhoto(prediction, annotate(rgb, prediction.faces, note))
+    return AnnotatedPhoto(prediction, annotate(np.asarray(photo), prediction.faces, note))
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

@@ -36,7 +36,7 @@ def tta_views(x: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_proba(model: nn.Module, faces: np.ndarray | torch.Tensor, mean: float, std: float,
-                  tta: bool = False, batch_size: int | None = None, amp: bool = True) -> torch.Tensor:
+                  tta: bool = False, amp: bool = True) -> torch.Tensor:
     """Class probabilities [N,C] (float32, CPU) for uint8 faces; tta averages over tta_views.
 
     The model must already be in eval mode (loaded models are; the trainer switches before validating).
@@ -45,7 +45,7 @@ def predict_proba(model: nn.Module, faces: np.ndarray | torch.Tensor, mean: floa
     weight = next(model.parameters(), None)
     device = weight.device if weight is not None else torch.device("cpu")
     dtype = hardware.amp_dtype(device) if amp else None
-    batch_size = batch_size or (64 if device.type == "cpu" else 512) // (4 if tta else 1)  # faces per pass
+    batch_size = (64 if device.type == "cpu" else 512) // (4 if tta else 1)  # faces per pass
     faces = torch.as_tensor(faces)
     out = []
     for start in range(0, len(faces), batch_size):

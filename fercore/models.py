@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 
-def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class BasicCNN(nn.Module):
@@ -56,16 +56,16 @@ class VGGNet(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Pre-activation-free basic residual block (two 3x3 convs), projection shortcut when the shape changes."""
+    """Basic residual block (two 3x3 convs, same resolution), a 1x1 projection shortcut when the width changes."""
 
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
             nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
         )
-        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = nn.Identity() if cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +86,7 @@ class FERNet(nn.Module):
         cin = widths[0]
         for width, depth in zip(widths, depths):
             for _ in range(depth):
-                layers.append(ResidualBlock(cin, width, 1))
+                layers.append(ResidualBlock(cin, width))
                 cin = width
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from fercore.checkpoint import LoadedModel, load_model
-from fercore.data.images import ImageSource, downscale, open_image, to_face, to_gray
+from fercore.data.images import ImageSource, as_rgb, downscale, open_image, to_face, to_gray
 from fercore.errors import UserError
 from fercore.faces import FaceDetector, fer_crop_box, load_detector
 from fercore.paths import SHIPPED_CHECKPOINT
@@ -100,11 +100,15 @@ class Predictor:
     def predict_image(self, source: ImageSource, name: str = "image") -> ImagePrediction:
         """A photo file or bytes: faces with boxes in the photo's own (EXIF-rotated) pixels; errors are caught."""
         try:
-            img = open_image(source)
+            photo = as_rgb(open_image(source))
         except UserError as exc:
             return ImagePrediction(name, error=str(exc))
-        work, scale = downscale(img)
-        rgb = np.asarray(work.convert("RGB"))
+        return self.predict_photo(photo, name)
+
+    def predict_photo(self, photo: Image.Image, name: str = "image") -> ImagePrediction:
+        """An opened RGB photo (as_rgb): detection on a copy of at most 1600 pixels a side, boxes in its pixels."""
+        work, scale = downscale(photo)
+        rgb = np.asarray(work)
         faces = self.predict_array(rgb)
         no_face = not faces
         if no_face:

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from sklearn.metrics import f1_score
 
 from fercore.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
@@ -52,6 +52,18 @@ def test_photo_with_a_face_gets_one_boxed_prediction(tiny_checkpoint: Path, astr
     assert 150 < x + w / 2 < 260 and 60 < y + h / 2 < 170 and w == h  # the astronaut's face, FER-style square
     assert sum(face.probabilities.values()) == pytest.approx(1, abs=1e-4)
     assert face.label == max(face.probabilities, key=face.probabilities.get)
+
+
+def test_a_16_bit_photo_is_read_like_its_8_bit_original(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:
+    gray = ImageOps.autocontrast(Image.open(io.BytesIO(astronaut_jpeg)).convert("L"))  # spans 0..255
+    eight, sixteen = io.BytesIO(), io.BytesIO()
+    gray.save(eight, "PNG")
+    Image.fromarray(np.asarray(gray).astype(np.uint16) * 257).save(sixteen, "PNG")  # 0..65535, mode I;16
+    assert Image.open(io.BytesIO(sixteen.getvalue())).mode.startswith("I")
+    predictor = Predictor.from_checkpoint(tiny_checkpoint)
+    expected, got = (predictor.predict_image(b.getvalue()) for b in (eight, sixteen))
+    assert not got.no_face_found and [f.box for f in got.faces] == [f.box for f in expected.faces]
+    assert got.faces[0].probabilities == pytest.approx(expected.faces[0].probabilities, abs=1e-6)
 
 
 def test_photo_without_a_face_offers_the_whole_image(tiny_checkpoint: Path) -> None:

@@ -51,34 +51,50 @@ def open_image(source: ImageSource) -> Image.Image:
     return img
 
 
-def to_gray(img: Image.Image) -> np.ndarray:
-    """Any Pillow image to a uint8 grayscale array; transparency is composited on white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # 16/32-bit integer and float pixels
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """An 8-bit image (L, RGB, ...): high-depth pixels stretched over their own range (Pillow would clip them),
+    transparency composited on white."""
+    if img.mode in HIGH_DEPTH_MODES:
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        return ((arr - lo) * scale).round().astype(np.uint8)
+        return Image.fromarray(((arr - lo) * scale).round().astype(np.uint8))
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img.convert("RGBA"))
+    return img
+
+
+def to_gray(img: Image.Image) -> np.ndarray:
+    """Any Pillow image to a uint8 grayscale array."""
+    img = _to_8bit(img)
     if img.mode != "L":
         img = img.convert("RGB").convert("L")
     return np.asarray(img, dtype=np.uint8)
 
 
-def to_face(gray: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
-    """Resize a grayscale crop to size x size (antialiased bilinear), the one resize used everywhere."""
-    if gray.shape == (size, size):
+def as_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow image as an 8-bit RGB image, its pixels read the way to_gray reads them."""
+    img = _to_8bit(img)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def to_face(gray: np.ndarray) -> np.ndarray:
+    """Resize a grayscale crop to 48x48 (antialiased bilinear), the one resize used everywhere."""
+    if gray.shape == (FACE_SIZE, FACE_SIZE):
         return np.ascontiguousarray(gray, dtype=np.uint8)
-    resized = Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR)
+    resized = Image.fromarray(gray).resize((FACE_SIZE, FACE_SIZE), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.uint8)
 
 
-def decode_face(source: ImageSource, size: int = FACE_SIZE) -> np.ndarray:
-    """An image file (already a face crop) to a size x size uint8 array."""
-    return to_face(to_gray(open_image(source)), size)
+def decode_face(source: ImageSource) -> np.ndarray:
+    """An image file (already a face crop) to a 48x48 uint8 array."""
+    return to_face(to_gray(open_image(source)))
 
 
 def downscale(img: Image.Image, max_side: int = MAX_WORK_SIDE) -> tuple[Image.Image, float]:
