@@ -2,12 +2,12 @@
 the app's way while the app's server runs and a browser watches the run live.
 
 The app launches `nice -n 10 python -m fercore train --config RUN/launch.json --run-dir RUN --threads T` through
-`fercore.app_support.start_training`, with T = every usable core but one. Here each variant runs one recipe (the
-shipped `fer2013` preset, one epoch) on the same data:
+`fercore.app_support.start_training`, with T = `training_threads()`: every usable core that no active run holds.
+Here each variant runs one recipe (the shipped `fer2013` preset, one epoch) on the same data:
 
 - *CLI alone*: `python -m fercore train --config SAME.json --run-dir RUN --threads T` (the app's command without
-  `nice`), with nothing else running, for T = cores - 1 and T = every core;
-- *app-launched*: `app_support.start_training` itself (its `training_threads` replaced for T = every core), while
+  `nice`), with nothing else running, for T = cores - 1, every core and the app's own choice;
+- *app-launched*: `app_support.start_training` itself (its `training_threads` replaced for each T), while
   `streamlit run streamlit_app.py` serves the app and a headless Chromium (Debian's, as the browser tests start it)
   keeps the Train page's Live tab open on that run; the tab reruns its panel (progress, curves) every 2 s.
 
@@ -231,7 +231,8 @@ def measure_app(cfg: TrainConfig, runs: Path, name: str, threads: int, base: str
 
 
 def app_training_rows(data: str, window_s: float, rounds: int, work: Path) -> list[Row]:
-    """Section 8: images/s of the CLI alone and of the app-launched run, for cores-1 and every core, in rounds."""
+    """Section 8: images/s of the CLI alone and of the app-launched run, for cores-1, every core and the app's
+    choice, in rounds."""
     cores = usable_cores()
     app_threads = app_support.training_threads()
     choices = dict.fromkeys([max(1, cores - 1), cores, app_threads])  # fewer on a one-core machine
