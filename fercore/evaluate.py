@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from fercore.checkpoint import LoadedModel, load_model
 from fercore.data import FaceData, FaceSet, load_data
+from fercore.metrics import confusion_matrix, macro_f1, per_class_scores
 
 
 @dataclass
@@ -31,22 +31,21 @@ class EvalReport:
 
     @property
     def accuracy(self) -> float:
-        return float(accuracy_score(self.labels, self.predictions))
+        return float(np.mean(self.predictions == self.labels)) if len(self.labels) else 0.0
 
     @property
     def macro_f1(self) -> float:
-        return float(f1_score(self.labels, self.predictions, labels=range(len(self.classes)),
-                              average="macro", zero_division=0))
+        return macro_f1(self.confusion())
 
     def per_class(self) -> dict[str, dict[str, float]]:
-        p, r, f, s = precision_recall_fscore_support(self.labels, self.predictions, labels=range(len(self.classes)),
-                                                     zero_division=0)
-        return {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        scores = per_class_scores(self.confusion())
+        return {c: {"precision": float(scores["precision"][i]), "recall": float(scores["recall"][i]),
+                    "f1": float(scores["f1"][i]), "support": int(scores["support"][i])}
                 for i, c in enumerate(self.classes)}
 
     def confusion(self) -> np.ndarray:
         """Counts, rows = true class, columns = predicted class."""
-        return confusion_matrix(self.labels, self.predictions, labels=range(len(self.classes)))
+        return confusion_matrix(self.labels, self.predictions, len(self.classes))
 
     def mistakes(self, limit: int = 24) -> list[dict[str, Any]]:
         """The most confident wrong predictions, most confident first."""

@@ -218,13 +218,19 @@ class FaceDetector:
         kept = _nms(boxes, 0.7)
         return _square(_regress(boxes[kept], reg[kept]))
 
+    @staticmethod
+    def _rescore(net: cv2.dnn.Net, outputs: list[str], size: int, threshold: float, image: np.ndarray,
+                 boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run a later stage on the candidates' crops: the boxes that pass with their new scores, and their
+        regressions."""
+        net.setInput(_blob(_crops(image, boxes, size)))
+        reg, prob = net.forward(outputs)
+        passed = prob[:, 1] > threshold
+        return np.column_stack([boxes[passed, :4], prob[passed, 1]]), reg[passed]
+
     def _refine(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """R-Net: rescore candidates, drop overlaps, regress and square the rest."""
-        self._rnet.setInput(_blob(_crops(image, boxes, 24)))
-        reg, prob = self._rnet.forward(["dense_2", "softmax_1"])
-        passed = prob[:, 1] > self.thresholds[1]
-        boxes = np.column_stack([boxes[passed, :4], prob[passed, 1]])
-        reg = reg[passed]
+        boxes, reg = self._rescore(self._rnet, ["dense_2", "softmax_1"], 24, self.thresholds[1], image, boxes)
         if not len(boxes):
             return boxes
         kept = _nms(boxes, 0.7)
@@ -232,10 +238,8 @@ class FaceDetector:
 
     def _finish(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """O-Net: final scores and boxes, nested duplicates removed."""
-        self._onet.setInput(_blob(_crops(image, boxes, 48)))
-        reg, prob = self._onet.forward(["dense_5", "softmax_2"])
-        passed = prob[:, 1] > self.thresholds[2]
-        boxes = _regress(np.column_stack([boxes[passed, :4], prob[passed, 1]]), reg[passed])
+        boxes, reg = self._rescore(self._onet, ["dense_5", "softmax_2"], 48, self.thresholds[2], image, boxes)
+        boxes = _regress(boxes, reg)
         return boxes[_nms_min(boxes, 0.7)] if len(boxes) else boxes
 
 

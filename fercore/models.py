@@ -12,7 +12,17 @@ def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class BasicCNN(nn.Module):
+class FeaturesThenClassifier(nn.Module):
+    """A network of two parts, set by subclasses: features (convolutions) then classifier (the head)."""
+
+    features: nn.Sequential
+    classifier: nn.Sequential
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class BasicCNN(FeaturesThenClassifier):
     """Seed 001's design: (Conv-BN-ReLU-MaxPool) x4 -> FC 512 -> classes."""
 
     def __init__(self, num_classes: int = 7, widths: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.5):
@@ -29,11 +39,8 @@ class BasicCNN(nn.Module):
             nn.Linear(512, num_classes),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
 
-
-class VGGNet(nn.Module):
+class VGGNet(FeaturesThenClassifier):
     """VGG-style: four double-conv blocks with BN, max-pool and dropout, then two FC layers."""
 
     def __init__(self, num_classes: int = 7, widths: tuple[int, ...] = (64, 128, 256, 512), dropout: float = 0.4):
@@ -50,9 +57,6 @@ class VGGNet(nn.Module):
             nn.Dropout(dropout), nn.Linear(1024, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
             nn.Dropout(dropout), nn.Linear(512, num_classes),
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
 
 
 class ResidualBlock(nn.Module):
@@ -72,7 +76,7 @@ class ResidualBlock(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-class FERNet(nn.Module):
+class FERNet(FeaturesThenClassifier):
     """Our design: VGG-style stages made residual, narrow widths, max-pool between stages, small FC head.
 
     Residual double-conv blocks train faster and deeper than plain VGG blocks at the same width, so the net
@@ -95,9 +99,6 @@ class FERNet(nn.Module):
             nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin * side * side, 256), nn.BatchNorm1d(256),
             nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(256, num_classes),
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from fercore.data import load_data
 from fercore.distill import DistillationLoss, teacher_probabilities
 from fercore.errors import UserError
 from fercore.inference import predict_proba, to_input
+from fercore.metrics import confusion_matrix, macro_f1
 from fercore.runs import BEST, LAST, RunDir
 
 PROGRESS_SECONDS = 1.0
@@ -60,14 +61,6 @@ def _pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
     mean = float((counts * values).sum() / counts.sum())
     std = float(np.sqrt((counts * (values - mean) ** 2).sum() / counts.sum()))
     return mean, std or 1.0
-
-
-def _macro_f1(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> float:
-    """Macro F1 over all classes (0 for a class never predicted nor present), as scikit-learn computes it."""
-    confusion = np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, -1)
-    tp = np.diag(confusion).astype(np.float64)
-    denominator = confusion.sum(0) + confusion.sum(1)
-    return float(np.mean(np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)))
 
 
 def _class_weights(counts: np.ndarray, mode: str) -> torch.Tensor | None:
@@ -370,7 +363,7 @@ class Trainer:
         pred = probs.argmax(1)
         nll = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
         return {"val_loss": nll, "val_acc": float((pred == labels).float().mean()),
-                "val_macro_f1": _macro_f1(labels.numpy(), pred.numpy(), len(self.classes))}
+                "val_macro_f1": macro_f1(confusion_matrix(labels.numpy(), pred.numpy(), len(self.classes)))}
 
     def _write_running_status(self) -> None:
         pos, cfg = self.pos, self.cfg
