@@ -2,12 +2,12 @@
 the app's way while the app's server runs and a browser watches the run live.
 
 The app launches `nice -n 10 python -m fercore train --config RUN/launch.json --run-dir RUN --threads T` through
-`fercore.app_support.start_training`, with T = `training_threads()`: every usable core that no active run holds.
+`fercore.app.launcher.start_training`, with T = `training_threads()`: every usable core that no active run holds.
 Here each variant runs one recipe (the shipped `fer2013` preset, one epoch) on the same data:
 
 - *CLI alone*: `python -m fercore train --config SAME.json --run-dir RUN --threads T` (the app's command without
   `nice`), with nothing else running, for T = cores - 1, every core and the app's own choice;
-- *app-launched*: `app_support.start_training` itself (its `training_threads` replaced for each T), while
+- *app-launched*: `launcher.start_training` itself (its `training_threads` replaced for each T), while
   `streamlit run streamlit_app.py` serves the app and a headless Chromium (Debian's, as the browser tests start it)
   keeps the Train page's Live tab open on that run; the tab reruns its panel (progress, curves) every 2 s.
 
@@ -34,7 +34,7 @@ from unittest import mock
 from bench_app import streamlit_server, wait_for_first_page
 from harness import ROOT, Row
 
-from fercore import app_support
+from fercore.app import launcher, settings
 from fercore.atomic import atomic_write_json
 from fercore.config import TrainConfig, preset
 from fercore.data import load_data
@@ -159,7 +159,7 @@ def follow(run: RunDir, window_s: float, wait: Wait, ready_at: float = 0.0) -> S
 def launch_cli(config: Path, run_dir: Path, threads: int) -> tuple[RunDir, subprocess.Popen]:
     """The app's training command without `nice`, as a user types it: same recipe file, same flags."""
     run_dir.mkdir(parents=True)
-    with open(run_dir / app_support.TRAIN_LOG, "wb") as log:
+    with open(run_dir / launcher.TRAIN_LOG, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "fercore", "train", "--config", str(config), "--run-dir",
                                     str(run_dir), "--threads", str(threads)], cwd=ROOT, stdin=subprocess.DEVNULL,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -167,19 +167,19 @@ def launch_cli(config: Path, run_dir: Path, threads: int) -> tuple[RunDir, subpr
 
 
 def launch_app(cfg: TrainConfig, runs: Path, name: str, threads: int) -> RunDir:
-    """app_support.start_training into the runs folder, with its thread choice replaced by `threads` (its own
+    """launcher.start_training into the runs folder, with its thread choice replaced by `threads` (its own
     choice when equal)."""
-    with (mock.patch.dict(os.environ, {app_support.RUNS_DIR_ENV: str(runs)}),
-          mock.patch.object(app_support, "training_threads", lambda: threads)):
-        return app_support.start_training(cfg, name)
+    with (mock.patch.dict(os.environ, {settings.RUNS_DIR_ENV: str(runs)}),
+          mock.patch.object(launcher, "training_threads", lambda: threads)):
+        return launcher.start_training(cfg, name)
 
 
 def wait_until_active(run: RunDir, wait: Wait) -> None:
     """Until the launched process has written its first status (the app's Live tab then opens on it)."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while not run.status_raw():
-        if time.monotonic() > deadline or app_support.launch_problem(run):
-            raise RuntimeError(f"run {run.name} did not start: {app_support.log_tail(run, 3)}")
+        if time.monotonic() > deadline or launcher.launch_problem(run):
+            raise RuntimeError(f"run {run.name} did not start: {launcher.log_tail(run, 3)}")
         wait(0.2)
 
 
@@ -188,7 +188,7 @@ def app_and_browser(runs: Path) -> Iterator[tuple[str, object]]:
     """The app's server on the runs folder, and a headless Chromium; yields the server's URL and the browser."""
     from playwright.sync_api import sync_playwright
 
-    env = {app_support.RUNS_DIR_ENV: str(runs), app_support.DATA_DIR_ENV: str(runs.parent / "app-data"),
+    env = {settings.RUNS_DIR_ENV: str(runs), settings.DATA_DIR_ENV: str(runs.parent / "app-data"),
            "FERCORE_ICE_SERVERS": "[]", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     with streamlit_server(ROOT / "streamlit_app.py", env) as (server, base), sync_playwright() as playwright:
         wait_for_first_page(server, base, "streamlit_app.py")
@@ -234,7 +234,7 @@ def app_training_rows(data: str, window_s: float, rounds: int, work: Path) -> li
     """Section 8: images/s of the CLI alone and of the app-launched run, for cores-1, every core and the app's
     choice, in rounds."""
     cores = usable_cores()
-    app_threads = app_support.training_threads()
+    app_threads = launcher.training_threads()
     choices = dict.fromkeys([max(1, cores - 1), cores, app_threads])  # fewer on a one-core machine
     cfg = recipe(data)
     load_data(data)  # fills the decode cache (FERCORE_CACHE_DIR) once: every run then reads it, none decodes

@@ -1,4 +1,4 @@
-"""WebRTC switches of the live webcam beyond its ICE servers (those are `app_support.ice_servers`, read from
+"""WebRTC switches of the live webcam beyond its ICE servers (those are `app.settings.ice_servers`, read from
 $FERCORE_ICE_SERVERS): a test-only one that lets the browser and the server meet when the loopback interface is
 the only network (the browser tests run offline in such a network namespace).
 

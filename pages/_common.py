@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import streamlit as st
 
-from fercore import app_support
+from fercore.app import data_views, model_menu, settings
 from fercore.data import FaceData, is_synthetic, load_data
 from fercore.data.dataset import DEFAULT_SYNTHETIC_SIZE
 from fercore.data.sources import stat_fingerprint
@@ -75,16 +75,16 @@ def data_source_picker(key: str, default: str = "synthetic") -> str | None:
     if kind == "path":
         path = st.text_input("Path", "" if is_synthetic(default) else default, key=f"{key}-path",
                              placeholder="/data/fer2013/train  (emotion folders), archive.zip or fer2013.csv",
-                             help=f"Allowed under: {', '.join(map(str, app_support.data_roots()))} "
-                                  f"(more with {app_support.DATA_ROOTS_ENV})")
-        return str(app_support.allowed_data_path(path.strip())) if path.strip() else None
+                             help=f"Allowed under: {', '.join(map(str, settings.data_roots()))} "
+                                  f"(more with {settings.DATA_ROOTS_ENV})")
+        return str(settings.allowed_data_path(path.strip())) if path.strip() else None
     upload = st.file_uploader("archive.zip (Kaggle) or fer2013.csv", type=["zip", "csv"], key=f"{key}-upload",
-                              max_upload_size=app_support.MAX_DATA_UPLOAD_MB)
+                              max_upload_size=data_views.MAX_DATA_UPLOAD_MB)
     if upload is None:
         return None
     stored: dict[str, str] = st.session_state.setdefault(f"{key}-stored", {})  # upload id -> stored path
     if upload.file_id not in stored:
-        stored[upload.file_id] = str(app_support.store_upload(upload.name, upload.getvalue()))
+        stored[upload.file_id] = str(data_views.store_upload(upload.name, upload.getvalue()))
     st.caption(f"Stored as {stored[upload.file_id]}")
     return stored[upload.file_id]
 
@@ -95,7 +95,7 @@ def mtime(path: Path) -> float:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _card(path: str, modified: float) -> dict[str, Any]:
-    return app_support.read_card(Path(path))
+    return model_menu.read_card(Path(path))
 
 
 def checkpoint_card(path: Path) -> dict[str, Any]:
@@ -117,10 +117,10 @@ def load_predictor(path: Path) -> Predictor:
 
 def checkpoint_picker(key: str) -> Path | None:
     """Pick the shipped model or a run's checkpoint; the choice carries over between pages. None when there is none."""
-    if not app_support.SHIPPED_CHECKPOINT.is_file():
-        st.info(f"The shipped model ({app_support.SHIPPED_CHECKPOINT.name}) is not there yet: a training run is "
+    if not model_menu.SHIPPED_CHECKPOINT.is_file():
+        st.info(f"The shipped model ({model_menu.SHIPPED_CHECKPOINT.name}) is not there yet: a training run is "
                 "producing it. Meanwhile pick any run's checkpoint.")
-    choices = app_support.checkpoint_choices()
+    choices = model_menu.checkpoint_choices()
     if not choices:
         st.warning("No checkpoint yet: train a model first (the synthetic demo takes about a minute).")
         st.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
@@ -148,7 +148,7 @@ def picked_checkpoint(key: str, load: Callable[[Path], T]) -> tuple[Path, T]:
 
 def show_card(path: Path) -> None:
     """The checkpoint's card as a two-column table."""
-    rows = app_support.card_rows(checkpoint_card(path), path)
+    rows = model_menu.card_rows(checkpoint_card(path), path)
     st.markdown("\n".join(["| Model card | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows.items())]))
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from fercore import app_support, plots
+from fercore import plots
+from fercore.app import data_views, outputs, settings
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.evaluate import EvalReport, evaluate
 from fercore.runs import RunDir
@@ -39,7 +40,7 @@ with st.expander("Model card"):
 trained_on = str(card.get("data_source", "synthetic"))
 st.caption(f"This model was trained on {trained_on}: its val split is the part held out from that training.")
 try:
-    source = data_source_picker("evaluate", default=app_support.default_data_source(trained_on))
+    source = data_source_picker("evaluate", default=settings.default_data_source(trained_on))
     if source is None:
         st.stop()
     splits = load_faces(source).splits_present()
@@ -81,7 +82,7 @@ st.subheader("Most confident mistakes")
 mistakes = report.mistakes(MISTAKES)
 if mistakes:
     st.caption("true → predicted, with the model's confidence")
-    st.image([app_support.face_grid(report.faces.images[m["index"]][None], 1) for m in mistakes], width=96,
+    st.image([data_views.face_grid(report.faces.images[m["index"]][None], 1) for m in mistakes], width=96,
              caption=[f"{m['true']} → {m['predicted']} {m['confidence']:.0%}" for m in mistakes])
 else:
     st.success("No mistakes on this split.")
@@ -94,7 +95,7 @@ if epochs:
 stem = f"{Path(checkpoint).parent.name}-{Path(checkpoint).stem}-{split}"
 first, second, third = st.columns(3)
 first.download_button("Per-class CSV", table.to_csv(), f"{stem}-per-class.csv", "text/csv", on_click="ignore")
-second.download_button("Predictions CSV", lambda: app_support.predictions_csv(report), f"{stem}-predictions.csv",
+second.download_button("Predictions CSV", lambda: outputs.predictions_csv(report), f"{stem}-predictions.csv",
                        "text/csv", on_click="ignore")
 third.download_button("Report JSON", json.dumps(report.to_json(), indent=2), f"{stem}-report.json",
                       "application/json", on_click="ignore")

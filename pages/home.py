@@ -1,7 +1,7 @@
 """Home: what FER Studio does, the shipped model's card, the runs found on disk, and the way to each page."""
 import streamlit as st
 
-from fercore import app_support
+from fercore.app import model_menu, settings
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.runs import list_runs
 from pages._common import enter_app, runs_table, show_card
@@ -17,22 +17,22 @@ st.markdown(
     "**Predict** the emotions in your photos, a camera snapshot or your live webcam.")
 
 st.subheader("The shipped model")
-if app_support.SHIPPED_CHECKPOINT.is_file():
+if model_menu.SHIPPED_CHECKPOINT.is_file():
     try:
-        show_card(app_support.SHIPPED_CHECKPOINT)
+        show_card(model_menu.SHIPPED_CHECKPOINT)
     except SHOWN_AS_ONE_LINE as exc:
         st.error(str(exc))
 else:
-    st.warning(f"The shipped model {app_support.SHIPPED_CHECKPOINT.name} is missing: a training run is producing "
+    st.warning(f"The shipped model {model_menu.SHIPPED_CHECKPOINT.name} is missing: a training run is producing "
                "it (`python -m fercore train --preset fer2013 --data FER2013_FOLDER`, then `python -m fercore ship`). "
                "Until it exists, Evaluate and Predict work with any run's best.pt.")
 
 st.subheader("Training runs")
-runs = list_runs(app_support.runs_dir())
+runs = list_runs(settings.runs_dir())
 if runs:
     runs_table(runs)
 else:
-    st.caption(f"No runs yet in {app_support.runs_dir()}.")
+    st.caption(f"No runs yet in {settings.runs_dir()}.")
 
 st.subheader("Go to")
 left, middle, right = st.columns(3)

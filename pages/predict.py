@@ -3,7 +3,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from fercore import app_support, plots, rtc
+from fercore import plots, rtc
+from fercore.app import outputs, settings
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.live import LiveAnnotator, frames_to_annotate
 from fercore.predict import Predictor
@@ -16,9 +17,9 @@ IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def annotated_photo(_predictor: Predictor, checkpoint: str, checkpoint_mtime: float, content: bytes,
-                    name: str) -> app_support.AnnotatedPhoto:
+                    name: str) -> outputs.AnnotatedPhoto:
     """Cached per model file and photo bytes (the predictor itself is not hashed: the checkpoint names it)."""
-    return app_support.annotate_photo(_predictor, content, name)
+    return outputs.annotate_photo(_predictor, content, name)
 
 
 def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str, key: str) -> None:
@@ -32,7 +33,7 @@ def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str
         left, right = st.columns([3, 2])
         found = "no face found" if prediction.no_face_found else f"{len(prediction.faces)} face(s)"
         left.image(result.image, caption=f"{name}: {found}")
-        left.download_button("Download annotated image", lambda: app_support.png_bytes(result.image),
+        left.download_button("Download annotated image", lambda: outputs.png_bytes(result.image),
                              f"{Path(name).stem}-annotated.png", "image/png", on_click="ignore", key=f"{key}-png")
         if prediction.no_face_found:
             right.info("No face found. Shown instead: the whole image classified as one face, which is only "
@@ -50,7 +51,7 @@ def live_stats(annotator: LiveAnnotator) -> None:
 def live_webcam(predictor: Predictor) -> None:
     """The webcam through WebRTC, each frame annotated by a LiveAnnotator kept for this session and model."""
     try:
-        ice_servers = app_support.ice_servers()
+        ice_servers = settings.ice_servers()
     except SHOWN_AS_ONE_LINE as exc:
         st.error(str(exc))
         return
@@ -80,7 +81,7 @@ def live_webcam(predictor: Predictor) -> None:
         st.fragment(live_stats, run_every=1)(annotator)
     if not ice_servers:
         st.caption(f"No ICE servers configured: works when the browser reaches this server directly (same machine or "
-                   f"network). For other setups give STUN/TURN servers in {app_support.ICE_SERVERS_ENV}.")
+                   f"network). For other setups give STUN/TURN servers in {settings.ICE_SERVERS_ENV}.")
 
 
 st.title("Predict")
@@ -89,7 +90,7 @@ checkpoint, predictor = picked_checkpoint("predict-model", load_predictor)
 photos, snapshot, webcam = st.tabs(["Photos", "Camera snapshot", "Live webcam"])
 with photos:
     uploads = st.file_uploader("Drop photos here", type=IMAGE_TYPES, accept_multiple_files=True,
-                               max_upload_size=app_support.MAX_IMAGE_UPLOAD_MB)
+                               max_upload_size=outputs.MAX_IMAGE_UPLOAD_MB)
     for index, upload in enumerate(uploads or []):
         show_photo(predictor, checkpoint, upload.getvalue(), upload.name, key=f"photo{index}")
 with snapshot:

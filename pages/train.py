@@ -8,7 +8,8 @@ from typing import Any
 import streamlit as st
 import torch
 
-from fercore import app_support, models, plots
+from fercore import models, plots
+from fercore.app import data_views, launcher, model_menu, settings
 from fercore.config import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES, TrainConfig, preset
 from fercore.data import FaceSet, is_synthetic
 from fercore.errors import SHOWN_AS_ONE_LINE
@@ -71,7 +72,7 @@ def awaiting_report(run: RunDir) -> bool:
     path, launched_at = st.session_state.get("launched", (None, 0.0))
     if path != run.path or time.time() - launched_at > LAUNCH_GRACE_S:
         return False
-    return run.status_raw().get("updated", 0) < launched_at and app_support.launch_problem(run) is None
+    return run.status_raw().get("updated", 0) < launched_at and launcher.launch_problem(run) is None
 
 
 def run_progress(run: RunDir, status: dict[str, Any], waiting: bool) -> None:
@@ -101,7 +102,7 @@ def run_progress(run: RunDir, status: dict[str, Any], waiting: bool) -> None:
     if status.get("error") and not active:
         st.error(status["error"])
         with st.expander("Training log"):
-            st.code(app_support.log_tail(run) or "(empty)")
+            st.code(launcher.log_tail(run) or "(empty)")
     if waiting:
         st.caption("Resuming: waiting for the training process...")
     elif active and run.stop_requested():
@@ -111,7 +112,7 @@ def run_progress(run: RunDir, status: dict[str, Any], waiting: bool) -> None:
         st.rerun(scope="fragment")
     elif state in RESUMABLE_STATES and run.file(LAST).exists():
         if st.button("Resume", icon=":material/play_arrow:", key="resume"):
-            launch(lambda: app_support.resume_training(run))
+            launch(lambda: launcher.resume_training(run))
 
 
 def live_panel(run: RunDir, polling: bool) -> None:
@@ -120,7 +121,7 @@ def live_panel(run: RunDir, polling: bool) -> None:
     waiting = awaiting_report(run)
     if status:
         run_progress(run, status, waiting)
-    elif problem := app_support.launch_problem(run):
+    elif problem := launcher.launch_problem(run):
         st.error(f"The training process ended before it started: {problem}")
     else:
         st.info("Starting the training process...")
@@ -129,7 +130,7 @@ def live_panel(run: RunDir, polling: bool) -> None:
 
 
 def live_section() -> None:
-    runs = list_runs(app_support.runs_dir())
+    runs = list_runs(settings.runs_dir())
     launched = st.session_state.get("launched", (None, 0.0))[0]
     if launched and launched not in [r.path for r in runs]:
         runs.insert(0, RunDir(launched))  # launched a moment ago: it has no config.json yet
@@ -147,10 +148,10 @@ def data_preview(faces: FaceSet, note: str) -> None:
     counts = faces.counts()
     left, right = st.columns([3, 2])
     left.plotly_chart(plots.class_counts(counts, title=f"{len(faces):,} training faces"))
-    images, labels = app_support.class_samples(faces, per_class=6)
-    right.image(app_support.face_grid(images, columns=6),
+    images, labels = data_views.class_samples(faces, per_class=6)
+    right.image(data_views.face_grid(images, columns=6),
                 caption="six per class, rows: " + ", ".join(dict.fromkeys(labels)))
-    warning = app_support.imbalance_warning(counts)
+    warning = data_views.imbalance_warning(counts)
     if warning:
         st.warning(warning)
     if note:
@@ -159,23 +160,23 @@ def data_preview(faces: FaceSet, note: str) -> None:
 
 def augmentation_choices(base: TrainConfig, faces: FaceSet, key: str) -> dict[str, float]:
     """A slider per augmentation beside a preview of what it does to the same faces."""
-    samples = app_support.class_samples(faces, per_class=2, seed=1)[0][:PREVIEW_FACES]
-    st.image(app_support.face_grid(samples, PREVIEW_FACES), caption="the faces as they are")
+    samples = data_views.class_samples(faces, per_class=2, seed=1)[0][:PREVIEW_FACES]
+    st.image(data_views.face_grid(samples, PREVIEW_FACES), caption="the faces as they are")
     values = {}
     for field, (label, top, step) in AUGMENTATIONS.items():
         left, right = st.columns([1, 2], vertical_alignment="center")
         values[field] = left.slider(label, 0.0, top, float(getattr(base.augment, field)), step, key=f"{key}{field}")
-        right.image(app_support.face_grid(app_support.augmented(
-            samples, app_support.single_augmentation(field, values[field])), PREVIEW_FACES))
+        right.image(data_views.face_grid(data_views.augmented(
+            samples, data_views.single_augmentation(field, values[field])), PREVIEW_FACES))
     all_on = dataclasses.replace(base.augment, **values)
-    st.image(app_support.face_grid(app_support.augmented(samples, all_on), PREVIEW_FACES),
+    st.image(data_views.face_grid(data_views.augmented(samples, all_on), PREVIEW_FACES),
              caption="all together (one random draw)")
     return values
 
 
 def warm_start_picker(classes: tuple[str, ...]) -> tuple[Path, dict[str, Any]] | None:
     """Random weights, or a checkpoint over the same classes to continue from (its card with it)."""
-    choices = app_support.warm_start_choices(classes, checkpoint_card)
+    choices = model_menu.warm_start_choices(classes, checkpoint_card)
     picked = st.selectbox("Start from", [None, *choices], key="warm-start",
                           format_func=lambda c: "random weights (from scratch)" if c is None else
                           f"{c[0].label}: {c[1]['arch']} (continue training it)",
@@ -187,7 +188,7 @@ def warm_start_picker(classes: tuple[str, ...]) -> tuple[Path, dict[str, Any]] |
 def teachers_picker(base: TrainConfig, fingerprint: str, key: str, weight: float) -> tuple[list[str], float]:
     """Trained models whose averaged predictions join the labels as soft targets, and their weight in the loss
     (weight: the slider's default)."""
-    choices = app_support.teacher_choices(tuple(base.classes), fingerprint, base.val_split(), checkpoint_card)
+    choices = model_menu.teacher_choices(tuple(base.classes), fingerprint, base.val_split(), checkpoint_card)
     if not choices:
         st.caption("No trained model of these classes on this data, with the same validation split, to learn from.")
         return [], base.distill
@@ -263,20 +264,20 @@ def new_run_section() -> None:
                               label_smoothing=float(label_smoothing), class_weights=class_weights, device=device,
                               seed=int(seed), augment=dataclasses.replace(base.augment, **augment),
                               teachers=teachers, distill=float(distill))
-    threads = app_support.training_threads()
+    threads = launcher.training_threads()
     step_s = step_seconds(arch, int(batch_size), device, len(classes), threads)
     steps = max(1, len(faces) // int(batch_size))
     st.caption(f"About **{eta(step_s * steps)} per epoch** on this machine ({steps} steps of {batch_size} faces at "
                f"{step_s * 1000:.0f} ms, measured with {threads} thread(s), as the run will use).")
-    busy = [r.name for r in list_runs(app_support.runs_dir()) if r.is_active()]
+    busy = [r.name for r in list_runs(settings.runs_dir()) if r.is_active()]
     if busy:
         st.warning(f"Already training: {', '.join(busy)}. A second run shares the CPU with it and both slow down.")
     if st.button("Start training", type="primary", icon=":material/play_arrow:"):
-        launch(lambda: app_support.start_training(cfg, name.strip() or default_run_name(arch)))
+        launch(lambda: launcher.start_training(cfg, name.strip() or default_run_name(arch)))
 
 
 def history_section() -> None:
-    runs = list_runs(app_support.runs_dir())
+    runs = list_runs(settings.runs_dir())
     if not runs:
         st.info("No runs yet.")
         return
@@ -292,7 +293,7 @@ def history_section() -> None:
         doomed = st.selectbox("Run to delete", [r.name for r in runs], key="doomed")
         if st.button("Delete for good", type="primary", key="delete"):
             try:
-                delete_run(RunDir(app_support.runs_dir() / doomed))
+                delete_run(RunDir(settings.runs_dir() / doomed))
             except SHOWN_AS_ONE_LINE as exc:
                 st.error(str(exc))
             else:
@@ -303,7 +304,7 @@ st.title("Train")
 if st.session_state.pop("show-live", False):  # a run was just started: watch it
     st.session_state["train-tab"] = "Live"
 elif "train-tab" not in st.session_state:
-    running = any(run.is_active() for run in list_runs(app_support.runs_dir()))
+    running = any(run.is_active() for run in list_runs(settings.runs_dir()))
     st.session_state["train-tab"] = "Live" if running else "New run"
 tabs = dict(zip(("New run", "Live", "Runs"), st.tabs(["New run", "Live", "Runs"], key="train-tab", on_change="rerun")))
 for label, section in (("New run", new_run_section), ("Live", live_section), ("Runs", history_section)):

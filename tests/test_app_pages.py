@@ -21,7 +21,7 @@ import streamlit_webrtc
 from conftest import write_image_tree
 from streamlit.testing.v1 import AppTest
 
-from fercore import app_support
+from fercore.app import launcher, model_menu, settings
 from fercore.augment import AugmentConfig
 from fercore.config import TrainConfig, preset
 from fercore.evaluate import evaluate
@@ -50,9 +50,9 @@ def webrtc_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 @pytest.fixture
 def open_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, webrtc_calls: list[dict]) -> OpenPage:
     """Open a page of the app with empty runs and data folders and no shipped model (tests may change that)."""
-    monkeypatch.setenv(app_support.RUNS_DIR_ENV, str(tmp_path / "runs"))
-    monkeypatch.setenv(app_support.DATA_DIR_ENV, str(tmp_path / "data"))
-    monkeypatch.setattr(app_support, "SHIPPED_CHECKPOINT", tmp_path / "checkpoints" / "fer2013.pt")
+    monkeypatch.setenv(settings.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    monkeypatch.setenv(settings.DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setattr(model_menu, "SHIPPED_CHECKPOINT", tmp_path / "checkpoints" / "fer2013.pt")
 
     def open_(page: str) -> AppTest:
         at = AppTest.from_file(str(APP), default_timeout=60).run()
@@ -65,7 +65,7 @@ def open_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, webrtc_calls: lis
 @pytest.fixture
 def with_tiny_run(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The runs folder holds the tiny trained run; returns its best.pt."""
-    monkeypatch.setenv(app_support.RUNS_DIR_ENV, str(tiny_checkpoint.parent.parent))
+    monkeypatch.setenv(settings.RUNS_DIR_ENV, str(tiny_checkpoint.parent.parent))
     return tiny_checkpoint
 
 
@@ -79,7 +79,7 @@ def wait_until_finished(run: RunDir, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while run.status().get("state") in (None, *ACTIVE_STATES) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert run.status()["state"] == "finished", app_support.log_tail(run)
+    assert run.status()["state"] == "finished", launcher.log_tail(run)
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -92,10 +92,10 @@ def test_every_page_loads_with_no_data(open_page: OpenPage, page: str) -> None:
 def test_the_home_page_starts_without_torch(tmp_path: Path) -> None:
     """Only reading a model card needs torch (imported then): the rest of the home page stays light."""
     script = ("import sys; from pathlib import Path; from streamlit.testing.v1 import AppTest; "
-              "import fercore.app_support; fercore.app_support.SHIPPED_CHECKPOINT = Path('/nowhere/fer2013.pt'); "
+              "import fercore.app.model_menu as menu; menu.SHIPPED_CHECKPOINT = Path('/nowhere/fer2013.pt'); "
               f"at = AppTest.from_file({str(APP)!r}, default_timeout=30).run(); "
               "assert not at.exception, at.exception; print(sorted(m for m in sys.modules if m.startswith('torch')))")
-    env = {**os.environ, app_support.RUNS_DIR_ENV: str(tmp_path)}
+    env = {**os.environ, settings.RUNS_DIR_ENV: str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -110,7 +110,7 @@ def test_home_says_the_shipped_model_is_missing(open_page: OpenPage) -> None:
 
 def test_home_shows_the_shipped_model_card_and_the_runs(open_page: OpenPage, with_tiny_run: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_support, "SHIPPED_CHECKPOINT", with_tiny_run)
+    monkeypatch.setattr(model_menu, "SHIPPED_CHECKPOINT", with_tiny_run)
     at = open_page("pages/home.py")
     card = at.markdown[1].value
     assert "| Architecture | basic |" in card and "Validation accuracy" in card and "Training time" in card
@@ -128,10 +128,10 @@ def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error
     assert at.session_state["train-tab"] == "Live" and at.selectbox[0].value.name == "first"
-    run = RunDir(app_support.runs_dir() / "first")
-    assert json.loads((run.path / app_support.LAUNCH_CONFIG).read_text())["data"] == "synthetic:700"
+    run = RunDir(settings.runs_dir() / "first")
+    assert json.loads((run.path / launcher.LAUNCH_CONFIG).read_text())["data"] == "synthetic:700"
     wait_until_finished(run)
-    assert run.config()["threads"] == app_support.training_threads()
+    assert run.config()["threads"] == launcher.training_threads()
     assert run.summary()["epochs"] == "1/1"
 
     at.run()
@@ -145,7 +145,7 @@ def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
 def test_train_page_reports_a_runs_folder_it_cannot_write_in_one_line(open_page: OpenPage, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "a-file").write_text("not a folder")
-    monkeypatch.setenv(app_support.RUNS_DIR_ENV, str(tmp_path / "a-file" / "runs"))
+    monkeypatch.setenv(settings.RUNS_DIR_ENV, str(tmp_path / "a-file" / "runs"))
     at = open_page("pages/train.py")
     at.number_input(key="train-synthetic").set_value(700)
     at.text_input(key="run-name").input("first")
@@ -156,8 +156,8 @@ def test_train_page_reports_a_runs_folder_it_cannot_write_in_one_line(open_page:
 
 
 def test_train_page_continues_a_trained_model(open_page: OpenPage, tiny_checkpoint: Path) -> None:
-    shutil.copytree(tiny_checkpoint.parent, app_support.runs_dir() / "tiny")
-    start = app_support.runs_dir() / "tiny" / "best.pt"
+    shutil.copytree(tiny_checkpoint.parent, settings.runs_dir() / "tiny")
+    start = settings.runs_dir() / "tiny" / "best.pt"
     at = open_page("pages/train.py")
     picker = at.selectbox(key="warm-start")
     assert picker.options[0] == "random weights (from scratch)"
@@ -171,7 +171,7 @@ def test_train_page_continues_a_trained_model(open_page: OpenPage, tiny_checkpoi
     at.text_input(key="run-name").input("continued")
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error
-    run = RunDir(app_support.runs_dir() / "continued")
+    run = RunDir(settings.runs_dir() / "continued")
     wait_until_finished(run)
     assert run.config()["init_from"] == str(start)
     assert [r.name for r in run.lineage()] == ["tiny", "continued"]
@@ -179,8 +179,8 @@ def test_train_page_continues_a_trained_model(open_page: OpenPage, tiny_checkpoi
 
 def test_train_page_distils_from_a_trained_model_of_the_same_data(open_page: OpenPage,
                                                                   tiny_checkpoint: Path) -> None:
-    shutil.copytree(tiny_checkpoint.parent, app_support.runs_dir() / "tiny")
-    teacher = app_support.runs_dir() / "tiny" / "best.pt"
+    shutil.copytree(tiny_checkpoint.parent, settings.runs_dir() / "tiny")
+    teacher = settings.runs_dir() / "tiny" / "best.pt"
     at = open_page("pages/train.py")
     at.number_input(key="train-synthetic").set_value(700).run()
     assert not at.multiselect and any("to learn from" in c.value for c in at.caption)  # other data: no teachers
@@ -193,7 +193,7 @@ def test_train_page_distils_from_a_trained_model_of_the_same_data(open_page: Ope
     at.text_input(key="run-name").input("distilled")
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error
-    run = RunDir(app_support.runs_dir() / "distilled")
+    run = RunDir(settings.runs_dir() / "distilled")
     wait_until_finished(run)
     assert (run.config()["teachers"], run.config()["distill"]) == ([str(teacher)], 0.8)
 
@@ -202,7 +202,7 @@ def test_train_page_distils_fer2013_data_with_the_distill_presets_weight(open_pa
                                                                            tmp_path: Path) -> None:
     data = write_image_tree(tmp_path / "data" / "fer", per_class=10)
     run_training(TrainConfig(data=str(data), arch="basic", epochs=1, batch_size=32, threads=1,
-                             augment=AugmentConfig.off()), app_support.runs_dir() / "teacher")
+                             augment=AugmentConfig.off()), settings.runs_dir() / "teacher")
     at = open_page("pages/train.py")
     at.radio(key="train-kind").set_value("path").run()
     at.text_input(key="train-path").input(str(data)).run()
@@ -225,7 +225,7 @@ def test_train_page_refuses_fewer_than_two_emotions_and_orders_a_custom_set(open
     at.number_input(key="demo-epochs").set_value(1)
     at.text_input(key="run-name").input("two")
     next(b for b in at.button if b.label == "Start training").click().run()
-    run = RunDir(app_support.runs_dir() / "two")
+    run = RunDir(settings.runs_dir() / "two")
     wait_until_finished(run)
     assert run.config()["classes"] == ["angry", "surprise"]
 
@@ -243,7 +243,7 @@ def test_train_page_says_what_is_wrong_with_a_path(open_page: OpenPage, tmp_path
 
 def test_evaluate_shows_the_engines_numbers(open_page: OpenPage, with_tiny_run: Path) -> None:
     at = open_page("pages/evaluate.py")
-    report = evaluate(with_tiny_run, app_support.read_card(with_tiny_run)["data_source"], "test")
+    report = evaluate(with_tiny_run, model_menu.read_card(with_tiny_run)["data_source"], "test")
     assert at.selectbox(key="evaluate-model").value.path == with_tiny_run
     expected = [f"{report.accuracy:.1%}", f"{report.macro_f1:.3f}", f"{len(report.labels):,}"]
     assert [m.value for m in at.metric] == expected
@@ -252,7 +252,7 @@ def test_evaluate_shows_the_engines_numbers(open_page: OpenPage, with_tiny_run: 
     assert len(at.main.get("download_button")) == 3
     assert any("Inference in int8" in c.value for c in at.caption)
     at.toggle(key="evaluate-int8").set_value(False).run()  # the float model instead of its int8 copy
-    as_float = evaluate(with_tiny_run, app_support.read_card(with_tiny_run)["data_source"], "test", precision="float")
+    as_float = evaluate(with_tiny_run, model_menu.read_card(with_tiny_run)["data_source"], "test", precision="float")
     assert [m.value for m in at.metric][0] == f"{as_float.accuracy:.1%}"
     assert any(f"Inference in {as_float.dtype}" in c.value for c in at.caption)
 
@@ -289,7 +289,7 @@ def test_live_webcam_annotates_frames_with_no_outside_ice_servers(open_page: Ope
 def test_a_restarted_app_reconnects_to_a_run_still_training(open_page: OpenPage) -> None:
     from fercore.config import TrainConfig
 
-    run = app_support.start_training(TrainConfig(data="synthetic:700", arch="basic", epochs=200, batch_size=16),
+    run = launcher.start_training(TrainConfig(data="synthetic:700", arch="basic", epochs=200, batch_size=16),
                                      "long")
     try:
         deadline = time.monotonic() + 120

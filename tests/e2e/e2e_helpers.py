@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 from playwright.sync_api import Frame, Locator, Page, expect
 
-from fercore.app_support import SHIPPED_CHECKPOINT
 from fercore.labels import COLORS, EMOTIONS
+from fercore.paths import SHIPPED_CHECKPOINT
 
 LABEL = re.compile(rf"\b({'|'.join(EMOTIONS)}) \d{{1,3}}%")  # how a face's label reads: "happy 87%"
 TINY_RUN = "e2e-tiny"  # the finished run the app finds on disk: the tiny_checkpoint model and its metrics

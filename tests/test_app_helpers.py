@@ -1,4 +1,4 @@
-"""The app's helpers in fercore.app_support: settings, launching runs, checkpoints, uploads, grids."""
+"""The app's helpers in fercore.app: settings, launching runs, checkpoints, uploads, grids, outputs."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fercore import app_support
+from fercore.app import data_views, launcher, model_menu, outputs, settings
 from fercore.augment import AugmentConfig
 from fercore.config import TrainConfig
 from fercore.data import FaceSet
@@ -20,76 +20,76 @@ from fercore.runs import RunDir
 
 @pytest.fixture
 def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(app_support.RUNS_DIR_ENV, str(tmp_path / "runs"))
-    monkeypatch.setenv(app_support.DATA_DIR_ENV, str(tmp_path / "data"))
+    monkeypatch.setenv(settings.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    monkeypatch.setenv(settings.DATA_DIR_ENV, str(tmp_path / "data"))
     return tmp_path
 
 
 def test_settings_come_from_the_environment(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert app_support.runs_dir() == folders / "runs" and app_support.data_dir() == folders / "data"
-    monkeypatch.delenv(app_support.RUNS_DIR_ENV)
-    assert app_support.runs_dir() == app_support.PROJECT_ROOT / "runs"
+    assert settings.runs_dir() == folders / "runs" and settings.data_dir() == folders / "data"
+    monkeypatch.delenv(settings.RUNS_DIR_ENV)
+    assert settings.runs_dir() == settings.PROJECT_ROOT / "runs"
 
 
 def test_ice_servers_default_to_none_and_must_be_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(app_support.ICE_SERVERS_ENV, raising=False)
-    assert app_support.ice_servers() == []
+    monkeypatch.delenv(settings.ICE_SERVERS_ENV, raising=False)
+    assert settings.ice_servers() == []
     servers = [{"urls": ["stun:stun.example.org:3478"]}, {"urls": "turn:t.example.org", "username": "u"}]
-    monkeypatch.setenv(app_support.ICE_SERVERS_ENV, json.dumps(servers))
-    assert app_support.ice_servers() == servers
+    monkeypatch.setenv(settings.ICE_SERVERS_ENV, json.dumps(servers))
+    assert settings.ice_servers() == servers
     for bad in ("stun:x", '{"urls": "stun:x"}', '[{"url": "stun:x"}]'):
-        monkeypatch.setenv(app_support.ICE_SERVERS_ENV, bad)
-        with pytest.raises(UserError, match=app_support.ICE_SERVERS_ENV):
-            app_support.ice_servers()
+        monkeypatch.setenv(settings.ICE_SERVERS_ENV, bad)
+        with pytest.raises(UserError, match=settings.ICE_SERVERS_ENV):
+            settings.ice_servers()
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "", "x" * 81, "white space"])
 def test_run_names_cannot_leave_the_runs_folder(folders: Path, name: str) -> None:
     with pytest.raises(UserError):
-        app_support.new_run_dir(name)
+        launcher.new_run_dir(name)
 
 
 def test_a_run_name_is_not_reused(folders: Path) -> None:
-    assert app_support.new_run_dir("fine-1.0_b") == folders / "runs" / "fine-1.0_b"
+    assert launcher.new_run_dir("fine-1.0_b") == folders / "runs" / "fine-1.0_b"
     (folders / "runs" / "taken").mkdir(parents=True)
     with pytest.raises(UserError, match="already exists"):
-        app_support.new_run_dir("taken")
+        launcher.new_run_dir("taken")
 
 
 def test_an_invalid_recipe_is_refused_before_anything_starts(folders: Path) -> None:
     with pytest.raises(UserError, match="epochs"):
-        app_support.start_training(TrainConfig(epochs=0), "bad")
+        launcher.start_training(TrainConfig(epochs=0), "bad")
     with pytest.raises(UserError, match="run name"):
-        app_support.start_training(TrainConfig(), "../bad")
+        launcher.start_training(TrainConfig(), "../bad")
     assert not (folders / "runs").exists()
 
 
 def test_a_process_that_dies_before_its_run_starts_is_explained(folders: Path) -> None:
     run = RunDir(folders / "runs" / "early")
     run.path.mkdir(parents=True)
-    assert app_support.launch_problem(run) is None
-    (run.path / app_support.TRAIN_LOG).write_text("fercore: error: data not found: /nowhere\n")
-    assert app_support.launch_problem(run) == "data not found: /nowhere"
+    assert launcher.launch_problem(run) is None
+    (run.path / launcher.TRAIN_LOG).write_text("fercore: error: data not found: /nowhere\n")
+    assert launcher.launch_problem(run) == "data not found: /nowhere"
     run.write_status(state="starting", pid=1)
-    assert app_support.launch_problem(run) is None  # it got going: its status speaks from now on
+    assert launcher.launch_problem(run) is None  # it got going: its status speaks from now on
 
 
 def test_resume_needs_a_last_checkpoint(folders: Path) -> None:
     run = RunDir(folders / "runs" / "empty")
     run.write_status(state="stopped")
     with pytest.raises(UserError, match="last.pt"):
-        app_support.resume_training(run)
+        launcher.resume_training(run)
 
 
 def test_resume_launches_a_process_that_continues_the_run(tiny_checkpoint: Path, folders: Path) -> None:
     run = RunDir(shutil.copytree(tiny_checkpoint.parent, folders / "runs" / "copy"))
     run.write_status(state="stopped", pid=None)
-    assert app_support.resume_training(run) == run
+    assert launcher.resume_training(run) == run
     deadline = time.monotonic() + 120
     while run.status()["state"] not in ("finished", "failed") and time.monotonic() < deadline:
         time.sleep(0.3)
-    assert run.status()["state"] == "finished", app_support.log_tail(run)
-    assert "run_dir" in app_support.log_tail(run)  # the CLI's closing line went to the run's log
+    assert run.status()["state"] == "finished", launcher.log_tail(run)
+    assert "run_dir" in launcher.log_tail(run)  # the CLI's closing line went to the run's log
 
 
 def test_resume_chooses_the_thread_count_for_the_box_as_it_is_now(folders: Path,
@@ -98,25 +98,25 @@ def test_resume_chooses_the_thread_count_for_the_box_as_it_is_now(folders: Path,
     run.write_status(state="stopped", pid=None)
     run.file("last.pt").write_bytes(b"")
     launched: list[list[str]] = []
-    monkeypatch.setattr(app_support, "_launch", lambda args, _run: launched.append(args))
-    monkeypatch.setattr(app_support, "training_threads", lambda: 1)
-    app_support.resume_training(run)
+    monkeypatch.setattr(launcher, "_launch", lambda args, _run: launched.append(args))
+    monkeypatch.setattr(launcher, "training_threads", lambda: 1)
+    launcher.resume_training(run)
     assert launched == [["train", "--resume", str(run.path), "--threads", "1"]]
 
 
 def test_checkpoint_choices_list_each_runs_best_and_last(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
                                                          tmp_path: Path) -> None:
-    monkeypatch.setenv(app_support.RUNS_DIR_ENV, str(tiny_checkpoint.parent.parent))
-    monkeypatch.setattr(app_support, "SHIPPED_CHECKPOINT", tmp_path / "missing.pt")
-    choices = app_support.checkpoint_choices()
+    monkeypatch.setenv(settings.RUNS_DIR_ENV, str(tiny_checkpoint.parent.parent))
+    monkeypatch.setattr(model_menu, "SHIPPED_CHECKPOINT", tmp_path / "missing.pt")
+    choices = model_menu.checkpoint_choices()
     assert [c.path.name for c in choices] == ["best.pt", "last.pt"]
     assert choices[0].label.startswith("tiny · best (val acc ")
-    monkeypatch.setattr(app_support, "SHIPPED_CHECKPOINT", tiny_checkpoint)
-    assert app_support.checkpoint_choices()[0].label == "shipped model (best.pt)"
+    monkeypatch.setattr(model_menu, "SHIPPED_CHECKPOINT", tiny_checkpoint)
+    assert model_menu.checkpoint_choices()[0].label == "shipped model (best.pt)"
 
 
 def test_card_rows(tiny_checkpoint: Path) -> None:
-    rows = app_support.card_rows(app_support.read_card(tiny_checkpoint), tiny_checkpoint)
+    rows = model_menu.card_rows(model_menu.read_card(tiny_checkpoint), tiny_checkpoint)
     epochs = RunDir(tiny_checkpoint.parent).epochs()
     assert rows["Architecture"] == "basic" and rows["Parameters"].endswith(" M")
     assert rows["Classes"] == "angry, disgust, fear, happy, neutral, sad, surprise"
@@ -129,7 +129,7 @@ def test_card_rows_prefer_the_measured_card_of_a_shipped_model(tiny_checkpoint: 
                 "validation": {"tta": {"accuracy": 0.7012, "macro_f1": 0.6504}},
                 "training": {"seconds": 7260.0, "epochs": 45, "hardware": "Xeon, 1 thread(s), bfloat16"},
                 "data": {"train": 25837, "val": 2872}, "data_fingerprint": "c8215fc96c24e6a8"}
-    rows = app_support.card_rows({**app_support.read_card(tiny_checkpoint), "card": measured}, tiny_checkpoint)
+    rows = model_menu.card_rows({**model_menu.read_card(tiny_checkpoint), "card": measured}, tiny_checkpoint)
     assert rows["Architecture"] == "basic: Seed design"
     assert rows["Validation accuracy"] == "70.1% (macro F1 0.650, with TTA; best epoch 40)"
     assert rows["Training time"] == "2 h 1 min for 45 epoch(s)"
@@ -138,52 +138,52 @@ def test_card_rows_prefer_the_measured_card_of_a_shipped_model(tiny_checkpoint: 
 
 
 def test_uploads_are_stored_once_under_a_generated_name(folders: Path) -> None:
-    first = app_support.store_upload("../../etc/passwd.csv", b"emotion,pixels,Usage\n")
+    first = data_views.store_upload("../../etc/passwd.csv", b"emotion,pixels,Usage\n")
     assert first.parent == folders / "data" and first.name.startswith("upload-") and first.suffix == ".csv"
     assert first.read_bytes() == b"emotion,pixels,Usage\n"
-    assert app_support.store_upload("other name.CSV", b"emotion,pixels,Usage\n") == first
-    assert app_support.store_upload("archive.zip", b"PK") != first
+    assert data_views.store_upload("other name.CSV", b"emotion,pixels,Usage\n") == first
+    assert data_views.store_upload("archive.zip", b"PK") != first
 
 
 def test_uploads_must_be_a_zip_or_csv_within_the_limit(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UserError, match=".zip"):
-        app_support.store_upload("faces.tar.gz", b"x")
-    monkeypatch.setattr(app_support, "MAX_DATA_UPLOAD_MB", 1)
+        data_views.store_upload("faces.tar.gz", b"x")
+    monkeypatch.setattr(data_views, "MAX_DATA_UPLOAD_MB", 1)
     with pytest.raises(UserError, match="over the limit"):
-        app_support.store_upload("big.zip", bytes(1024**2 + 1))
+        data_views.store_upload("big.zip", bytes(1024**2 + 1))
     assert not (folders / "data").exists()
 
 
 def test_class_samples_and_imbalance() -> None:
     faces = FaceSet(np.arange(10, dtype=np.uint8)[:, None, None].repeat(48, 1).repeat(48, 2),
                     np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 1]), ("disgust", "happy"))
-    images, labels = app_support.class_samples(faces, per_class=3)
+    images, labels = data_views.class_samples(faces, per_class=3)
     assert labels == ["disgust", "happy", "happy", "happy"] and images[0, 0, 0] == 0
-    assert app_support.imbalance_warning({"disgust": 1, "happy": 9}).startswith("Imbalanced classes: disgust has 1")
-    assert app_support.imbalance_warning({"disgust": 4, "happy": 9}) is None
+    assert data_views.imbalance_warning({"disgust": 1, "happy": 9}).startswith("Imbalanced classes: disgust has 1")
+    assert data_views.imbalance_warning({"disgust": 4, "happy": 9}) is None
 
 
 def test_face_grid_tiles_enlarged_faces() -> None:
     faces = np.stack([np.full((48, 48), v, np.uint8) for v in (0, 100, 200)])
-    grid = app_support.face_grid(faces, columns=2, zoom=2, gap=2)
+    grid = data_views.face_grid(faces, columns=2, zoom=2, gap=2)
     assert grid.shape == (2 * 96 + 2, 2 * 96 + 2)
     assert grid[0, 0] == 0 and grid[0, 98] == 100 and grid[98, 0] == 200 and grid[98, 98] == 255
 
 
 def test_augmentation_previews() -> None:
     faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48), dtype=np.uint8)
-    assert np.array_equal(app_support.augmented(faces, AugmentConfig.off()), faces)
-    mirrored = app_support.augmented(faces, app_support.single_augmentation("hflip", 1.0))
+    assert np.array_equal(data_views.augmented(faces, AugmentConfig.off()), faces)
+    mirrored = data_views.augmented(faces, data_views.single_augmentation("hflip", 1.0))
     assert np.array_equal(mirrored, faces[:, :, ::-1])
-    assert app_support.single_augmentation("rotate", 10).to_dict() == {**AugmentConfig.off().to_dict(), "rotate": 10}
+    assert data_views.single_augmentation("rotate", 10).to_dict() == {**AugmentConfig.off().to_dict(), "rotate": 10}
 
 
 def test_annotate_photo(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:
     predictor = Predictor.from_checkpoint(tiny_checkpoint)
-    photo = app_support.annotate_photo(predictor, astronaut_jpeg, "astronaut.jpg")
+    photo = outputs.annotate_photo(predictor, astronaut_jpeg, "astronaut.jpg")
     assert photo.image.shape == (512, 512, 3) and len(photo.prediction.faces) == 1
-    assert app_support.png_bytes(photo.image).startswith(b"\x89PNG")
-    bad = app_support.annotate_photo(predictor, b"not an image", "notes.jpg")
+    assert outputs.png_bytes(photo.image).startswith(b"\x89PNG")
+    bad = outputs.annotate_photo(predictor, b"not an image", "notes.jpg")
     assert bad.image is None and bad.prediction.error
 
 
@@ -191,7 +191,7 @@ def test_predictions_csv(tiny_checkpoint: Path) -> None:
     from fercore.evaluate import evaluate
 
     report = evaluate(tiny_checkpoint, "synthetic:140", "test")
-    lines = app_support.predictions_csv(report).splitlines()
+    lines = outputs.predictions_csv(report).splitlines()
     assert lines[0] == "index,true,predicted," + ",".join(report.classes)
     assert len(lines) == len(report.labels) + 1
     index, true, predicted, *probs = lines[1].split(",")
@@ -202,16 +202,16 @@ def test_predictions_csv(tiny_checkpoint: Path) -> None:
 def test_typed_data_paths_stay_inside_the_allowed_folders(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     inside = folders / "data" / "fer2013"
     inside.mkdir(parents=True)
-    assert app_support.allowed_data_path(str(inside)) == inside.resolve()
+    assert settings.allowed_data_path(str(inside)) == inside.resolve()
     for outside in ("/etc", str(folders / "data" / ".." / "runs"), str(folders / "elsewhere")):
         with pytest.raises(UserError, match="outside the folders this app may read"):
-            app_support.allowed_data_path(outside)
+            settings.allowed_data_path(outside)
     (folders / "elsewhere").mkdir()
-    monkeypatch.setenv(app_support.DATA_ROOTS_ENV, str(folders / "elsewhere"))
-    assert app_support.allowed_data_path(str(folders / "elsewhere")) == (folders / "elsewhere").resolve()
-    assert app_support.default_data_source(str(folders / "elsewhere")) == str((folders / "elsewhere").resolve())
-    assert app_support.default_data_source("/etc") == "synthetic"
-    assert app_support.default_data_source("synthetic:700") == "synthetic:700"
+    monkeypatch.setenv(settings.DATA_ROOTS_ENV, str(folders / "elsewhere"))
+    assert settings.allowed_data_path(str(folders / "elsewhere")) == (folders / "elsewhere").resolve()
+    assert settings.default_data_source(str(folders / "elsewhere")) == str((folders / "elsewhere").resolve())
+    assert settings.default_data_source("/etc") == "synthetic"
+    assert settings.default_data_source("synthetic:700") == "synthetic:700"
 
 
 def test_training_threads_leave_out_the_cores_of_active_runs(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -220,13 +220,13 @@ def test_training_threads_leave_out_the_cores_of_active_runs(folders: Path, monk
     from fercore import hardware
 
     monkeypatch.setattr(hardware, "usable_cores", lambda: 4)
-    assert app_support.training_threads() == 4
+    assert launcher.training_threads() == 4
     busy = RunDir(folders / "runs" / "busy")
     busy.write_config({"threads": 3})
     busy.write_status(state="running", pid=os.getpid())
-    assert app_support.training_threads() == 1
+    assert launcher.training_threads() == 1
     busy.write_status(state="running", pid=999999999)  # its process is gone: its cores are free again
-    assert app_support.training_threads() == 4
+    assert launcher.training_threads() == 4
     busy.write_config({"threads": 0})  # --threads 0: every core
     busy.write_status(state="running", pid=os.getpid())
-    assert app_support.training_threads() == 1
+    assert launcher.training_threads() == 1

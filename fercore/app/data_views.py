@@ -1,0 +1,82 @@
+"""Data sets in the app: stored uploads, class samples, imbalance, face grids and augmentation previews."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fercore.app.settings import data_dir
+from fercore.atomic import atomic_write_bytes
+from fercore.errors import UserError
+
+if TYPE_CHECKING:
+    from fercore.augment import AugmentConfig
+    from fercore.data import FaceSet
+
+DATA_UPLOAD_SUFFIXES = (".zip", ".csv")
+MAX_DATA_UPLOAD_MB = 300  # fits the Kaggle archive.zip (about 60 MB) and fer2013.csv (about 290 MB)
+IMBALANCE_RATIO = 3.0  # warn when the largest class has this many times the images of the smallest
+
+
+def store_upload(name: str, content: bytes) -> Path:
+    """Keep an uploaded archive.zip or fer2013.csv under the data folder, named by its content (stored once)."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in DATA_UPLOAD_SUFFIXES:
+        raise UserError(f"{name}: upload a .zip (Kaggle's archive.zip) or a .csv (fer2013.csv)")
+    if len(content) > MAX_DATA_UPLOAD_MB * 1024**2:
+        raise UserError(f"{name} is {len(content) / 1024**2:.0f} MB, over the limit of {MAX_DATA_UPLOAD_MB} MB")
+    path = data_dir() / f"upload-{hashlib.sha256(content).hexdigest()[:20]}{suffix}"
+    if not path.exists():
+        atomic_write_bytes(path, content)
+    return path
+
+
+def class_samples(faces: FaceSet, per_class: int = 4, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Up to per_class random faces of each class, class by class, with their labels."""
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(np.flatnonzero(faces.labels == i))[:per_class] for i in range(len(faces.classes))]
+    order = np.concatenate(picked)
+    return faces.images[order], [faces.classes[faces.labels[i]] for i in order]
+
+
+def imbalance_warning(counts: dict[str, int]) -> str | None:
+    """A sentence for a class set whose largest class dwarfs its smallest, or None."""
+    rarest, commonest = min(counts, key=counts.get), max(counts, key=counts.get)
+    if counts[rarest] * IMBALANCE_RATIO > counts[commonest]:
+        return None
+    return (f"Imbalanced classes: {rarest} has {counts[rarest]:,} images, {commonest} {counts[commonest]:,} "
+            f"({counts[commonest] / max(1, counts[rarest]):.0f}x). Class weights 'sqrt' or 'balanced' help the "
+            "rare classes.")
+
+
+def face_grid(faces: np.ndarray, columns: int, zoom: int = 2, gap: int = 2) -> np.ndarray:
+    """Tile uint8 faces [N,H,W] into one image, columns wide, each face enlarged zoom times (nearest pixel)."""
+    n, h, w = faces.shape
+    rows = max(1, -(-n // columns))
+    grid = np.full((rows * (h * zoom + gap) - gap, columns * (w * zoom + gap) - gap), 255, np.uint8)
+    for i, face in enumerate(faces):
+        r, c = divmod(i, columns)
+        y, x = r * (h * zoom + gap), c * (w * zoom + gap)
+        grid[y:y + h * zoom, x:x + w * zoom] = np.kron(face, np.ones((zoom, zoom), np.uint8))
+    return grid
+
+
+def augmented(faces: np.ndarray, cfg: AugmentConfig, seed: int = 0) -> np.ndarray:
+    """The faces [N,48,48] as training would see them under cfg (a fixed seed: a change shows only its own effect)."""
+    import torch
+
+    from fercore.augment import augment_batch
+
+    x = torch.from_numpy(faces).unsqueeze(1).float() / 255
+    out = augment_batch(x, cfg, torch.Generator().manual_seed(seed))
+    return (out.squeeze(1) * 255).round().to(torch.uint8).numpy()
+
+
+def single_augmentation(field: str, value: float) -> AugmentConfig:
+    """An augmentation recipe with one augmentation switched on, for its preview."""
+    from fercore.augment import AugmentConfig
+
+    return dataclasses.replace(AugmentConfig.off(), **{field: value})

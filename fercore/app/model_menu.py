@@ -1,0 +1,106 @@
+"""The checkpoints the app offers (the shipped model, each run's best and last) and their cards as rows."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fercore.app.settings import runs_dir
+from fercore.errors import UserError
+from fercore.paths import SHIPPED_CHECKPOINT
+from fercore.runs import BEST, LAST, RunDir, list_runs
+
+
+@dataclass(frozen=True)
+class CheckpointChoice:
+    label: str
+    path: Path
+
+
+def checkpoint_choices() -> list[CheckpointChoice]:
+    """The shipped model (when it exists), then each run's best.pt and last.pt, newest run first."""
+    choices = []
+    if SHIPPED_CHECKPOINT.is_file():
+        choices.append(CheckpointChoice(f"shipped model ({SHIPPED_CHECKPOINT.name})", SHIPPED_CHECKPOINT))
+    for run in list_runs(runs_dir()):
+        summary = run.summary()
+        if run.file(BEST).is_file():
+            best = summary["best_val_acc"]
+            note = f"val acc {best:.1%}" if best is not None else "no epoch yet"
+            choices.append(CheckpointChoice(f"{run.name} · best ({note})", run.file(BEST)))
+        if run.file(LAST).is_file():
+            choices.append(CheckpointChoice(f"{run.name} · last (epoch {summary['epochs']})", run.file(LAST)))
+    return choices
+
+
+def warm_start_choices(classes: tuple[str, ...], read: Callable[[Path], dict[str, Any]]
+                       ) -> list[tuple[CheckpointChoice, dict[str, Any]]]:
+    """The checkpoints a new run over these classes can start from (--init), each with its card (read by read,
+    which pages cache); unreadable files are left out."""
+    found = []
+    for choice in checkpoint_choices():
+        try:
+            card = read(choice.path)
+        except UserError:
+            continue
+        if tuple(card.get("classes", ())) == tuple(classes):
+            found.append((choice, card))
+    return found
+
+
+def teacher_choices(classes: tuple[str, ...], fingerprint: str, val_split: dict[str, Any],
+                    read: Callable[[Path], dict[str, Any]]) -> list[CheckpointChoice]:
+    """The checkpoints a new run can distil from (--teachers): same classes, same data, same validation carve."""
+    return [choice for choice, card in warm_start_choices(classes, read)
+            if card.get("data_fingerprint") == fingerprint and card.get("val_split") == val_split]
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    """A checkpoint's model card: the checkpoint without its weights and training state."""
+    from fercore import checkpoint
+
+    return checkpoint.model_card(checkpoint.read_checkpoint(path))
+
+
+def card_rows(card: dict[str, Any], path: Path) -> dict[str, str]:
+    """A model card as display rows: architecture, parameters, data, validation accuracy, training time.
+
+    A shipped checkpoint carries its measured card (`python -m fercore ship`); a run's checkpoint has only its
+    best epoch's metrics and the run's metrics.jsonl beside it.
+    """
+    measured = card.get("card") or {}
+    metrics = card.get("metrics") or {}
+    trained_on = card.get("trained_on") or {}
+    if measured:
+        tta = measured["validation"]["tta"]
+        accuracy = (f"{tta['accuracy']:.1%} (macro F1 {tta['macro_f1']:.3f}, with TTA; best epoch "
+                    f"{measured.get('best_epoch', '?')})")
+        training = measured["training"]
+        seconds, epochs, hardware = training["seconds"], training["epochs"], training["hardware"]
+    else:
+        accuracy = (f"{metrics['val_acc']:.1%} (macro F1 {metrics.get('val_macro_f1', 0):.3f}, epoch "
+                    f"{metrics.get('epoch', '?')})" if "val_acc" in metrics else "?")
+        history = RunDir(Path(path).parent).history()
+        seconds, epochs = sum(e.get("seconds", 0) for e in history), len(history)
+        hardware = (f"{trained_on.get('device', '?')}, {trained_on.get('threads', '?')} thread(s), "
+                    f"{trained_on.get('amp', '?')}" if trained_on else "?")
+    arch = card.get("arch", "?")
+    return {
+        "Architecture": f"{arch}: {measured['description']}" if measured else arch,
+        "Parameters": f"{card['parameters'] / 1e6:.2f} M" if "parameters" in card else "?",
+        "Classes": ", ".join(card.get("classes", [])),
+        "Data": (f"{card.get('data_source', '?')}: {measured['data']['train']:,} train / "
+                 f"{measured['data']['val']:,} validation faces, fingerprint {measured['data_fingerprint']}"
+                 if measured else str(card.get("data_source", "?"))),
+        "Validation accuracy": accuracy,
+        "Training time": f"{_duration(seconds)} for {epochs} epoch(s)" if epochs else "?",
+        "Trained on": hardware,
+    }

@@ -1,0 +1,55 @@
+"""What the app hands back: evaluation predictions as CSV, photos annotated with their faces, PNG bytes."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fercore.errors import UserError
+
+if TYPE_CHECKING:
+    from fercore.evaluate import EvalReport
+    from fercore.predict import ImagePrediction, Predictor
+
+MAX_IMAGE_UPLOAD_MB = 25
+
+
+def predictions_csv(report: EvalReport) -> str:
+    """One row per face: index, true class, predicted class and every class's probability."""
+    buffer = io.StringIO()
+    buffer.write(",".join(["index", "true", "predicted", *report.classes]) + "\n")
+    for i, (label, predicted, probs) in enumerate(zip(report.labels, report.predictions, report.probabilities)):
+        values = ",".join(f"{p:.5f}" for p in probs)
+        buffer.write(f"{i},{report.classes[label]},{report.classes[predicted]},{values}\n")
+    return buffer.getvalue()
+
+
+@dataclass
+class AnnotatedPhoto:
+    prediction: ImagePrediction
+    image: np.ndarray | None  # the photo (RGB) with every face boxed and labelled; None for a bad file
+
+
+def annotate_photo(predictor: Predictor, content: bytes, name: str) -> AnnotatedPhoto:
+    """Predict the faces of a photo file's bytes and draw them on it; a bad file gives an error, not an exception."""
+    from fercore.data.images import as_rgb, open_image
+    from fercore.draw import annotate
+    from fercore.predict import ImagePrediction
+
+    try:
+        photo = as_rgb(open_image(content))  # decoded once, for the prediction and the drawing
+    except UserError as exc:
+        return AnnotatedPhoto(ImagePrediction(name, error=str(exc)), None)
+    prediction = predictor.predict_photo(photo, name)
+    note = "no face found: whole image classified" if prediction.no_face_found else None
+    return AnnotatedPhoto(prediction, annotate(np.asarray(photo), prediction.faces, note))
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    return buffer.getvalue()
