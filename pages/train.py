@@ -200,44 +200,41 @@ def teachers_picker(base: TrainConfig, fingerprint: str, key: str, weight: float
     return [str(choice.path) for choice in picked], weight
 
 
-def new_run_section() -> None:
-    try:
-        source = data_source_picker("train")
-    except SHOWN_AS_ONE_LINE as exc:
-        st.error(str(exc))
-        return
-    if source is None:
-        st.info("Give a data source to see its faces and start a run.")
-        return
+def class_picker() -> tuple[str, ...] | None:
+    """The emotions to train on, in the canonical order whatever order they were picked in; None (with the one-line
+    reason shown) for a set that cannot be trained."""
     set_name = st.selectbox("Classes", [*CLASS_SETS, "custom"], key="class-set",
                             format_func=lambda s: f"{s}: {', '.join(CLASS_SETS[s])}" if s in CLASS_SETS else s)
-    try:  # in the canonical order, whatever order they were picked in
-        classes = resolve_classes(CLASS_SETS.get(set_name) or st.multiselect("Emotions", EMOTIONS, default=EMOTIONS,
-                                                                             key="emotions"))
+    try:
+        return resolve_classes(CLASS_SETS.get(set_name) or st.multiselect("Emotions", EMOTIONS, default=EMOTIONS,
+                                                                          key="emotions"))
     except ValueError as exc:
         st.error(str(exc))
-        return
-    start = warm_start_picker(tuple(classes))
+        return None
+
+
+def starting_recipe(source: str, classes: tuple[str, ...],
+                    start: tuple[Path, dict[str, Any]] | None) -> tuple[str, TrainConfig]:
+    """The preset the form starts from (demo for synthetic data, fer2013 or fer2013-restart) and its recipe."""
     preset_name = "demo" if is_synthetic(source) else "fer2013-restart" if start else "fer2013"
     base = preset(preset_name, data=source, classes=list(classes))
     if start:
         base = dataclasses.replace(base, arch=start[1]["arch"], arch_args=start[1].get("arch_args", {}),
                                    init_from=str(start[0]))
-    try:
-        data = load_faces(source)
-        faces = data.split("train", classes, base.val_fraction, base.split_seed)
-    except SHOWN_AS_ONE_LINE as exc:
-        st.error(str(exc))
-        return
-    data_preview(faces, data.raw.report.summary())
+    return preset_name, base
 
+
+def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: FaceSet,
+                fingerprint: str) -> tuple[TrainConfig, str]:
+    """The recipe widgets, defaulting to base; returns the recipe and the run name typed (may be empty)."""
     st.subheader(f"Recipe (defaults: the {preset_name} preset)")
     key = f"{preset_name}-"  # other defaults for other data: the widgets of each preset are their own
+    classes = len(faces.classes)
     first, second, third = st.columns(3)
-    archs = [base.arch] if start else models.names()  # a warm start keeps its checkpoint's architecture
-    arch = first.selectbox("Architecture", archs, index=archs.index(base.arch), disabled=start is not None,
-                           key=key + ("arch-of-start" if start else "arch"),
-                           format_func=lambda a: f"{a} ({parameter_count(a, len(classes)) / 1e6:.2f} M parameters)",
+    archs = [base.arch] if warm_start else models.names()  # a warm start keeps its checkpoint's architecture
+    arch = first.selectbox("Architecture", archs, index=archs.index(base.arch), disabled=warm_start,
+                           key=key + ("arch-of-start" if warm_start else "arch"),
+                           format_func=lambda a: f"{a} ({parameter_count(a, classes) / 1e6:.2f} M parameters)",
                            help="\n\n".join(f"**{a.name}**: {a.description}" for a in models.ARCHITECTURES.values()))
     epochs = second.number_input("Epochs", 1, 500, base.epochs, key=key + "epochs")
     batch_size = third.number_input("Batch size", 2, 2048, base.batch_size, key=key + "batch")
@@ -256,24 +253,54 @@ def new_run_section() -> None:
         augment = augmentation_choices(base, faces, key)
     with st.expander("Distillation: learn from trained models as well as from the labels"):
         # on FER2013 data, teachers make the recipe the fer2013-distill preset's: its weight is the default
-        weight = base.distill if is_synthetic(source) else preset("fer2013-distill").distill
-        teachers, distill = teachers_picker(base, data.fingerprint, key, weight)
-
+        weight = base.distill if is_synthetic(base.data) else preset("fer2013-distill").distill
+        teachers, distill = teachers_picker(base, fingerprint, key, weight)
     cfg = dataclasses.replace(base, arch=arch, epochs=int(epochs), batch_size=int(batch_size), optimizer=optimizer,
                               lr=float(lr), schedule=schedule, weight_decay=float(weight_decay),
                               label_smoothing=float(label_smoothing), class_weights=class_weights, device=device,
                               seed=int(seed), augment=dataclasses.replace(base.augment, **augment),
                               teachers=teachers, distill=float(distill))
+    return cfg, name.strip()
+
+
+def start_button(cfg: TrainConfig, name: str, train_faces: int) -> None:
+    """The time an epoch will take here, a warning when another run is training, and the Start button."""
     threads = launcher.training_threads()
-    step_s = step_seconds(arch, int(batch_size), device, len(classes), threads)
-    steps = max(1, len(faces) // int(batch_size))
-    st.caption(f"About **{eta(step_s * steps)} per epoch** on this machine ({steps} steps of {batch_size} faces at "
-               f"{step_s * 1000:.0f} ms, measured with {threads} thread(s), as the run will use).")
+    step_s = step_seconds(cfg.arch, cfg.batch_size, cfg.device, len(cfg.classes), threads)
+    steps = max(1, train_faces // cfg.batch_size)
+    st.caption(f"About **{eta(step_s * steps)} per epoch** on this machine ({steps} steps of {cfg.batch_size} faces "
+               f"at {step_s * 1000:.0f} ms, measured with {threads} thread(s), as the run will use).")
     busy = [r.name for r in list_runs(settings.runs_dir()) if r.is_active()]
     if busy:
         st.warning(f"Already training: {', '.join(busy)}. A second run shares the CPU with it and both slow down.")
     if st.button("Start training", type="primary", icon=":material/play_arrow:"):
-        launch(lambda: launcher.start_training(cfg, name.strip() or default_run_name(arch)))
+        launch(lambda: launcher.start_training(cfg, name or default_run_name(cfg.arch)))
+
+
+def new_run_section() -> None:
+    """Data, classes, an optional warm start, the recipe, and Start."""
+    try:
+        source = data_source_picker("train")
+    except SHOWN_AS_ONE_LINE as exc:
+        st.error(str(exc))
+        return
+    if source is None:
+        st.info("Give a data source to see its faces and start a run.")
+        return
+    classes = class_picker()
+    if classes is None:
+        return
+    start = warm_start_picker(classes)
+    preset_name, base = starting_recipe(source, classes, start)
+    try:
+        data = load_faces(source)
+        faces = data.split("train", classes, base.val_fraction, base.split_seed)
+    except SHOWN_AS_ONE_LINE as exc:
+        st.error(str(exc))
+        return
+    data_preview(faces, data.raw.report.summary())
+    cfg, name = recipe_form(base, preset_name, start is not None, faces, data.fingerprint)
+    start_button(cfg, name, len(faces))
 
 
 def history_section() -> None:
