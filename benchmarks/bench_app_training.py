@@ -34,6 +34,7 @@ from unittest import mock
 from bench_app import streamlit_server, wait_for_first_page
 from harness import ROOT, Row
 
+from fercore import paths
 from fercore.app import launcher, settings
 from fercore.atomic import atomic_write_json
 from fercore.config import TrainConfig, preset
@@ -169,7 +170,7 @@ def launch_cli(config: Path, run_dir: Path, threads: int) -> tuple[RunDir, subpr
 def launch_app(cfg: TrainConfig, runs: Path, name: str, threads: int) -> RunDir:
     """launcher.start_training into the runs folder, with its thread choice replaced by `threads` (its own
     choice when equal)."""
-    with (mock.patch.dict(os.environ, {settings.RUNS_DIR_ENV: str(runs)}),
+    with (mock.patch.dict(os.environ, {paths.RUNS_DIR_ENV: str(runs)}),
           mock.patch.object(launcher, "training_threads", lambda: threads)):
         return launcher.start_training(cfg, name)
 
@@ -188,7 +189,7 @@ def app_and_browser(runs: Path) -> Iterator[tuple[str, object]]:
     """The app's server on the runs folder, and a headless Chromium; yields the server's URL and the browser."""
     from playwright.sync_api import sync_playwright
 
-    env = {settings.RUNS_DIR_ENV: str(runs), settings.DATA_DIR_ENV: str(runs.parent / "app-data"),
+    env = {paths.RUNS_DIR_ENV: str(runs), settings.DATA_DIR_ENV: str(runs.parent / "app-data"),
            "FERCORE_ICE_SERVERS": "[]", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     with streamlit_server(ROOT / "streamlit_app.py", env) as (server, base), sync_playwright() as playwright:
         wait_for_first_page(server, base, "streamlit_app.py")

@@ -189,6 +189,8 @@ How it learned: `metrics.jsonl` beside this file (one line per epoch; the app's 
 def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None) -> dict[str, Any]:
     """Write checkpoint + card to out, the card as README.md beside it, and the run's metrics.jsonl."""
     readme = out.parent / "README.md"
+    if (out.parent / "config.json").is_file():  # its metrics.jsonl would be replaced: resume and curves break
+        raise UserError(f"{out.parent} is a training run: ship into a folder of its own (checkpoints/ by default)")
     if readme.is_file() and not readme.read_text(errors="replace").startswith(CARD_TITLE):
         raise UserError(f"{readme} is not a model card and would be overwritten: ship into a folder of its own")
     run = RunDir(run_dir) if run_dir else RunDir(Path(checkpoint).parent)

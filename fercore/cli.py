@@ -21,7 +21,9 @@ def _progress_printer(stream=sys.stderr):
     tty = stream.isatty()
 
     def show(record: dict[str, Any]) -> None:
-        if record["type"] == "progress" and tty:
+        if record["type"] == "data":
+            stream.write(f"data: {record['note']}\n")
+        elif record["type"] == "progress" and tty:
             frac = record["step"] / record["steps"]
             bar = "#" * int(frac * 24)
             stream.write(f"\repoch {record['epoch']} [{bar:<24}] {record['step']}/{record['steps']} "
@@ -41,6 +43,7 @@ def _progress_printer(stream=sys.stderr):
 def cmd_train(args: argparse.Namespace) -> int:
     from fercore.augment import AugmentConfig
     from fercore.config import PRESETS, TrainConfig, check_preset_needs, preset
+    from fercore.paths import runs_dir
     from fercore.runs import default_run_name
     from fercore.train import run_training
 
@@ -74,10 +77,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = preset(args.preset, **overrides) if args.preset else TrainConfig.from_dict(overrides)
     if args.preset:
         check_preset_needs(args.preset, cfg)
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / default_run_name(cfg.arch)
+    run_dir = Path(args.run_dir) if args.run_dir else runs_dir() / default_run_name(cfg.arch)
     result = run_training(cfg, run_dir, on_progress=_progress_printer())
     print(json.dumps({**result, "run_dir": str(run_dir)}))
-    return 0
+    return _train_exit_code(result)
+
+
+def _train_exit_code(result: dict[str, Any]) -> int:
+    """0 for a finished run; 130 for one stopped (Ctrl-C, SIGTERM, a STOP file) with last.pt saved, so that
+    `train ... && ship ...` never ships a half-trained model."""
+    return 130 if result.get("stopped") else 0
 
 
 RUNTIME_FLAGS = {"resume", "threads", "device", "func", "command"}  # what --resume may set beside the run's recipe
@@ -88,19 +97,21 @@ def _resume(args: argparse.Namespace) -> int:
     from fercore.train import resume_training
 
     recipe_flags = sorted(f"--{name.replace('_', '-')}" for name, value in vars(args).items()
-                          if name not in RUNTIME_FLAGS and value not in (None, False))
+                          if name not in RUNTIME_FLAGS and value is not None and value is not False)
     if recipe_flags:
         raise UserError(f"--resume continues the run's own recipe: drop {', '.join(recipe_flags)} "
                         "(only --threads and --device may change)")
     result = resume_training(Path(args.resume), _progress_printer(), threads=args.threads, device=args.device)
     print(json.dumps({**result, "run_dir": args.resume}))
-    return 0
+    return _train_exit_code(result)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fercore.evaluate import evaluate
 
     report = evaluate(args.checkpoint, args.data, args.split, args.tta, args.precision, args.device)
+    if report.data_note:
+        print(f"data: {report.data_note}", file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_json()))
         return 0
@@ -222,7 +233,7 @@ def build_parser() -> _Parser:
     train.add_argument("--seed", type=int)
     train.set_defaults(func=cmd_train)
 
-    from fercore.paths import SHIPPED_CHECKPOINT
+    from fercore.paths import RUNS_DIR_ENV, SHIPPED_CHECKPOINT, runs_dir
 
     evaluate = sub.add_parser("evaluate", help="accuracy, macro F1, per-class report and confusion of a checkpoint")
     evaluate.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
@@ -261,7 +272,7 @@ def build_parser() -> _Parser:
     models_cmd.set_defaults(func=cmd_models)
 
     runs = sub.add_parser("runs", help="list training runs, or ask one to stop")
-    runs.add_argument("--root", default="runs")
+    runs.add_argument("--root", default=str(runs_dir()), help=f"default: ${RUNS_DIR_ENV} or the project's runs/")
     runs.add_argument("--stop", metavar="RUN_DIR", help="ask a running run to stop after its current step")
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(func=cmd_runs)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from fercore.augment import AugmentConfig
+from fercore.data import check_source
 from fercore.errors import UserError
 from fercore.labels import EMOTIONS, resolve_classes
 
@@ -62,6 +63,7 @@ class TrainConfig:
             inspect.signature(ARCHITECTURES[self.arch].builder).bind(**self.arch_args)
         except TypeError:
             raise UserError(f"arch_args {self.arch_args} do not fit {self.arch}") from None
+        check_source(self.data)
         checks = [
             (classes == list(self.classes), f"classes must be distinct and in the order {', '.join(EMOTIONS)}"),
             (all(isinstance(t, str) for t in self.teachers), "teachers must be checkpoint paths"),
@@ -75,6 +77,9 @@ class TrainConfig:
             (0 < self.val_fraction < 0.5, "validation fraction must be in (0, 0.5)"),
             (self.amp in ("auto", "on", "off"), "amp must be auto, on or off"),
             (0 < self.distill <= 1, "the distillation weight must be in (0, 1]"),
+            (self.weight_decay >= 0, "weight decay must not be negative"),
+            (self.early_stop >= 0, "early-stop patience must not be negative (0 = off)"),
+            (self.threads >= 0, "threads must not be negative (0 = every core)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -135,7 +140,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-PRESET_NEEDS = {"fer2013-distill": ("teachers", "--teachers CHECKPOINT...")}  # what a preset cannot go without
+PRESET_NEEDS = {"fer2013-distill": ("teachers", "--teachers CHECKPOINT..."),  # what a preset cannot go without
+                "fer2013-restart": ("init_from", "--init CHECKPOINT")}
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:

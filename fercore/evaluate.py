@@ -24,6 +24,7 @@ class EvalReport:
     dtype: str = ""  # what the model ran at: int8, bfloat16, float32...
     split: str = ""
     data: str = ""
+    data_note: str = ""  # what the reader skipped in the data (LoadReport.summary), or nothing
 
     @property
     def predictions(self) -> np.ndarray:
@@ -79,7 +80,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta:
              precision: str = "auto", device: str = "auto") -> EvalReport:
     """Load a checkpoint and a data source and evaluate one split (val uses the checkpoint's own carve)."""
     loaded = load_model(checkpoint, device, precision)
-    faces = own_split(loaded.info, load_data(data), split)
-    report = evaluate_faces(loaded, faces, tta)
-    report.split, report.data = split, str(data)
+    source = load_data(data)
+    report = evaluate_faces(loaded, own_split(loaded.info, source, split), tta)
+    report.split, report.data, report.data_note = split, str(data), source.raw.report.summary()
     return report

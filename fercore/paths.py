@@ -1,7 +1,14 @@
 """Where the project keeps things; torch-free, so the app's pages and the engine share one copy."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "fer2013.pt"  # the default model of every command and page
+RUNS_DIR_ENV = "FERCORE_RUNS_DIR"
+
+
+def runs_dir() -> Path:
+    """Where training runs live, for the app and the CLI alike: $FERCORE_RUNS_DIR or runs/ in the project."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs").expanduser()

@@ -172,6 +172,25 @@ class RunDir:
             records += [{"run": run.name, **e, "epoch": e["epoch"] + offset} for e in epochs]
         return records
 
+    def curves(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """What the live curves draw: the lineage's epoch records (history) and this run's progress records,
+        numbered on the same way."""
+        records = self.metrics()
+        own = [r for r in records if r.get("type") == "epoch"]
+        history = self.history()
+        offset = (history[-1]["epoch"] - own[-1]["epoch"]) if own else (history[-1]["epoch"] if history else 0)
+        progress = [{**r, "epoch": r["epoch"] + offset} for r in records if r.get("type") == "progress"]
+        return history, progress
+
+    def threads(self) -> int:
+        """The threads the training process runs on (0 = every core): its status's, which a resume may have
+        changed, else its recipe's."""
+        return int(self.status_raw().get("threads", self.config().get("threads", 1)))
+
+    def failed_before_first_save(self) -> bool:
+        """Whether the run failed before it saved anything to resume from (its directory may be reused)."""
+        return self.status().get("state") == "failed" and not self.file(LAST).exists()
+
     def request_stop(self) -> None:
         """Ask the training process to stop after its current step (it saves last.pt first)."""
         self.file(STOP).touch()

@@ -32,7 +32,7 @@ from fercore.distill import DistillationLoss, teacher_probabilities
 from fercore.errors import UserError
 from fercore.inference import predict_proba, to_input
 from fercore.metrics import confusion_matrix, macro_f1
-from fercore.runs import BEST, LAST, RunDir
+from fercore.runs import BEST, LAST, METRICS, RunDir
 
 PROGRESS_SECONDS = 1.0
 TEACHER_TARGETS = "teacher_targets.pt"
@@ -186,6 +186,8 @@ class Trainer:
         self.amp = hardware.amp_dtype(self.device, cfg.amp)
         self.classes = tuple(cfg.classes)
         data = load_data(cfg.data)
+        if note := data.raw.report.summary():  # what the reader skipped, for the user to see (not logged)
+            self._report({"type": "data", "note": note}, log=False)
         self.fingerprint = data.fingerprint
         self.train_set = data.split("train", self.classes, cfg.val_fraction, cfg.split_seed)
         self.val_set = data.split("val", self.classes, cfg.val_fraction, cfg.split_seed)
@@ -406,9 +408,12 @@ class Trainer:
 
 def run_training(cfg: TrainConfig, run_dir: Path, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Start a run of cfg in a new run_dir, keeping status.json true whatever happens."""
-    if RunDir(run_dir).file("config.json").exists():
-        raise UserError(f"{run_dir} already holds a run: use --resume {run_dir} or another --run-dir")
-    return _run(cfg, RunDir(run_dir), False, on_progress)
+    run = RunDir(run_dir)
+    if run.file("config.json").exists():
+        if not run.failed_before_first_save():
+            raise UserError(f"{run_dir} already holds a run: use --resume {run_dir} or another --run-dir")
+        run.file(METRICS).unlink(missing_ok=True)  # nothing to keep: the directory is this run's now
+    return _run(cfg, run, False, on_progress)
 
 
 def resume_training(run_dir: Path, on_progress: ProgressCallback | None = None, *,
@@ -423,11 +428,11 @@ def resume_training(run_dir: Path, on_progress: ProgressCallback | None = None, 
 
 def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallback | None) -> dict[str, Any]:
     """Train cfg in run (fresh or from its last.pt), keeping status.json true whatever happens."""
-    cfg.validate()  # before anything is written: a bad option leaves no run behind
+    cfg.validate()  # before anything is written: a bad option or a missing data path leaves no run behind
     run.acquire()
     try:
         run.clear_stop()
-        run.write_status(state="starting", pid=os.getpid(), epoch=0, total_epochs=cfg.epochs,
+        run.write_status(state="starting", pid=os.getpid(), threads=cfg.threads, epoch=0, total_epochs=cfg.epochs,
                          started=run.status_raw().get("started", time.time()), error=None)
         if not resume:
             run.write_config(cfg.to_dict())

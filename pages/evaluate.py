@@ -43,10 +43,13 @@ try:
     source = data_source_picker("evaluate", default=settings.default_data_source(trained_on))
     if source is None:
         st.stop()
-    splits = load_faces(source).splits_present()
+    faces = load_faces(source)
+    splits = faces.splits_present()
 except SHOWN_AS_ONE_LINE as exc:
     st.error(str(exc))
     st.stop()
+if note := faces.raw.report.summary():
+    st.warning(note)
 options = ["test", "val", "train", "all"] if "test" in splits else ["val", "train", "all"]
 left, right = st.columns(2)
 split = left.selectbox("Split", options, help="val: carved from train with the checkpoint's own fraction and seed")
@@ -72,7 +75,7 @@ st.plotly_chart(plots.confusion_heatmap(report.confusion(), report.classes, norm
 
 st.subheader("Per class")
 per_class = report.per_class()
-table = pd.DataFrame(per_class).T.rename_axis("class")
+table = pd.DataFrame(per_class).T.astype({"support": int}).rename_axis("class")
 left, right = st.columns([2, 3])
 left.dataframe(table, column_config={m: st.column_config.NumberColumn(format="%.3f")
                                      for m in ("precision", "recall", "f1")})

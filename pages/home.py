@@ -1,7 +1,8 @@
 """Home: what FER Studio does, the shipped model's card, the runs found on disk, and the way to each page."""
 import streamlit as st
 
-from fercore.app import model_menu, settings
+from fercore import paths
+from fercore.app import model_menu
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.runs import list_runs
 from pages._common import enter_app, runs_table, show_card
@@ -28,11 +29,11 @@ else:
                "Until it exists, Evaluate and Predict work with any run's best.pt.")
 
 st.subheader("Training runs")
-runs = list_runs(settings.runs_dir())
+runs = list_runs(paths.runs_dir())
 if runs:
     runs_table(runs)
 else:
-    st.caption(f"No runs yet in {settings.runs_dir()}.")
+    st.caption(f"No runs yet in {paths.runs_dir()}.")
 
 st.subheader("Go to")
 left, middle, right = st.columns(3)

@@ -8,8 +8,8 @@ from typing import Any
 import streamlit as st
 import torch
 
-from fercore import models, plots
-from fercore.app import data_views, launcher, model_menu, settings
+from fercore import models, paths, plots
+from fercore.app import data_views, launcher, model_menu
 from fercore.config import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES, TrainConfig, preset
 from fercore.data import FaceSet, is_synthetic
 from fercore.errors import SHOWN_AS_ONE_LINE
@@ -43,10 +43,7 @@ def parameter_count(arch: str, classes: int) -> int:
 
 
 def eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min {secs:02d} s"
+    return "?" if seconds is None else model_menu.duration(seconds)
 
 
 @st.cache_data(max_entries=64, show_spinner="Timing a training step on this machine...")
@@ -78,9 +75,8 @@ def awaiting_report(run: RunDir) -> bool:
 def run_progress(run: RunDir, status: dict[str, Any], waiting: bool) -> None:
     """Progress bar, curves, error, and the Stop or Resume button of a run that has a status."""
     state = status["state"]
-    records = run.metrics()
-    epochs = [r for r in records if r.get("type") == "epoch"]
-    progress = [r for r in records if r.get("type") == "progress"]
+    epochs = run.epochs()
+    history, progress = run.curves()  # a continued run's curves carry on from the run it started from
     total, epoch = status.get("total_epochs") or 1, status.get("epoch") or 0
     step, steps = status.get("step") or 0, status.get("steps") or 0
     active = state in ACTIVE_STATES
@@ -97,8 +93,8 @@ def run_progress(run: RunDir, status: dict[str, Any], waiting: bool) -> None:
     if best is not None and best >= 0:
         parts.append(f"best val acc {best:.1%}")
     st.progress(min(1.0, max(0.0, done)), text=" · ".join(parts))
-    if epochs or progress:
-        st.plotly_chart(plots.training_curves(epochs, progress), key=f"curves-{run.name}")
+    if history or progress:
+        st.plotly_chart(plots.training_curves(history, progress), key=f"curves-{run.name}")
     if status.get("error") and not active:
         st.error(status["error"])
         with st.expander("Training log"):
@@ -112,7 +108,7 @@ def run_progress(run: RunDir, status: dict[str, Any], waiting: bool) -> None:
         st.rerun(scope="fragment")
     elif state in RESUMABLE_STATES and run.file(LAST).exists():
         if st.button("Resume", icon=":material/play_arrow:", key="resume"):
-            launch(lambda: launcher.resume_training(run))
+            launch(lambda: launcher.continue_training(run))
 
 
 def live_panel(run: RunDir, polling: bool) -> None:
@@ -130,9 +126,9 @@ def live_panel(run: RunDir, polling: bool) -> None:
 
 
 def live_section() -> None:
-    runs = list_runs(settings.runs_dir())
-    launched = st.session_state.get("launched", (None, 0.0))[0]
-    if launched and launched not in [r.path for r in runs]:
+    runs = list_runs(paths.runs_dir())
+    launched, launched_at = st.session_state.get("launched", (None, 0.0))
+    if launched and launched not in [r.path for r in runs] and time.time() - launched_at < LAUNCH_GRACE_S:
         runs.insert(0, RunDir(launched))  # launched a moment ago: it has no config.json yet
     if not runs:
         st.info("No runs yet: start one under New run.")
@@ -239,7 +235,8 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
     epochs = second.number_input("Epochs", 1, 500, base.epochs, key=key + "epochs")
     batch_size = third.number_input("Batch size", 2, 2048, base.batch_size, key=key + "batch")
     optimizer = first.selectbox("Optimizer", OPTIMIZERS, OPTIMIZERS.index(base.optimizer), key=key + "opt")
-    lr = second.number_input("Learning rate (peak)", 1e-6, 1.0, base.lr, format="%.4f", step=1e-3, key=key + "lr")
+    lr = second.number_input("Learning rate", 1e-6, 1.0, base.lr, format="%.2e", step=1e-3, key=key + "lr",
+                            help="the peak of the onecycle schedule; the start of the others")
     schedule = third.selectbox("Schedule", SCHEDULES, SCHEDULES.index(base.schedule), key=key + "schedule")
     weight_decay = first.number_input("Weight decay", 0.0, 0.1, base.weight_decay, format="%.5f", step=1e-4,
                                       key=key + "wd")
@@ -270,7 +267,7 @@ def start_button(cfg: TrainConfig, name: str, train_faces: int) -> None:
     steps = max(1, train_faces // cfg.batch_size)
     st.caption(f"About **{eta(step_s * steps)} per epoch** on this machine ({steps} steps of {cfg.batch_size} faces "
                f"at {step_s * 1000:.0f} ms, measured with {threads} thread(s), as the run will use).")
-    busy = [r.name for r in list_runs(settings.runs_dir()) if r.is_active()]
+    busy = [r.name for r in list_runs(paths.runs_dir()) if r.is_active()]
     if busy:
         st.warning(f"Already training: {', '.join(busy)}. A second run shares the CPU with it and both slow down.")
     if st.button("Start training", type="primary", icon=":material/play_arrow:"):
@@ -304,12 +301,12 @@ def new_run_section() -> None:
 
 
 def history_section() -> None:
-    runs = list_runs(settings.runs_dir())
+    runs = list_runs(paths.runs_dir())
     if not runs:
         st.info("No runs yet.")
         return
     runs_table(runs)
-    histories = {name: epochs for name, epochs in ((r.name, r.epochs()) for r in runs) if epochs}
+    histories = {name: epochs for name, epochs in ((r.name, r.history()) for r in runs) if epochs}
     if histories:
         left, right = st.columns([3, 1])
         chosen = left.multiselect("Compare runs", list(histories), default=list(histories)[:3], key="compare")
@@ -320,7 +317,9 @@ def history_section() -> None:
         doomed = st.selectbox("Run to delete", [r.name for r in runs], key="doomed")
         if st.button("Delete for good", type="primary", key="delete"):
             try:
-                delete_run(RunDir(settings.runs_dir() / doomed))
+                delete_run(RunDir(paths.runs_dir() / doomed))
+                if st.session_state.get("launched", (None,))[0] == paths.runs_dir() / doomed:
+                    del st.session_state["launched"]
             except SHOWN_AS_ONE_LINE as exc:
                 st.error(str(exc))
             else:
@@ -331,7 +330,7 @@ st.title("Train")
 if st.session_state.pop("show-live", False):  # a run was just started: watch it
     st.session_state["train-tab"] = "Live"
 elif "train-tab" not in st.session_state:
-    running = any(run.is_active() for run in list_runs(settings.runs_dir()))
+    running = any(run.is_active() for run in list_runs(paths.runs_dir()))
     st.session_state["train-tab"] = "Live" if running else "New run"
 tabs = dict(zip(("New run", "Live", "Runs"), st.tabs(["New run", "Live", "Runs"], key="train-tab", on_change="rerun")))
 for label, section in (("New run", new_run_section), ("Live", live_section), ("Runs", history_section)):

@@ -17,8 +17,10 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _private_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decode cache and a runs folder of the test's own: no test reads or writes the user's."""
     monkeypatch.setenv("FERCORE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("FERCORE_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
 
 
 def jpeg_bytes(array: np.ndarray, fmt: str = "JPEG", mode: str | None = None) -> bytes:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fercore import paths
 from fercore.app import data_views, launcher, model_menu, outputs, settings
 from fercore.augment import AugmentConfig
 from fercore.config import TrainConfig
@@ -20,15 +21,15 @@ from fercore.runs import RunDir
 
 @pytest.fixture
 def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(settings.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    monkeypatch.setenv(paths.RUNS_DIR_ENV, str(tmp_path / "runs"))
     monkeypatch.setenv(settings.DATA_DIR_ENV, str(tmp_path / "data"))
     return tmp_path
 
 
 def test_settings_come_from_the_environment(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert settings.runs_dir() == folders / "runs" and settings.data_dir() == folders / "data"
-    monkeypatch.delenv(settings.RUNS_DIR_ENV)
-    assert settings.runs_dir() == settings.PROJECT_ROOT / "runs"
+    assert paths.runs_dir() == folders / "runs" and settings.data_dir() == folders / "data"
+    monkeypatch.delenv(paths.RUNS_DIR_ENV)
+    assert paths.runs_dir() == settings.PROJECT_ROOT / "runs"
 
 
 def test_ice_servers_default_to_none_and_must_be_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,13 +79,13 @@ def test_resume_needs_a_last_checkpoint(folders: Path) -> None:
     run = RunDir(folders / "runs" / "empty")
     run.write_status(state="stopped")
     with pytest.raises(UserError, match="last.pt"):
-        launcher.resume_training(run)
+        launcher.continue_training(run)
 
 
 def test_resume_launches_a_process_that_continues_the_run(tiny_checkpoint: Path, folders: Path) -> None:
     run = RunDir(shutil.copytree(tiny_checkpoint.parent, folders / "runs" / "copy"))
     run.write_status(state="stopped", pid=None)
-    assert launcher.resume_training(run) == run
+    assert launcher.continue_training(run) == run
     deadline = time.monotonic() + 120
     while run.status()["state"] not in ("finished", "failed") and time.monotonic() < deadline:
         time.sleep(0.3)
@@ -100,13 +101,13 @@ def test_resume_chooses_the_thread_count_for_the_box_as_it_is_now(folders: Path,
     launched: list[list[str]] = []
     monkeypatch.setattr(launcher, "_launch", lambda args, _run: launched.append(args))
     monkeypatch.setattr(launcher, "training_threads", lambda: 1)
-    launcher.resume_training(run)
+    launcher.continue_training(run)
     assert launched == [["train", "--resume", str(run.path), "--threads", "1"]]
 
 
 def test_checkpoint_choices_list_each_runs_best_and_last(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
                                                          tmp_path: Path) -> None:
-    monkeypatch.setenv(settings.RUNS_DIR_ENV, str(tiny_checkpoint.parent.parent))
+    monkeypatch.setenv(paths.RUNS_DIR_ENV, str(tiny_checkpoint.parent.parent))
     monkeypatch.setattr(model_menu, "SHIPPED_CHECKPOINT", tmp_path / "missing.pt")
     choices = model_menu.checkpoint_choices()
     assert [c.path.name for c in choices] == ["best.pt", "last.pt"]
@@ -132,7 +133,7 @@ def test_card_rows_prefer_the_measured_card_of_a_shipped_model(tiny_checkpoint: 
     rows = model_menu.card_rows({**model_menu.read_card(tiny_checkpoint), "card": measured}, tiny_checkpoint)
     assert rows["Architecture"] == "basic: Seed design"
     assert rows["Validation accuracy"] == "70.1% (macro F1 0.650, with TTA; best epoch 40)"
-    assert rows["Training time"] == "2 h 1 min for 45 epoch(s)"
+    assert rows["Training time"] == "2 h 01 min for 45 epoch(s)"
     assert rows["Trained on"] == "Xeon, 1 thread(s), bfloat16"
     assert rows["Data"].endswith(": 25,837 train / 2,872 validation faces, fingerprint c8215fc96c24e6a8")
 
@@ -230,3 +231,8 @@ def test_training_threads_leave_out_the_cores_of_active_runs(folders: Path, monk
     busy.write_config({"threads": 0})  # --threads 0: every core
     busy.write_status(state="running", pid=os.getpid())
     assert launcher.training_threads() == 1
+
+
+@pytest.mark.parametrize("seconds, said", [(42.4, "42 s"), (65, "1 min 05 s"), (754, "13 min"), (7260, "2 h 01 min")])
+def test_durations_read_as_people_say_them(seconds: float, said: str) -> None:
+    assert model_menu.duration(seconds) == said

@@ -21,6 +21,7 @@ import streamlit_webrtc
 from conftest import write_image_tree
 from streamlit.testing.v1 import AppTest
 
+from fercore import paths
 from fercore.app import launcher, model_menu, settings
 from fercore.augment import AugmentConfig
 from fercore.config import TrainConfig, preset
@@ -50,7 +51,7 @@ def webrtc_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 @pytest.fixture
 def open_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, webrtc_calls: list[dict]) -> OpenPage:
     """Open a page of the app with empty runs and data folders and no shipped model (tests may change that)."""
-    monkeypatch.setenv(settings.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    monkeypatch.setenv(paths.RUNS_DIR_ENV, str(tmp_path / "runs"))
     monkeypatch.setenv(settings.DATA_DIR_ENV, str(tmp_path / "data"))
     monkeypatch.setattr(model_menu, "SHIPPED_CHECKPOINT", tmp_path / "checkpoints" / "fer2013.pt")
 
@@ -65,7 +66,7 @@ def open_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, webrtc_calls: lis
 @pytest.fixture
 def with_tiny_run(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The runs folder holds the tiny trained run; returns its best.pt."""
-    monkeypatch.setenv(settings.RUNS_DIR_ENV, str(tiny_checkpoint.parent.parent))
+    monkeypatch.setenv(paths.RUNS_DIR_ENV, str(tiny_checkpoint.parent.parent))
     return tiny_checkpoint
 
 
@@ -95,7 +96,7 @@ def test_the_home_page_starts_without_torch(tmp_path: Path) -> None:
               "import fercore.app.model_menu as menu; menu.SHIPPED_CHECKPOINT = Path('/nowhere/fer2013.pt'); "
               f"at = AppTest.from_file({str(APP)!r}, default_timeout=30).run(); "
               "assert not at.exception, at.exception; print(sorted(m for m in sys.modules if m.startswith('torch')))")
-    env = {**os.environ, settings.RUNS_DIR_ENV: str(tmp_path)}
+    env = {**os.environ, paths.RUNS_DIR_ENV: str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -128,7 +129,7 @@ def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error
     assert at.session_state["train-tab"] == "Live" and at.selectbox[0].value.name == "first"
-    run = RunDir(settings.runs_dir() / "first")
+    run = RunDir(paths.runs_dir() / "first")
     assert json.loads((run.path / launcher.LAUNCH_CONFIG).read_text())["data"] == "synthetic:700"
     wait_until_finished(run)
     assert run.config()["threads"] == launcher.training_threads()
@@ -145,7 +146,7 @@ def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
 def test_train_page_reports_a_runs_folder_it_cannot_write_in_one_line(open_page: OpenPage, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "a-file").write_text("not a folder")
-    monkeypatch.setenv(settings.RUNS_DIR_ENV, str(tmp_path / "a-file" / "runs"))
+    monkeypatch.setenv(paths.RUNS_DIR_ENV, str(tmp_path / "a-file" / "runs"))
     at = open_page("pages/train.py")
     at.number_input(key="train-synthetic").set_value(700)
     at.text_input(key="run-name").input("first")
@@ -156,8 +157,8 @@ def test_train_page_reports_a_runs_folder_it_cannot_write_in_one_line(open_page:
 
 
 def test_train_page_continues_a_trained_model(open_page: OpenPage, tiny_checkpoint: Path) -> None:
-    shutil.copytree(tiny_checkpoint.parent, settings.runs_dir() / "tiny")
-    start = settings.runs_dir() / "tiny" / "best.pt"
+    shutil.copytree(tiny_checkpoint.parent, paths.runs_dir() / "tiny")
+    start = paths.runs_dir() / "tiny" / "best.pt"
     at = open_page("pages/train.py")
     picker = at.selectbox(key="warm-start")
     assert picker.options[0] == "random weights (from scratch)"
@@ -171,7 +172,7 @@ def test_train_page_continues_a_trained_model(open_page: OpenPage, tiny_checkpoi
     at.text_input(key="run-name").input("continued")
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error
-    run = RunDir(settings.runs_dir() / "continued")
+    run = RunDir(paths.runs_dir() / "continued")
     wait_until_finished(run)
     assert run.config()["init_from"] == str(start)
     assert [r.name for r in run.lineage()] == ["tiny", "continued"]
@@ -179,8 +180,8 @@ def test_train_page_continues_a_trained_model(open_page: OpenPage, tiny_checkpoi
 
 def test_train_page_distils_from_a_trained_model_of_the_same_data(open_page: OpenPage,
                                                                   tiny_checkpoint: Path) -> None:
-    shutil.copytree(tiny_checkpoint.parent, settings.runs_dir() / "tiny")
-    teacher = settings.runs_dir() / "tiny" / "best.pt"
+    shutil.copytree(tiny_checkpoint.parent, paths.runs_dir() / "tiny")
+    teacher = paths.runs_dir() / "tiny" / "best.pt"
     at = open_page("pages/train.py")
     at.number_input(key="train-synthetic").set_value(700).run()
     assert not at.multiselect and any("to learn from" in c.value for c in at.caption)  # other data: no teachers
@@ -193,7 +194,7 @@ def test_train_page_distils_from_a_trained_model_of_the_same_data(open_page: Ope
     at.text_input(key="run-name").input("distilled")
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error
-    run = RunDir(settings.runs_dir() / "distilled")
+    run = RunDir(paths.runs_dir() / "distilled")
     wait_until_finished(run)
     assert (run.config()["teachers"], run.config()["distill"]) == ([str(teacher)], 0.8)
 
@@ -202,7 +203,7 @@ def test_train_page_distils_fer2013_data_with_the_distill_presets_weight(open_pa
                                                                            tmp_path: Path) -> None:
     data = write_image_tree(tmp_path / "data" / "fer", per_class=10)
     run_training(TrainConfig(data=str(data), arch="basic", epochs=1, batch_size=32, threads=1,
-                             augment=AugmentConfig.off()), settings.runs_dir() / "teacher")
+                             augment=AugmentConfig.off()), paths.runs_dir() / "teacher")
     at = open_page("pages/train.py")
     at.radio(key="train-kind").set_value("path").run()
     at.text_input(key="train-path").input(str(data)).run()
@@ -225,7 +226,7 @@ def test_train_page_refuses_fewer_than_two_emotions_and_orders_a_custom_set(open
     at.number_input(key="demo-epochs").set_value(1)
     at.text_input(key="run-name").input("two")
     next(b for b in at.button if b.label == "Start training").click().run()
-    run = RunDir(settings.runs_dir() / "two")
+    run = RunDir(paths.runs_dir() / "two")
     wait_until_finished(run)
     assert run.config()["classes"] == ["angry", "surprise"]
 

@@ -54,6 +54,17 @@ def test_evaluate_runs_on_the_device_asked_for_or_says_why_not(tiny_checkpoint: 
         assert _one_error_line(result) == "fercore: error: --device cuda asked for, but no CUDA GPU is available"
 
 
+def test_evaluate_and_train_say_what_the_data_reader_skipped(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    data = write_image_tree(tmp_path / "archive", per_class=3)
+    (data / "train" / "happy" / "broken.jpg").write_bytes(b"not a jpeg")
+    result = fercore("evaluate", "--checkpoint", tiny_checkpoint, "--data", data, "--split", "test", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["n"] == 21
+    assert "data: skipped 1 unreadable file(s), e.g. " in result.stderr and "broken.jpg" in result.stderr
+    trained = fercore("train", "--data", data, "--arch", "basic", "--epochs", "1", "--batch-size", "8",
+                      "--threads", "1", "--run-dir", tmp_path / "run")
+    assert trained.returncode == 0 and "data: skipped 1 unreadable file(s)" in trained.stderr
+
+
 def test_evaluate_json_contract(tiny_checkpoint: Path, tmp_path: Path) -> None:
     data = write_image_tree(tmp_path / "archive", per_class=3)
     result = fercore("evaluate", "--checkpoint", tiny_checkpoint, "--data", data, "--split", "test", "--json")
@@ -102,6 +113,12 @@ def test_models_lists_architectures() -> None:
     (["train", "--preset", "fer2013", "--run-dir", "{tmp}/r"], "--data is required"),
     (["train", "--preset", "fer2013-distill", "--data", "synthetic", "--run-dir", "{tmp}/r"],
      "the fer2013-distill preset needs --teachers"),
+    (["train", "--preset", "fer2013-restart", "--data", "synthetic", "--run-dir", "{tmp}/r"],
+     "the fer2013-restart preset needs --init CHECKPOINT"),
+    (["train", "--data", "synthetic", "--early-stop", "-1", "--run-dir", "{tmp}/r"], "early-stop patience"),
+    (["train", "--data", "synthetic", "--threads", "-2", "--run-dir", "{tmp}/r"], "threads must not be negative"),
+    (["train", "--data", "synthetic", "--weight-decay", "-1", "--run-dir", "{tmp}/r"], "weight decay"),
+    (["train", "--resume", "{run}", "--seed", "0"], "drop --seed"),
     (["train", "--data", "synthetic", "--teachers", "{tmp}/none.pt", "--run-dir", "{tmp}/r"], "checkpoint not found"),
     (["train", "--data", "synthetic", "--teachers", "{ckpt}", "--distill", "2"], "distillation weight"),
     (["evaluate", "--data", "synthetic", "--checkpoint", "{tmp}/none.pt"], "checkpoint not found"),
@@ -131,12 +148,14 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path, tiny_checkpoint: Path,
     ({"classes": ["sad", "happy"]}, "classes must be distinct and in the order"),
     ({"augment": {"blur": 1.0}}, "unknown augmentation(s): blur"),
     ({"augment": {"rotate": "15"}}, "augmentation strengths must be numbers"),
+    ({"data": "/no/such/archive.zip"}, "data not found: /no/such/archive.zip"),
+    ({"data": "synthetic:12"}, "synthetic size must be between 70 and 200000"),
 ])
 def test_a_bad_config_file_is_one_line_and_leaves_no_run(tmp_path: Path, options: dict, message: str) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"data": "synthetic:700", **options}))
     assert message in _one_error_line(fercore("train", "--config", config, "--run-dir", tmp_path / "run"))
-    assert not (tmp_path / "run" / "config.json").exists()
+    assert not (tmp_path / "run").exists()
 
 
 def test_runs_stop_asks_an_active_run_to_stop(tmp_path: Path) -> None:

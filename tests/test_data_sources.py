@@ -122,10 +122,14 @@ def test_zip_slip_members_are_ignored_and_nothing_written(tmp_path: Path) -> Non
         archive.writestr("train/sad/ok.jpg", face)
         archive.writestr("../../evil/happy/x.jpg", face)
         archive.writestr("/abs/happy/y.jpg", face)
+        archive.writestr("train/sad/broken.jpg", face[:40])  # a decode failure must not hide the unsafe ones
     before = set(tmp_path.parent.parent.rglob("*.jpg"))
     data = load_data(zip_path)
-    assert len(data.raw.images) == 2 and data.raw.report.skipped_files == 2
-    assert "unsafe path" in data.raw.report.summary()
+    report = data.raw.report
+    assert len(data.raw.images) == 2 and report.skipped_files == 1
+    assert report.unsafe_members == ["../../evil/happy/x.jpg", "/abs/happy/y.jpg"]
+    assert "broken.jpg" in report.summary()
+    assert "ignored 2 zip member(s) with unsafe paths, e.g. ../../evil/happy/x.jpg" in report.summary()
     assert set(tmp_path.parent.parent.rglob("*.jpg")) == before  # nothing extracted anywhere
     assert not Path("/abs").exists() and not (Path.cwd().parent.parent / "evil").exists()
 

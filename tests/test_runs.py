@@ -46,3 +46,23 @@ def test_a_shipped_history_keeps_the_run_names_it_was_written_with(tmp_path: Pat
     shipped.log({"type": "epoch", "epoch": 1, "run": "first"})
     shipped.log({"type": "epoch", "epoch": 2, "run": "second"})
     assert [e["run"] for e in shipped.history()] == ["first", "second"]
+
+
+def test_the_live_curves_of_a_continued_run_carry_on_from_its_source(tmp_path: Path) -> None:
+    first = make_run(tmp_path / "first", [0.5, 0.7, 0.6])  # best.pt holds epoch 2
+    second = make_run(tmp_path / "second", [0.65], init_from=first.file("best.pt"))
+    second.log({"type": "progress", "epoch": 2, "step": 1})  # its second epoch under way
+    epochs, progress = second.curves()
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert [p["epoch"] for p in progress] == [3, 4]
+    fresh = make_run(tmp_path / "fresh", [], init_from=first.file("last.pt"))
+    fresh.log({"type": "progress", "epoch": 1, "step": 1})  # no epoch of its own yet
+    assert [p["epoch"] for p in fresh.curves()[1]] == [4]
+
+
+def test_a_runs_threads_are_its_status_s_after_a_resume(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", [0.5])
+    run.write_config({"threads": 2})
+    assert run.threads() == 2
+    run.write_status(state="running", threads=1)  # resumed with --threads 1
+    assert run.threads() == 1

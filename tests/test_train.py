@@ -85,6 +85,18 @@ def test_existing_run_dir_is_refused_and_resume_needs_last(tmp_path: Path) -> No
         resume_training(tmp_path / "empty")
 
 
+def test_a_run_dir_that_failed_before_its_first_save_can_be_used_again(tmp_path: Path) -> None:
+    (tmp_path / "broken.zip").write_bytes(b"not a zip")  # passes the cheap checks, fails when read
+    with pytest.raises(UserError, match="not a valid zip"):
+        run_training(_cfg(data=str(tmp_path / "broken.zip"), epochs=1), tmp_path / "r")
+    status = RunDir(tmp_path / "r").status()
+    assert status["state"] == "failed" and "not a valid zip" in status["error"]
+    assert RunDir(tmp_path / "r").failed_before_first_save()
+    assert run_training(_cfg(epochs=1), tmp_path / "r")["epochs"] == 1
+    with pytest.raises(UserError, match="already holds a run"):  # a run with a save is never overwritten
+        run_training(_cfg(epochs=1), tmp_path / "r")
+
+
 def test_a_run_in_use_by_a_live_process_is_refused(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "busy")
     run.path.mkdir()
@@ -110,11 +122,10 @@ def test_diverging_loss_fails_the_run_with_a_message(tmp_path: Path) -> None:
     assert status["state"] == "failed" and "learning rate" in status["error"]
 
 
-def test_bad_data_fails_cleanly_with_status(tmp_path: Path) -> None:
+def test_missing_data_is_refused_before_a_run_exists(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="data not found"):
         run_training(_cfg(data=str(tmp_path / "missing")), tmp_path / "bad")
-    status = RunDir(tmp_path / "bad").status()
-    assert status["state"] == "failed" and "data not found" in status["error"]
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("schedule, optimizer", [("onecycle", "adamw"), ("plateau", "sgd"), ("exponential", "sgd")])

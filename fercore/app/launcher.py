@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fercore.app.settings import runs_dir
 from fercore.atomic import atomic_write_json
 from fercore.errors import UserError
-from fercore.paths import PROJECT_ROOT
+from fercore.paths import PROJECT_ROOT, runs_dir
 from fercore.runs import LAST, RunDir, list_runs
 
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ def training_threads() -> int:
     from fercore.hardware import usable_cores
 
     cores = usable_cores()
-    taken = sum(int(run.config().get("threads", 1)) or cores for run in list_runs(runs_dir()) if run.is_active())
+    taken = sum(run.threads() or cores for run in list_runs(runs_dir()) if run.is_active())
     return max(1, cores - taken)
 
 
@@ -76,7 +75,7 @@ def start_training(cfg: TrainConfig, name: str) -> RunDir:
     return run
 
 
-def resume_training(run: RunDir) -> RunDir:
+def continue_training(run: RunDir) -> RunDir:
     """Launch a process that continues a stopped, interrupted or failed run from its last.pt; returns the run."""
     if run.is_active():
         raise UserError(f"run {run.name} is still running")

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fercore.app.settings import runs_dir
 from fercore.errors import UserError
-from fercore.paths import SHIPPED_CHECKPOINT
+from fercore.paths import SHIPPED_CHECKPOINT, runs_dir
 from fercore.runs import BEST, LAST, RunDir, list_runs
 
 
@@ -56,11 +55,12 @@ def teacher_choices(classes: tuple[str, ...], fingerprint: str, val_split: dict[
             if card.get("data_fingerprint") == fingerprint and card.get("val_split") == val_split]
 
 
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
+def duration(seconds: float) -> str:
+    """A span as people say it: 42 s, 1 min 05 s, 12 min, 2 h 05 min."""
     if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+        return f"{seconds:.0f} s" if seconds < 60 else f"1 min {seconds - 60:02.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 def read_card(path: Path) -> dict[str, Any]:
@@ -101,6 +101,6 @@ def card_rows(card: dict[str, Any], path: Path) -> dict[str, str]:
                  f"{measured['data']['val']:,} validation faces, fingerprint {measured['data_fingerprint']}"
                  if measured else str(card.get("data_source", "?"))),
         "Validation accuracy": accuracy,
-        "Training time": f"{_duration(seconds)} for {epochs} epoch(s)" if epochs else "?",
+        "Training time": f"{duration(seconds)} for {epochs} epoch(s)" if epochs else "?",
         "Trained on": hardware,
     }

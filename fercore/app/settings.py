@@ -6,18 +6,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fercore.data import is_synthetic
 from fercore.errors import UserError
 from fercore.paths import PROJECT_ROOT
 
-RUNS_DIR_ENV = "FERCORE_RUNS_DIR"
 DATA_DIR_ENV = "FERCORE_DATA_DIR"
 ICE_SERVERS_ENV = "FERCORE_ICE_SERVERS"
 DATA_ROOTS_ENV = "FERCORE_DATA_ROOTS"  # extra folders (os.pathsep-separated) whose data the app may read
-
-
-def runs_dir() -> Path:
-    """Where training runs live: $FERCORE_RUNS_DIR or runs/ in the project."""
-    return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs").expanduser()
 
 
 def data_dir() -> Path:
@@ -43,7 +38,7 @@ def allowed_data_path(typed: str) -> Path:
 
 def default_data_source(source: str) -> str:
     """source when the app may read it and it exists, else the synthetic demo set."""
-    if source.split(":", 1)[0] == "synthetic":
+    if is_synthetic(source):
         return source
     try:
         return str(allowed_data_path(source)) if Path(source).expanduser().exists() else "synthetic"

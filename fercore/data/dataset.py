@@ -108,9 +108,7 @@ def _load_cache(path: Path) -> tuple[RawFaces, str] | None:
         return None  # a stale or damaged cache entry is simply rebuilt
 
 
-def _synthetic(source: str) -> FaceData:
-    from fercore.data.synthetic import generate_faces
-
+def _synthetic_size(source: str) -> int:
     _, _, count = source.partition(":")
     try:
         n = int(count) if count else DEFAULT_SYNTHETIC_SIZE
@@ -118,7 +116,13 @@ def _synthetic(source: str) -> FaceData:
         raise UserError(f"bad synthetic size in {source!r}: use synthetic or synthetic:N") from None
     if not 70 <= n <= 200_000:
         raise UserError("synthetic size must be between 70 and 200000")
-    images, emotions = generate_faces(n, seed=0)
+    return n
+
+
+def _synthetic(source: str) -> FaceData:
+    from fercore.data.synthetic import generate_faces
+
+    images, emotions = generate_faces(_synthetic_size(source), seed=0)
     test = stratified_holdout(emotions, 0.2, seed=1)
     raw = RawFaces(images, emotions, np.where(test, "test", "train"), LoadReport())
     return FaceData(source, raw, _content_fingerprint(raw))
@@ -126,6 +130,15 @@ def _synthetic(source: str) -> FaceData:
 
 def is_synthetic(source: str | Path) -> bool:
     return str(source).split(":", 1)[0] == SYNTHETIC_PREFIX
+
+
+def check_source(source: str | Path) -> None:
+    """The checks that need no decoding (a synthetic size, a path that exists and is a folder, zip or csv);
+    UserError when one fails."""
+    if is_synthetic(source):
+        _synthetic_size(str(source))
+    else:
+        source_kind(Path(source).expanduser())
 
 
 def load_data(source: str | Path, use_cache: bool = True) -> FaceData:

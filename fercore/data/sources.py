@@ -42,6 +42,7 @@ class LoadReport:
     skipped_files: int = 0
     skipped_examples: list[str] = field(default_factory=list)
     unknown_folders: list[str] = field(default_factory=list)
+    unsafe_members: list[str] = field(default_factory=list)  # zip members with absolute or ../ paths
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped_files += 1
@@ -52,6 +53,9 @@ class LoadReport:
         parts = []
         if self.skipped_files:
             parts.append(f"skipped {self.skipped_files} unreadable file(s), e.g. {self.skipped_examples[0]}")
+        if self.unsafe_members:
+            parts.append(f"ignored {len(self.unsafe_members)} zip member(s) with unsafe paths, e.g. "
+                         f"{self.unsafe_members[0]}")
         if self.unknown_folders:
             parts.append("ignored folder(s) that are not emotions: " + ", ".join(sorted(self.unknown_folders)[:8]))
         return "; ".join(parts)
@@ -216,8 +220,7 @@ def read_zip(path: Path) -> RawFaces:
             raw = _decode_entries(entries, path.name)
     except zipfile.BadZipFile:
         raise UserError(f"{path.name} is not a valid zip file") from None
-    for name in unsafe:
-        raw.report.skip(name, "unsafe path inside the zip (ignored)")
+    raw.report.unsafe_members += unsafe
     return raw
 
 
