@@ -44,15 +44,15 @@ def _faces(raw: dict[str, Any], source: FaceData, split: str) -> FaceSet:
     return own_split(raw, source, split)
 
 
-def build_card(raw: dict[str, Any], source: FaceData, run: RunDir | None = None, name: str = "checkpoint"
-               ) -> dict[str, Any]:
+def build_card(raw: dict[str, Any], source: FaceData, run: RunDir | None = None, name: str = "checkpoint",
+               epochs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Evaluate on the checkpoint's own validation carve (as it runs by default, with and without TTA, and the
-    float model when that differs) and time inference on this CPU."""
+    float model when that differs) and time inference on this CPU; epochs: the run's history when already read."""
     val = _faces(raw, source, "val")
     loaded = model_from_checkpoint(raw, name)
     as_float = model_from_checkpoint(raw, name, precision="float")
     float_differs = as_float.dtype != loaded.dtype
-    epochs = run.history() if run else []
+    epochs = epochs if epochs is not None else run.history() if run else []
     validation = {"tta": evaluate_faces(loaded, val, tta=True).to_json(),
                   "no_tta": evaluate_faces(loaded, val, tta=False).to_json()}
     inference = {"dtype": loaded.dtype, "batch1": _ms_per_face(loaded, 1), "batch32": _ms_per_face(loaded, 32),
@@ -197,10 +197,10 @@ def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None) ->
     source = load_data(data)
     raw = read_checkpoint(checkpoint)
     raw = with_calibration(raw, _faces(raw, source, "train").images, raw["config"]["seed"])
-    card = build_card(raw, source, run, Path(checkpoint).name)
+    epochs = run.history()
+    card = build_card(raw, source, run, Path(checkpoint).name, epochs)
     save_checkpoint(out, {**raw, "card": card})
     atomic_write_bytes(readme, card_markdown(card, out.name).encode())
-    epochs = run.history()
     if epochs:  # the epoch lines only: the learning curves, without the progress lines within epochs
         atomic_write_jsonl(out.parent / "metrics.jsonl", epochs)
     return card
