@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -57,11 +56,12 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fercore.config import TrainConfig
     from fercore.train import run_training
 
-    os.environ.setdefault("FERCORE_CACHE_DIR", str(tmp_path_factory.mktemp("session-cache")))
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     cfg = TrainConfig(data="synthetic:2100", arch="basic", epochs=6, batch_size=64, optimizer="adamw", lr=3e-3,
                       schedule="onecycle", label_smoothing=0.0, threads=1, augment=AugmentConfig.off())
-    run_training(cfg, run_dir)
+    with pytest.MonkeyPatch.context() as patch:  # the user's decode cache stays untouched, and so does the env
+        patch.setenv("FERCORE_CACHE_DIR", str(tmp_path_factory.mktemp("session-cache")))
+        run_training(cfg, run_dir)
     return run_dir / "best.pt"
 
 

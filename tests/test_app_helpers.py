@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from fercore.data import FaceSet
 from fercore.errors import UserError
 from fercore.predict import Predictor
 from fercore.runs import RunDir
+from fercore.train import run_training
 
 
 @pytest.fixture
@@ -82,14 +82,21 @@ def test_resume_needs_a_last_checkpoint(folders: Path) -> None:
         launcher.continue_training(run)
 
 
-def test_resume_launches_a_process_that_continues_the_run(tiny_checkpoint: Path, folders: Path) -> None:
-    run = RunDir(shutil.copytree(tiny_checkpoint.parent, folders / "runs" / "copy"))
-    run.write_status(state="stopped", pid=None)
+def test_resume_launches_a_process_that_continues_the_run(folders: Path) -> None:
+    run = RunDir(folders / "runs" / "stopped")
+    cfg = TrainConfig(data="synthetic:700", arch="basic", epochs=2, batch_size=32, threads=1, amp="off")
+
+    def stop_after_epoch_1(record: dict) -> None:
+        if record["type"] == "epoch":
+            run.request_stop()
+    assert run_training(cfg, run.path, on_progress=stop_after_epoch_1)["stopped"]
+    assert [e["epoch"] for e in run.epochs()] == [1]
     assert launcher.continue_training(run) == run
     deadline = time.monotonic() + 120
     while run.status()["state"] not in ("finished", "failed") and time.monotonic() < deadline:
         time.sleep(0.3)
     assert run.status()["state"] == "finished", launcher.log_tail(run)
+    assert [e["epoch"] for e in run.epochs()] == [1, 2]  # epoch 1 kept, epoch 2 trained by the new process
     assert "run_dir" in launcher.log_tail(run)  # the CLI's closing line went to the run's log
 
 

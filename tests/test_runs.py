@@ -1,9 +1,13 @@
 """Run directories that continue one another (--init): their lineage and the learning history it adds up to."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from fercore.runs import RunDir
+import pytest
+
+from fercore.errors import UserError
+from fercore.runs import RunDir, delete_run
 
 
 def make_run(path: Path, val_accs: list[float], init_from: Path | None = None) -> RunDir:
@@ -66,3 +70,15 @@ def test_a_runs_threads_are_its_status_s_after_a_resume(tmp_path: Path) -> None:
     assert run.threads() == 2
     run.write_status(state="running", threads=1)  # resumed with --threads 1
     assert run.threads() == 1
+
+
+def test_delete_refuses_a_training_run_and_removes_a_finished_one(tmp_path: Path) -> None:
+    busy = make_run(tmp_path / "busy", [0.5])
+    busy.write_status(state="running", pid=os.getpid())  # this test's process stands in for the trainer
+    with pytest.raises(UserError, match="still running: stop it first"):
+        delete_run(busy)
+    assert busy.path.is_dir()
+    done = make_run(tmp_path / "done", [0.5])
+    done.write_status(state="finished", pid=None)
+    delete_run(done)
+    assert not done.path.exists() and busy.path.is_dir()
