@@ -258,6 +258,18 @@ def test_evaluate_shows_the_engines_numbers(open_page: OpenPage, with_tiny_run: 
     assert any(f"Inference in {as_float.dtype}" in c.value for c in at.caption)
 
 
+def test_evaluate_says_what_the_data_reader_skipped(open_page: OpenPage, with_tiny_run: Path, tmp_path: Path) -> None:
+    tree = write_image_tree(tmp_path / "data" / "fer", per_class=2)
+    (tree / "test" / "sad" / "broken.jpg").write_bytes(b"not a jpeg")
+    at = open_page("pages/evaluate.py")
+    at.radio(key="evaluate-kind").set_value("path").run()
+    at.text_input(key="evaluate-path").input(str(tree)).run()
+    assert not at.exception and not at.error
+    assert len(at.warning) == 1 and "skipped 1 unreadable file(s), e.g. " in at.warning[0].value
+    assert "broken.jpg" in at.warning[0].value
+    assert [m.value for m in at.metric][2] == "14"  # the 14 readable test faces were evaluated
+
+
 def test_predict_labels_a_photo_and_reports_a_bad_file(open_page: OpenPage, with_tiny_run: Path,
                                                         astronaut_jpeg: bytes) -> None:
     at = open_page("pages/predict.py")

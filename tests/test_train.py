@@ -67,6 +67,9 @@ def test_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path, monkeypatc
     run = RunDir(tmp_path / "resumed")
     assert run.status()["state"] == "stopped" and not run.file("STOP").exists()
     assert read_checkpoint(run.file("last.pt"))["train_state"]["position"]["step"] == 5
+    # records logged after last.pt by a process killed before its next save: the resume must drop them
+    run.log({"type": "progress", "epoch": 2, "step": 6, "steps": 6})
+    run.log({"type": "epoch", "epoch": 2, "train_loss": 9.9, "val_acc": 0.01})
     resume_training(tmp_path / "resumed")
     straight = read_checkpoint(tmp_path / "straight" / "last.pt")["state_dict"]
     resumed = read_checkpoint(tmp_path / "resumed" / "last.pt")["state_dict"]
