@@ -44,15 +44,14 @@ def _faces(raw: dict[str, Any], source: FaceData, split: str) -> FaceSet:
     return own_split(raw, source, split)
 
 
-def build_card(raw: dict[str, Any], source: FaceData, run: RunDir | None = None, name: str = "checkpoint",
-               epochs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def build_card(raw: dict[str, Any], source: FaceData, run: RunDir, name: str,
+               epochs: list[dict[str, Any]]) -> dict[str, Any]:
     """Evaluate on the checkpoint's own validation carve (as it runs by default, with and without TTA, and the
-    float model when that differs) and time inference on this CPU; epochs: the run's history when already read."""
+    float model when that differs) and time inference on this CPU; epochs: the run's history (RunDir.history)."""
     val = _faces(raw, source, "val")
     loaded = model_from_checkpoint(raw, name)
     as_float = model_from_checkpoint(raw, name, precision="float")
     float_differs = as_float.dtype != loaded.dtype
-    epochs = epochs if epochs is not None else run.history() if run else []
     validation = {"tta": evaluate_faces(loaded, val, tta=True).to_json(),
                   "no_tta": evaluate_faces(loaded, val, tta=False).to_json()}
     inference = {"dtype": loaded.dtype, "batch1": _ms_per_face(loaded, 1), "batch32": _ms_per_face(loaded, 32),
@@ -70,7 +69,7 @@ def build_card(raw: dict[str, Any], source: FaceData, run: RunDir | None = None,
         "training": {"epochs": len(epochs), "seconds": float(sum(e["seconds"] for e in epochs)),
                      "hardware": (f"{raw['trained_on'].get('processor') or hardware.cpu_name()}, "
                                   f"{raw['trained_on']['threads']} thread(s), {raw['trained_on']['amp']}"),
-                     "device": raw["trained_on"]["device"], "stages": _stages(run, epochs) if run else []},
+                     "device": raw["trained_on"]["device"], "stages": _stages(run, epochs)},
         "inference_ms_per_face": inference,
     }
 

@@ -42,6 +42,15 @@ def default_run_name(arch: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}"
 
 
+@dataclass(frozen=True)
+class Curves:
+    """A run's learning curves as the Live tab draws them."""
+
+    history: list[dict[str, Any]]  # the lineage's epoch records, numbered on across runs (RunDir.history)
+    progress: list[dict[str, Any]]  # this run's progress records, numbered the same way
+    epochs_done: int  # the epochs this run completed itself
+
+
 @dataclass
 class RunDir:
     """Reading and writing one run directory."""
@@ -161,10 +170,14 @@ class RunDir:
         """The epoch records of the whole lineage, numbered on across runs, each with its run's name.
 
         A run that a later one started from counts up to the checkpoint taken: its best epoch for best.pt."""
+        return self._history(self.epochs())
+
+    def _history(self, own_epochs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """history() with this run's own epoch records already read."""
         chain = self.lineage()
         records: list[dict[str, Any]] = []
         for run, successor in zip(chain, [*chain[1:], None]):
-            epochs = run.epochs()
+            epochs = run.epochs() if successor is not None else own_epochs
             if successor is not None and Path(successor.config()["init_from"]).name == BEST and epochs:
                 best = max(range(len(epochs)), key=lambda i: (epochs[i].get("val_acc") or 0.0, -i))
                 epochs = epochs[:best + 1]
@@ -172,15 +185,14 @@ class RunDir:
             records += [{"run": run.name, **e, "epoch": e["epoch"] + offset} for e in epochs]
         return records
 
-    def curves(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """What the live curves draw: the lineage's epoch records (history) and this run's progress records,
-        numbered on the same way."""
+    def curves(self) -> Curves:
+        """What the live curves draw, from one read of this run's metrics.jsonl."""
         records = self.metrics()
         own = [r for r in records if r.get("type") == "epoch"]
-        history = self.history()
+        history = self._history(own)
         offset = (history[-1]["epoch"] - own[-1]["epoch"]) if own else (history[-1]["epoch"] if history else 0)
         progress = [{**r, "epoch": r["epoch"] + offset} for r in records if r.get("type") == "progress"]
-        return history, progress
+        return Curves(history, progress, len(own))
 
     def threads(self) -> int:
         """The threads the training process runs on (0 = every core): its status's, which a resume may have

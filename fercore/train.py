@@ -32,7 +32,7 @@ from fercore.distill import DistillationLoss, teacher_probabilities
 from fercore.errors import UserError
 from fercore.inference import predict_proba, to_input
 from fercore.metrics import confusion_matrix, macro_f1
-from fercore.runs import BEST, LAST, METRICS, RunDir
+from fercore.runs import BEST, CONFIG, LAST, METRICS, RunDir
 
 PROGRESS_SECONDS = 1.0
 TEACHER_TARGETS = "teacher_targets.pt"
@@ -409,7 +409,7 @@ class Trainer:
 def run_training(cfg: TrainConfig, run_dir: Path, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Start a run of cfg in a new run_dir, keeping status.json true whatever happens."""
     run = RunDir(run_dir)
-    if run.file("config.json").exists():
+    if run.file(CONFIG).exists():
         if not run.failed_before_first_save():
             raise UserError(f"{run_dir} already holds a run: use --resume {run_dir} or another --run-dir")
         run.file(METRICS).unlink(missing_ok=True)  # nothing to keep: the directory is this run's now

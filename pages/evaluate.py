@@ -43,12 +43,12 @@ try:
     source = data_source_picker("evaluate", default=settings.default_data_source(trained_on))
     if source is None:
         st.stop()
-    faces = load_faces(source)
-    splits = faces.splits_present()
+    data = load_faces(source)
+    splits = data.splits_present()
 except SHOWN_AS_ONE_LINE as exc:
     st.error(str(exc))
     st.stop()
-if note := faces.raw.report.summary():
+if note := data.raw.report.summary():
     st.warning(note)
 options = ["test", "val", "train", "all"] if "test" in splits else ["val", "train", "all"]
 left, right = st.columns(2)

@@ -75,26 +75,25 @@ def awaiting_report(run: RunDir) -> bool:
 def run_progress(run: RunDir, status: dict[str, Any], waiting: bool) -> None:
     """Progress bar, curves, error, and the Stop or Resume button of a run that has a status."""
     state = status["state"]
-    epochs = run.epochs()
-    history, progress = run.curves()  # a continued run's curves carry on from the run it started from
+    curves = run.curves()  # a continued run's curves carry on from the run it started from
     total, epoch = status.get("total_epochs") or 1, status.get("epoch") or 0
     step, steps = status.get("step") or 0, status.get("steps") or 0
     active = state in ACTIVE_STATES
-    done = (epoch - 1 + step / steps) / total if active and steps else len(epochs) / total
+    done = (epoch - 1 + step / steps) / total if active and steps else curves.epochs_done / total
     best = status.get("best_val_acc")
-    speed = progress[-1]["images_per_s"] if progress else 0
+    speed = curves.progress[-1]["images_per_s"] if curves.progress else 0
     if state == "starting":
         parts = [f"**{state}**", "reading the data and building the model"]
     elif active:
         parts = [f"**{state}**", f"epoch {epoch}/{total}", f"step {step}/{steps}", f"{speed:,.0f} images/s",
                  f"ETA {eta(status.get('eta_s'))}"]
     else:
-        parts = [f"**{state}**", f"{len(epochs)}/{total} epochs done"]
+        parts = [f"**{state}**", f"{curves.epochs_done}/{total} epochs done"]
     if best is not None and best >= 0:
         parts.append(f"best val acc {best:.1%}")
     st.progress(min(1.0, max(0.0, done)), text=" · ".join(parts))
-    if history or progress:
-        st.plotly_chart(plots.training_curves(history, progress), key=f"curves-{run.name}")
+    if curves.history or curves.progress:
+        st.plotly_chart(plots.training_curves(curves.history, curves.progress), key=f"curves-{run.name}")
     if status.get("error") and not active:
         st.error(status["error"])
         with st.expander("Training log"):

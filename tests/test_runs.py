@@ -56,12 +56,13 @@ def test_the_live_curves_of_a_continued_run_carry_on_from_its_source(tmp_path: P
     first = make_run(tmp_path / "first", [0.5, 0.7, 0.6])  # best.pt holds epoch 2
     second = make_run(tmp_path / "second", [0.65], init_from=first.file("best.pt"))
     second.log({"type": "progress", "epoch": 2, "step": 1})  # its second epoch under way
-    epochs, progress = second.curves()
-    assert [e["epoch"] for e in epochs] == [1, 2, 3]
-    assert [p["epoch"] for p in progress] == [3, 4]
+    curves = second.curves()
+    assert [e["epoch"] for e in curves.history] == [1, 2, 3]
+    assert [p["epoch"] for p in curves.progress] == [3, 4]
+    assert curves.epochs_done == 1
     fresh = make_run(tmp_path / "fresh", [], init_from=first.file("last.pt"))
     fresh.log({"type": "progress", "epoch": 1, "step": 1})  # no epoch of its own yet
-    assert [p["epoch"] for p in fresh.curves()[1]] == [4]
+    assert [p["epoch"] for p in fresh.curves().progress] == [4]
 
 
 def test_a_runs_threads_are_its_status_s_after_a_resume(tmp_path: Path) -> None:
