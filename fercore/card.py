@@ -44,6 +44,15 @@ def _faces(raw: dict[str, Any], source: FaceData, split: str) -> FaceSet:
     return own_split(raw, source, split)
 
 
+def _description(arch: str, arch_args: dict[str, Any]) -> str:
+    """The architecture's description, and how this model's arch_args change it (say wider stages)."""
+    def shown(value: Any) -> str:
+        return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    changes = ", ".join(f"{name} {shown(value)}" for name, value in arch_args.items())
+    return models.ARCHITECTURES[arch].description + (f"; this one with {changes}" if changes else "")
+
+
 def build_card(raw: dict[str, Any], source: FaceData, run: RunDir, name: str,
                epochs: list[dict[str, Any]]) -> dict[str, Any]:
     """Evaluate on the checkpoint's own validation carve (as it runs by default, with and without TTA, and the
@@ -60,7 +69,7 @@ def build_card(raw: dict[str, Any], source: FaceData, run: RunDir, name: str,
         validation["float_tta"] = evaluate_faces(as_float, val, tta=True).to_json()
         inference |= {"float_dtype": as_float.dtype, "float_batch32": _ms_per_face(as_float, 32)}
     return {
-        "architecture": raw["arch"], "description": models.ARCHITECTURES[raw["arch"]].description,
+        "architecture": raw["arch"], "description": _description(raw["arch"], raw.get("arch_args") or {}),
         "parameters": models.parameter_count(loaded.model), "classes": list(loaded.classes),
         "recipe": raw["config"], "data_fingerprint": raw["data_fingerprint"],
         "data": {"train": len(_faces(raw, source, "train")), "val": len(val), "val_split": raw["val_split"]},

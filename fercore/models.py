@@ -1,6 +1,7 @@
 """Architectures built from scratch, chosen by name: a registry in the spirit of timm's create_model."""
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -124,6 +125,24 @@ def build(name: str, num_classes: int = 7, **kwargs: object) -> nn.Module:
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}: choose from {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[name].builder(num_classes=num_classes, **kwargs)
+
+
+def default_widths(name: str) -> tuple[int, ...]:
+    """The channel widths of an architecture's stages when arch_args gives none."""
+    return inspect.signature(ARCHITECTURES[name].builder).parameters["widths"].default
+
+
+def width_args(name: str, factor: float) -> dict[str, list[int]]:
+    """arch_args that scale every stage's width by factor ({} at 1: the architecture's own widths)."""
+    if factor == 1:
+        return {}
+    return {"widths": [round(w * factor) for w in default_widths(name)]}
+
+
+def width_factor(name: str, arch_args: dict[str, object]) -> float:
+    """The factor width_args would have used for arch_args (1 when they set no widths)."""
+    widths = arch_args.get("widths")
+    return widths[0] / default_widths(name)[0] if isinstance(widths, (list, tuple)) and widths else 1.0
 
 
 def parameter_count(model: nn.Module) -> int:

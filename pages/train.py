@@ -33,13 +33,14 @@ AUGMENTATIONS = {
 PREVIEW_FACES = 10
 RESUMABLE_STATES = ("stopped", "interrupted", "failed")
 LAUNCH_GRACE_S = 60  # how long to wait for a launched process's first status before giving up polling
+WIDTHS = (1.0, 1.5, 2.0)  # the Width menu: fernet at 1.5x is the shipped model's
 DEVICES = ["auto", "cpu", *(["cuda"] if torch.cuda.is_available() else []),
            *(["mps"] if torch.backends.mps.is_available() else [])]
 
 
 @st.cache_data(show_spinner=False)
-def parameter_count(arch: str, classes: int) -> int:
-    return models.parameter_count(models.build(arch, classes))
+def parameter_count(arch: str, classes: int, width: float = 1.0) -> int:
+    return models.parameter_count(models.build(arch, classes, **models.width_args(arch, width)))
 
 
 def eta(seconds: float | None) -> str:
@@ -47,9 +48,11 @@ def eta(seconds: float | None) -> str:
 
 
 @st.cache_data(max_entries=64, show_spinner="Timing a training step on this machine...")
-def step_seconds(arch: str, batch_size: int, device: str, num_classes: int, threads: int) -> float:
-    """Seconds per training step of this architecture and batch here (measured once per process)."""
-    return measure_step_seconds(TrainConfig(arch=arch, batch_size=batch_size, device=device), num_classes, threads)
+def step_seconds(arch: str, widths: tuple[int, ...], batch_size: int, device: str, num_classes: int,
+                 threads: int) -> float:
+    """Seconds per training step of this architecture, widths and batch here (measured once per process)."""
+    cfg = TrainConfig(arch=arch, arch_args={"widths": list(widths)}, batch_size=batch_size, device=device)
+    return measure_step_seconds(cfg, num_classes, threads)
 
 
 def launch(start: Callable[[], RunDir]) -> None:
@@ -231,28 +234,37 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
                            key=key + ("arch-of-start" if warm_start else "arch"),
                            format_func=lambda a: f"{a} ({parameter_count(a, classes) / 1e6:.2f} M parameters)",
                            help="\n\n".join(f"**{a.name}**: {a.description}" for a in models.ARCHITECTURES.values()))
-    epochs = second.number_input("Epochs", 1, 500, base.epochs, key=key + "epochs")
-    batch_size = third.number_input("Batch size", 2, 2048, base.batch_size, key=key + "batch")
-    optimizer = first.selectbox("Optimizer", OPTIMIZERS, OPTIMIZERS.index(base.optimizer), key=key + "opt")
-    lr = second.number_input("Learning rate", 1e-6, 1.0, base.lr, format="%.2e", step=1e-3, key=key + "lr",
+    base_width = models.width_factor(base.arch, base.arch_args)
+    widths = [base_width] if warm_start else sorted({*WIDTHS, base_width})
+    width = second.selectbox("Width", widths, index=widths.index(base_width), disabled=warm_start,
+                             key=key + ("width-of-start" if warm_start else "width"),
+                             format_func=lambda w: f"{w:g}x ({parameter_count(arch, classes, w) / 1e6:.2f} M "
+                                                   "parameters)",
+                             help="every stage's channels times this: wider learns more and costs about its "
+                                  "square in time (the fer2013-wide preset, the shipped model's, is 1.5x fernet)")
+    epochs = third.number_input("Epochs", 1, 500, base.epochs, key=key + "epochs")
+    batch_size = first.number_input("Batch size", 2, 2048, base.batch_size, key=key + "batch")
+    optimizer = second.selectbox("Optimizer", OPTIMIZERS, OPTIMIZERS.index(base.optimizer), key=key + "opt")
+    lr = third.number_input("Learning rate", 1e-6, 1.0, base.lr, format="%.2e", step=1e-3, key=key + "lr",
                             help="the peak of the onecycle schedule; the start of the others")
-    schedule = third.selectbox("Schedule", SCHEDULES, SCHEDULES.index(base.schedule), key=key + "schedule")
-    weight_decay = first.number_input("Weight decay", 0.0, 0.1, base.weight_decay, format="%.5f", step=1e-4,
-                                      key=key + "wd")
-    label_smoothing = second.slider("Label smoothing", 0.0, 0.5, base.label_smoothing, 0.05, key=key + "ls")
-    class_weights = third.selectbox("Class weights", CLASS_WEIGHTS, CLASS_WEIGHTS.index(base.class_weights),
+    schedule = first.selectbox("Schedule", SCHEDULES, SCHEDULES.index(base.schedule), key=key + "schedule")
+    weight_decay = second.number_input("Weight decay", 0.0, 0.1, base.weight_decay, format="%.5f", step=1e-4,
+                                       key=key + "wd")
+    label_smoothing = third.slider("Label smoothing", 0.0, 0.5, base.label_smoothing, 0.05, key=key + "ls")
+    class_weights = first.selectbox("Class weights", CLASS_WEIGHTS, CLASS_WEIGHTS.index(base.class_weights),
                                     key=key + "cw", help="sqrt or balanced weigh rare classes up in the loss")
-    device = first.selectbox("Device", DEVICES, key=key + "device")
-    seed = second.number_input("Seed", 0, 2**31 - 1, base.seed, key=key + "seed")
-    name = third.text_input("Run name", key="run-name", placeholder=f"{default_run_name(arch)} (automatic)")
+    device = second.selectbox("Device", DEVICES, key=key + "device")
+    seed = third.number_input("Seed", 0, 2**31 - 1, base.seed, key=key + "seed")
+    name = st.text_input("Run name", key="run-name", placeholder=f"{default_run_name(arch)} (automatic)")
     with st.expander("Augmentation: what each one does to the training faces"):
         augment = augmentation_choices(base, faces, key)
     with st.expander("Distillation: learn from trained models as well as from the labels"):
         # on FER2013 data, teachers make the recipe the fer2013-distill preset's: its weight is the default
         weight = base.distill if is_synthetic(base.data) else preset("fer2013-distill").distill
         teachers, distill = teachers_picker(base, fingerprint, key, weight)
-    cfg = dataclasses.replace(base, arch=arch, epochs=int(epochs), batch_size=int(batch_size), optimizer=optimizer,
-                              lr=float(lr), schedule=schedule, weight_decay=float(weight_decay),
+    arch_args = base.arch_args if warm_start else models.width_args(arch, width)
+    cfg = dataclasses.replace(base, arch=arch, arch_args=arch_args, epochs=int(epochs), batch_size=int(batch_size),
+                              optimizer=optimizer, lr=float(lr), schedule=schedule, weight_decay=float(weight_decay),
                               label_smoothing=float(label_smoothing), class_weights=class_weights, device=device,
                               seed=int(seed), augment=dataclasses.replace(base.augment, **augment),
                               teachers=teachers, distill=float(distill))
@@ -262,7 +274,8 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
 def start_button(cfg: TrainConfig, name: str, train_faces: int) -> None:
     """The time an epoch will take here, a warning when another run is training, and the Start button."""
     threads = launcher.training_threads()
-    step_s = step_seconds(cfg.arch, cfg.batch_size, cfg.device, len(cfg.classes), threads)
+    widths = tuple(cfg.arch_args.get("widths") or models.default_widths(cfg.arch))
+    step_s = step_seconds(cfg.arch, widths, cfg.batch_size, cfg.device, len(cfg.classes), threads)
     steps = max(1, train_faces // cfg.batch_size)
     st.caption(f"About **{eta(step_s * steps)} per epoch** on this machine ({steps} steps of {cfg.batch_size} faces "
                f"at {step_s * 1000:.0f} ms, measured with {threads} thread(s), as the run will use).")

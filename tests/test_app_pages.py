@@ -143,6 +143,21 @@ def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
     assert at.dataframe[0].value.set_index("name").loc["first", "state"] == "finished"
 
 
+def test_train_page_trains_a_wider_network(open_page: OpenPage) -> None:
+    at = open_page("pages/train.py")
+    at.number_input(key="train-synthetic").set_value(300)
+    at.number_input(key="demo-epochs").set_value(1)
+    at.text_input(key="run-name").input("wide")
+    width = at.selectbox(key="demo-width")
+    assert width.value == 1.0 and "1.5x (" in width.format_func(1.5)
+    width.set_value(1.5).run()
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception and not at.error
+    run = RunDir(paths.runs_dir() / "wide")
+    wait_until_finished(run)
+    assert run.config()["arch_args"] == {"widths": [48, 96, 192, 384]}  # the basic network's 32-256, times 1.5
+
+
 def test_train_page_reports_a_runs_folder_it_cannot_write_in_one_line(open_page: OpenPage, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "a-file").write_text("not a folder")

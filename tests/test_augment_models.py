@@ -61,3 +61,12 @@ def test_registry_lists_names_and_refuses_unknown() -> None:
     assert all(a.description for a in models.ARCHITECTURES.values())
     with pytest.raises(ValueError, match="unknown architecture"):
         models.build("resnet1000")
+
+
+def test_width_factor_scales_every_stage_and_reads_back() -> None:
+    assert models.width_args("fernet", 1) == {}
+    wide = models.width_args("fernet", 1.5)
+    assert wide == {"widths": [48, 96, 192, 384]}
+    assert models.width_factor("fernet", wide) == 1.5 and models.width_factor("fernet", {}) == 1.0
+    narrow, wider = (models.parameter_count(models.build("fernet", 7, **args)) for args in ({}, wide))
+    assert 2.0 < wider / narrow < 2.3  # conv parameters grow with the square of the width

@@ -91,14 +91,16 @@ def test_the_card_of_a_distilled_run_names_its_teachers(tiny_checkpoint: Path, t
     from fercore.config import TrainConfig
     from fercore.train import run_training
 
-    run_training(TrainConfig(data="synthetic:2100", arch="basic", epochs=1, batch_size=64, threads=1,
-                             augment=AugmentConfig.off(), teachers=[str(tiny_checkpoint)], distill=0.6),
+    run_training(TrainConfig(data="synthetic:2100", arch="basic", arch_args={"widths": [8, 16, 32, 64]}, epochs=1,
+                             batch_size=64, threads=1, augment=AugmentConfig.off(), teachers=[str(tiny_checkpoint)],
+                             distill=0.6),
                  tmp_path / "student")
     card = ship(tmp_path / "student" / "best.pt", "synthetic:2100", tmp_path / "out" / "model.pt")
     assert card["training"]["stages"][0]["teachers"] == [str(tiny_checkpoint)]
     readme = (tmp_path / "out" / "README.md").read_text()
     assert f"`python -m fercore train --teachers {tiny_checkpoint} --distill 0.6`" in readme
     assert "averaged predictions of 1 teacher model(s)" in readme and f"`{tiny_checkpoint}`" in readme
+    assert "-> FC 512; this one with widths 8-16-32-64.\n" in readme  # the description, then what arch_args changed
 
 
 def test_ship_refuses_other_data(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

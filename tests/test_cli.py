@@ -113,6 +113,8 @@ def test_models_lists_architectures() -> None:
     (["train", "--preset", "fer2013", "--run-dir", "{tmp}/r"], "--data is required"),
     (["train", "--preset", "fer2013-distill", "--data", "synthetic", "--run-dir", "{tmp}/r"],
      "the fer2013-distill preset needs --teachers"),
+    (["train", "--preset", "fer2013-wide", "--data", "synthetic", "--run-dir", "{tmp}/r"],
+     "the fer2013-wide preset needs --teachers"),
     (["train", "--preset", "fer2013-restart", "--data", "synthetic", "--run-dir", "{tmp}/r"],
      "the fer2013-restart preset needs --init CHECKPOINT"),
     (["train", "--data", "synthetic", "--early-stop", "-1", "--run-dir", "{tmp}/r"], "early-stop patience"),
