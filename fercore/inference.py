@@ -21,9 +21,10 @@ def to_input(faces: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 
 def tta_views(x: torch.Tensor) -> torch.Tensor:
     """The 4 views test-time augmentation averages, in one batch [4N,...]: the faces, zoomed by TTA_ZOOM,
-    and both mirrored. Shipped model, FER2013 validation, int8: 68.80% alone, 69.19% with the mirror, 70.37% with
-    all four. Two views (the face and its mirrored zoom) cost half and scored 0.2 points less on average over four
-    fernet models (0.3-0.5 less on the shipped one), so accuracy kept the four. More views on the same four models
+    and both mirrored. The fer2013 preset's fernet, FER2013 validation, int8: 68.80% alone, 69.19% with the mirror,
+    70.37% with all four (the shipped, wider one: 70.30% alone, 71.34% with all four). Two views (the face and its
+    mirrored zoom) cost half and scored 0.2 points less on average over four fernet models (0.3-0.5 less on the
+    fer2013 preset's), so accuracy kept the four. More views on the same four models
     (each with its mirror): the face and its +-8 degree rotations (6 views) +0.35 points on average, those rotations
     of the face and of the zoom (8) +0.40, these four and those eight (12) +0.47, four 2-pixel shifts (10) -0.55;
     the distilled model gained at most 0.03. Not worth 1.5-3x the cost."""

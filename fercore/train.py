@@ -336,11 +336,12 @@ class Trainer:
                 correct.zero_()
                 seen_here = 0
                 base_seconds, started = pos.epoch_seconds, now
+                speed = pos.seen / max(1e-9, pos.epoch_seconds)
                 self._report({"type": "progress", "epoch": epoch + 1, "step": pos.step,
                               "steps": self.steps_per_epoch, "train_loss": pos.loss_sum / max(1, pos.seen),
                               "train_acc": pos.correct / max(1, pos.seen), "lr": self._lr(),
-                              "images_per_s": pos.seen / max(1e-9, pos.epoch_seconds), "time": time.time()})
-                self._write_running_status()
+                              "images_per_s": speed, "time": time.time()})
+                self._write_running_status(speed)
 
     def _batch(self, idx: torch.Tensor) -> torch.Tensor:
         """The augmented, normalised model input for the faces at idx."""
@@ -367,13 +368,14 @@ class Trainer:
         return {"val_loss": nll, "val_acc": float((pred == labels).float().mean()),
                 "val_macro_f1": macro_f1(confusion_matrix(labels.numpy(), pred.numpy(), len(self.classes)))}
 
-    def _write_running_status(self) -> None:
+    def _write_running_status(self, images_per_s: float) -> None:
+        """status.json while training: where the run is, its ETA, and images_per_s (the latest measured speed)."""
         pos, cfg = self.pos, self.cfg
         done = pos.epoch + pos.step / self.steps_per_epoch
         per_epoch = (np.median(self.epoch_seconds) if self.epoch_seconds
                      else pos.epoch_seconds / max(pos.step, 1) * self.steps_per_epoch)
         self.run.write_status(state="running", pid=os.getpid(), epoch=pos.epoch + 1, total_epochs=cfg.epochs,
-                              step=pos.step, steps=self.steps_per_epoch,
+                              step=pos.step, steps=self.steps_per_epoch, images_per_s=images_per_s,
                               eta_s=float(per_epoch * (cfg.epochs - done)), best_val_acc=pos.best_val_acc)
 
     def fit(self) -> dict[str, Any]:
@@ -400,7 +402,7 @@ class Trainer:
                 self.pos = pos = Position(epoch=pos.epoch + 1, best_val_acc=pos.best_val_acc,
                                           best_epoch=pos.best_epoch)
                 self._save_last()
-                self._write_running_status()
+                self._write_running_status(record["images_per_s"])  # the next epoch has measured nothing yet
                 if cfg.early_stop and pos.epoch - pos.best_epoch >= cfg.early_stop:
                     break
         return {"best_val_acc": pos.best_val_acc, "best_epoch": pos.best_epoch, "epochs": pos.epoch}

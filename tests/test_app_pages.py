@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -321,12 +322,16 @@ def test_a_restarted_app_reconnects_to_a_run_still_training(open_page: OpenPage)
                                      "long")
     try:
         deadline = time.monotonic() + 120
-        while run.status().get("state") != "running" and time.monotonic() < deadline:
+        while not run.status().get("images_per_s") and time.monotonic() < deadline:  # its first progress report
             time.sleep(0.2)
         at = open_page("pages/train.py")  # a new AppTest is a fresh app process's view: nothing in session
         assert not at.exception
         assert at.session_state["train-tab"] == "Live" and at.selectbox[0].value.name == "long"
-        assert at.progress[0].text.startswith("**running**")
+        text = at.progress[0].text
+        assert text.startswith("**running**")
+        speed = re.search(r" · ([\d,]+) images/s · ", text)
+        assert speed and int(speed[1].replace(",", "")) > 0, text  # from the status: the curves refresh apart
+        assert [spec["layout"]["annotations"][0]["text"] for spec in chart_specs(at)] == ["loss"]
         assert run.status()["state"] == "running"  # opening the page neither killed nor duplicated it
     finally:
         run.request_stop()
