@@ -146,7 +146,7 @@ def live_section() -> None:
 
 
 def live_curves(run: RunDir) -> None:
-    """Loss, accuracy and learning rate so far; a continued run's carry on from the run it started from."""
+    """Loss, accuracy and learning rate so far; a continued run's curves carry on from the run it started from."""
     curves = run.curves()
     if curves.history or curves.progress:
         st.plotly_chart(plots.training_curves(curves.history, curves.progress), key=f"curves-{run.name}")
