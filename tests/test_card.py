@@ -117,3 +117,19 @@ def test_card_markdown_tables_are_well_formed(tiny_checkpoint: Path, tmp_path: P
     confusion = lines[start:start + 9]
     assert confusion[1] == "|---" * 8 + "|"
     assert all(row.count("|") == 9 for row in confusion)
+
+
+def test_the_shipped_model_is_small_safe_to_load_and_made_by_a_named_preset() -> None:
+    from fercore.config import matching_preset
+    from fercore.paths import PROJECT_ROOT, SHIPPED_CHECKPOINT
+
+    assert SHIPPED_CHECKPOINT.stat().st_size <= 25 * 1024**2
+    shipped = torch.load(SHIPPED_CHECKPOINT, weights_only=True)
+    card = shipped["card"]
+    assert card["recipe"] == shipped["config"] and card["data_fingerprint"] == shipped["data_fingerprint"]
+    stage = card["training"]["stages"][-1]
+    assert stage["preset"] is not None and matching_preset(card["recipe"]) == stage["preset"]
+    beside = (PROJECT_ROOT / "checkpoints" / "README.md").read_text()
+    assert f"--preset {stage['preset']}" in beside and f"**{card['validation']['tta']['accuracy']:.2%}**" in beside
+    assert (PROJECT_ROOT / "checkpoints" / "metrics.jsonl").read_text().count('"type": "epoch"') == \
+        card["training"]["epochs"]
