@@ -48,7 +48,6 @@ class Curves:
 
     history: list[dict[str, Any]]  # the lineage's epoch records, numbered on across runs (RunDir.history)
     progress: list[dict[str, Any]]  # this run's progress records, numbered the same way
-    epochs_done: int  # the epochs this run completed itself
 
 
 @dataclass
@@ -192,7 +191,7 @@ class RunDir:
         history = self._history(own)
         offset = (history[-1]["epoch"] - own[-1]["epoch"]) if own else (history[-1]["epoch"] if history else 0)
         progress = [{**r, "epoch": r["epoch"] + offset} for r in records if r.get("type") == "progress"]
-        return Curves(history, progress, len(own))
+        return Curves(history, progress)
 
     def threads(self) -> int:
         """The threads the training process runs on (0 = every core): its status's, which a resume may have

@@ -52,10 +52,10 @@ def eta(seconds: float | None) -> str:
 
 
 @st.cache_data(max_entries=64, show_spinner="Timing a training step on this machine...")
-def step_seconds(arch: str, widths: tuple[int, ...], batch_size: int, device: str, num_classes: int,
+def step_seconds(arch: str, arch_args: dict[str, Any], batch_size: int, device: str, num_classes: int,
                  threads: int) -> float:
-    """Seconds per training step of this architecture, widths and batch here (measured once per process)."""
-    cfg = TrainConfig(arch=arch, arch_args={"widths": list(widths)}, batch_size=batch_size, device=device)
+    """Seconds per training step of this architecture (with its arch_args) and batch here (once per process)."""
+    cfg = TrainConfig(arch=arch, arch_args=arch_args, batch_size=batch_size, device=device)
     return measure_step_seconds(cfg, num_classes, threads)
 
 
@@ -86,7 +86,7 @@ def run_progress(run: RunDir, status: dict[str, Any], waiting: bool) -> None:
     total, epoch = status.get("total_epochs") or 1, status.get("epoch") or 0
     step, steps = status.get("step") or 0, status.get("steps") or 0
     active = state in ACTIVE_STATES
-    epochs_done = 0 if active else run.curves().epochs_done
+    epochs_done = 0 if active else len(run.epochs())
     done = (epoch - 1 + step / steps) / total if active and steps else epochs_done / total
     best = status.get("best_val_acc")
     if state == "starting":
@@ -284,8 +284,7 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
 def start_button(cfg: TrainConfig, name: str, train_faces: int) -> None:
     """The time an epoch will take here, a warning when another run is training, and the Start button."""
     threads = launcher.training_threads()
-    widths = tuple(cfg.arch_args.get("widths") or models.default_widths(cfg.arch))
-    step_s = step_seconds(cfg.arch, widths, cfg.batch_size, cfg.device, len(cfg.classes), threads)
+    step_s = step_seconds(cfg.arch, cfg.arch_args, cfg.batch_size, cfg.device, len(cfg.classes), threads)
     steps = max(1, train_faces // cfg.batch_size)
     st.caption(f"About **{eta(step_s * steps)} per epoch** on this machine ({steps} steps of {cfg.batch_size} faces "
                f"at {step_s * 1000:.0f} ms, measured with {threads} thread(s), as the run will use).")
