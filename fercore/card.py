@@ -18,7 +18,7 @@ from fercore.evaluate import evaluate_faces, own_split
 from fercore.runs import RunDir
 
 CARD_TITLE = "# Model card: "
-STAGE_FIELDS = ("schedule", "lr", "seed", "init_from", "teachers", "distill")
+STAGE_FIELDS = ("schedule", "lr", "seed", "init_from", "teachers", "distill", "swa_epochs")
 
 
 def _ms_per_face(loaded: LoadedModel, batch: int, repeats: int = 30) -> float:
@@ -111,6 +111,16 @@ def _distilled(stages: list[dict[str, Any]]) -> str:
             f"{', '.join(f'`{t}`' for t in teachers)}.")
 
 
+def _schedule(recipe: dict[str, Any]) -> str:
+    """The learning rate's course, and the weight averaging if the run averaged: "onecycle schedule peaking at lr
+    0.05", "constant lr 0.005, the weights of its last 20 epochs averaged"."""
+    lr, schedule = recipe["lr"], recipe["schedule"]
+    words = {"onecycle": f"onecycle schedule peaking at lr {lr}", "constant": f"constant lr {lr}"}.get(
+        schedule, f"{schedule} schedule from lr {lr}")
+    averaged = recipe.get("swa_epochs") or 0
+    return words + (f", the weights of its last {averaged} epochs averaged" if averaged else "")
+
+
 def _provenance(card: dict[str, Any]) -> str:
     """How the weights were made: the `fercore train` run(s), each continuing the last."""
     stages = card["training"].get("stages") or []
@@ -127,7 +137,7 @@ def _provenance(card: dict[str, Any]) -> str:
         else:  # a first run can only have started from a checkpoint whose own runs are not on this machine
             start = f"warm-started from `{stage['init_from']}`" if stage["init_from"] else "from scratch"
         steps.append(f"{number + 1}. `python -m fercore train{_flags(stage)}` (run `{stage['run']}`): "
-                     f"{stage['epochs']} epochs {start}, {stage['schedule']} schedule peaking at lr {stage['lr']}, "
+                     f"{stage['epochs']} epochs {start}, {_schedule(stage)}, "
                      f"seed {stage['seed']}")
     return (f"{scratch} in {len(stages)} runs, each continuing the last:{_distilled(stages)}\n\n"
             + "\n".join(steps) + "\n")
@@ -165,7 +175,7 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
     }
     table = "\n".join(f"| {k} | {val} |" for k, val in facts.items())
     recipe_line = (f"{recipe['optimizer'].upper()} (momentum {recipe['momentum']}, Nesterov {recipe['nesterov']}), "
-                   f"lr {recipe['lr']} with a {recipe['schedule']} schedule, weight decay {recipe['weight_decay']}, "
+                   f"{_schedule(recipe)}, weight decay {recipe['weight_decay']}, "
                    f"batch {recipe['batch_size']}, {recipe['epochs']} epochs, label smoothing "
                    f"{recipe['label_smoothing']}, class weights {recipe['class_weights']}, seed {recipe['seed']}.")
     return f"""{CARD_TITLE}`{name}`

@@ -55,6 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "label_smoothing": args.label_smoothing, "class_weights": args.class_weights, "early_stop": args.early_stop,
         "val_fraction": args.val_fraction, "seed": args.seed, "device": args.device, "threads": args.threads,
         "amp": args.amp, "init_from": args.init, "teachers": args.teachers, "distill": args.distill,
+        "swa_epochs": args.swa_epochs,
     }.items() if v is not None}
     if args.classes:
         from fercore.labels import resolve_classes
@@ -204,7 +205,8 @@ def build_parser() -> _Parser:
     train = sub.add_parser("train", help="train a model from scratch; the run goes to --run-dir")
     train.add_argument("--data", help="folder, archive.zip, fer2013.csv, or 'synthetic[:N]'")
     train.add_argument("--preset", help="a named recipe: fer2013, fer2013-restart (with --init), "
-                                        "fer2013-distill or fer2013-wide (with --teachers), demo")
+                                        "fer2013-distill or fer2013-wide (with --teachers), fer2013-swa "
+                                        "(with both), demo")
     train.add_argument("--config", metavar="JSON", help="start from a saved config.json (a run's); flags override it")
     train.add_argument("--classes", nargs="+", help="emotion names or a set name (basic4); default all 7")
     train.add_argument("--arch", help="architecture name (see 'python -m fercore models')")
@@ -225,6 +227,8 @@ def build_parser() -> _Parser:
                        help="distil: their averaged predictions become soft targets (same data and split)")
     train.add_argument("--distill", type=float, metavar="WEIGHT",
                        help="weight of the teachers' soft targets in the loss, in (0, 1] (default 0.5)")
+    train.add_argument("--swa-epochs", type=int, metavar="N",
+                       help="average the weights of the last N epochs (stochastic weight averaging); 0 = off")
     train.add_argument("--run-dir")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or interrupted run from its last.pt")
     train.add_argument("--device", choices=DEVICES)

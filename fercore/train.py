@@ -33,6 +33,7 @@ from fercore.errors import UserError
 from fercore.inference import predict_proba, to_input
 from fercore.metrics import confusion_matrix, macro_f1
 from fercore.runs import BEST, CONFIG, LAST, METRICS, RunDir
+from fercore.swa import WeightAverage
 
 PROGRESS_SECONDS = 1.0
 TEACHER_TARGETS = "teacher_targets.pt"
@@ -211,14 +212,17 @@ class Trainer:
             self.soft_targets = self._teacher_targets().to(self.device)
             self.loss_fn = DistillationLoss(self.loss_fn, cfg.distill)
         self.aug_gen = torch.Generator(device=self.device)
+        self.average = WeightAverage() if cfg.swa_epochs else None
         self.pos = Position()
         self.epoch_seconds: list[float] = []  # of the completed epochs, for the ETA
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint(self, with_state: bool, metrics: dict[str, Any]) -> dict[str, Any]:
+    def _checkpoint(self, with_state: bool, metrics: dict[str, Any], model: nn.Module | None = None) -> dict[str, Any]:
+        """The run's checkpoint of model (the trained one unless given), with the optimiser state if with_state."""
+        model = model or self.model
         extra: dict[str, Any] = {
             "metrics": metrics, "data_fingerprint": self.fingerprint, "data_source": self.cfg.data,
-            "config": self.cfg.to_dict(), "parameters": models.parameter_count(self.model),
+            "config": self.cfg.to_dict(), "parameters": models.parameter_count(model),
             "val_split": self.cfg.val_split(),
             "trained_on": {"device": str(self.device), "processor": hardware.device_name(self.device),
                            "threads": self.threads,
@@ -230,7 +234,9 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict() if self.scheduler else {},
                 "position": dict(self.pos.__dict__),
             }
-        return make_checkpoint(self.model, self.cfg.arch, self.cfg.arch_args, self.classes, self.mean, self.std,
+            if self.average is not None:
+                extra["train_state"]["weight_average"] = self.average.state_dict()
+        return make_checkpoint(model, self.cfg.arch, self.cfg.arch_args, self.classes, self.mean, self.std,
                                self.cfg.tta, **extra)
 
     def _save_last(self) -> None:
@@ -288,6 +294,8 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.pos = Position(**state["position"])
+        if self.average is not None and "weight_average" in state:
+            self.average.load_state_dict(state["weight_average"])
         self.epoch_seconds = [e["seconds"] for e in self.run.epochs() if e["epoch"] <= self.pos.epoch]
         self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
 
@@ -359,9 +367,9 @@ class Trainer:
         self.pos.seen += seen
         self.pos.epoch_seconds = epoch_seconds
 
-    def _validate(self) -> dict[str, float]:
-        self.model.eval()
-        probs = predict_proba(self.model, self.val_set.images, self.mean, self.std)
+    def _validate(self, model: nn.Module) -> dict[str, float]:
+        model.eval()
+        probs = predict_proba(model, self.val_set.images, self.mean, self.std)
         labels = torch.from_numpy(self.val_set.labels)
         pred = probs.argmax(1)
         nll = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
@@ -378,17 +386,38 @@ class Trainer:
                               step=pos.step, steps=self.steps_per_epoch, images_per_s=images_per_s,
                               eta_s=float(per_epoch * (cfg.epochs - done)), best_val_acc=pos.best_val_acc)
 
+    def _epoch_model(self) -> nn.Module:
+        """The model this epoch stands for: the trained one, or in the weight-averaging epochs (swa_epochs) the
+        average of the weights at the end of each of them so far, its batch-norm statistics measured anew.
+
+        Measured on augmented training faces: on the shipped model, statistics of the plain faces cost 3.8 points
+        of validation accuracy (70.5% -> 66.7%), those of augmented faces 0.3."""
+        if self.average is None or self.pos.epoch < self.cfg.epochs - self.cfg.swa_epochs:
+            return self.model
+        self.average.add(self.model)
+        seed = _step_seed(self.cfg.seed, self.pos.epoch, -2)
+        self.aug_gen.manual_seed(seed)
+        torch.manual_seed(seed)
+        order = torch.arange(len(self.labels), device=self.device)
+        with hardware.autocast(self.device, self.amp):  # the statistics of the inputs training saw: augmented
+            return self.average.averaged_model(self.model, (
+                self._batch(order[start:start + self.batch_size])
+                for start in range(0, len(order), self.batch_size)))
+
     def fit(self) -> dict[str, Any]:
         """Train to the last epoch (or early stop); returns the best epoch's metrics."""
         cfg, pos = self.cfg, self.pos
         with _StopFlag(self.run) as stop:
             while pos.epoch < cfg.epochs:
                 self._train_epoch(stop)
-                val = self._validate()
+                model = self._epoch_model()
+                val = self._validate(model)
                 record = {"type": "epoch", "epoch": pos.epoch + 1,
                           "train_loss": pos.loss_sum / max(1, pos.seen), "train_acc": pos.correct / max(1, pos.seen),
                           **val, "lr": self._lr(), "seconds": pos.epoch_seconds,
                           "images_per_s": pos.seen / max(1e-9, pos.epoch_seconds), "time": time.time()}
+                if model is not self.model:
+                    record["averaged_epochs"] = self.average.count
                 if self.scheduler is not None and cfg.schedule == "plateau":
                     self.scheduler.step(val["val_acc"])
                 elif self.scheduler is not None and cfg.schedule == "exponential":
@@ -396,7 +425,7 @@ class Trainer:
                 improved = val["val_acc"] > pos.best_val_acc
                 if improved:
                     pos.best_val_acc, pos.best_epoch = val["val_acc"], pos.epoch + 1
-                    save_checkpoint(self.run.file(BEST), self._checkpoint(False, record))
+                    save_checkpoint(self.run.file(BEST), self._checkpoint(False, record, model))
                 self._report(record)
                 self.epoch_seconds.append(record["seconds"])
                 self.pos = pos = Position(epoch=pos.epoch + 1, best_val_acc=pos.best_val_acc,

@@ -265,6 +265,10 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
                                     key=key + "cw", help="sqrt or balanced weigh rare classes up in the loss")
     device = second.selectbox("Device", DEVICES, key=key + "device")
     seed = third.number_input("Seed", 0, 2**31 - 1, base.seed, key=key + "seed")
+    swa_epochs = first.number_input("Average the last epochs", 0, 500, base.swa_epochs, key=key + "swa",
+                                    help="stochastic weight averaging: the model kept is the mean of the weights at "
+                                         "the end of each of the last this many epochs (0 = off); best with a "
+                                         "constant, low learning rate from a trained model")
     name = st.text_input("Run name", key="run-name", placeholder=f"{default_run_name(arch)} (automatic)")
     with st.expander("Augmentation: what each one does to the training faces"):
         augment = augmentation_choices(base, faces, key)
@@ -277,7 +281,7 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
                               optimizer=optimizer, lr=float(lr), schedule=schedule, weight_decay=float(weight_decay),
                               label_smoothing=float(label_smoothing), class_weights=class_weights, device=device,
                               seed=int(seed), augment=dataclasses.replace(base.augment, **augment),
-                              teachers=teachers, distill=float(distill))
+                              teachers=teachers, distill=float(distill), swa_epochs=int(swa_epochs))
     return cfg, name.strip()
 
 

@@ -185,12 +185,14 @@ def test_train_page_continues_a_trained_model(open_page: OpenPage, tiny_checkpoi
     assert arch.disabled and arch.value == "basic"
     at.number_input(key="train-synthetic").set_value(700)
     at.number_input(key="demo-epochs").set_value(1)
+    at.number_input(key="demo-swa").set_value(1)  # and keep the weights' average (of the one epoch here)
     at.text_input(key="run-name").input("continued")
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error
     run = RunDir(paths.runs_dir() / "continued")
     wait_until_finished(run)
-    assert run.config()["init_from"] == str(start)
+    assert run.config()["init_from"] == str(start) and run.config()["swa_epochs"] == 1
+    assert run.epochs()[0]["averaged_epochs"] == 1
     assert [r.name for r in run.lineage()] == ["tiny", "continued"]
 
 

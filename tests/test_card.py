@@ -51,7 +51,8 @@ def test_shipping_a_warm_started_run_keeps_the_whole_history(tiny_checkpoint: Pa
 
     first = RunDir(tiny_checkpoint.parent)
     cfg = TrainConfig(data="synthetic:2100", arch="basic", epochs=2, batch_size=64, optimizer="adamw", lr=1e-3,
-                      threads=1, augment=AugmentConfig.off(), init_from=str(tiny_checkpoint))
+                      threads=1, augment=AugmentConfig.off(), init_from=str(tiny_checkpoint), schedule="constant",
+                      swa_epochs=2)
     run_training(cfg, tmp_path / "again")
     accs = [e["val_acc"] for e in first.epochs()]
     first_epochs = accs.index(max(accs)) + 1  # what best.pt, the warm start, had seen
@@ -65,7 +66,9 @@ def test_shipping_a_warm_started_run_keeps_the_whole_history(tiny_checkpoint: Pa
     assert card["training"]["epochs"] == first_epochs + 2
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "in 2 runs, each continuing the last" in readme
-    assert f"warm-started from the weights of run {first.name}" in readme
+    assert (f"warm-started from the weights of run {first.name} (`--init best.pt`), constant lr 0.001, the weights "
+            "of its last 2 epochs averaged, seed 0" in readme)
+    assert f"(run `{first.name}`): {first_epochs} epochs from scratch, onecycle schedule peaking at lr 0.003" in readme
 
 
 def test_a_warm_start_whose_runs_are_gone_is_named_not_called_from_scratch(tiny_checkpoint: Path,

@@ -1,6 +1,7 @@
 """Training runs: learning, run directory contents, stop and exact resume, failures."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -58,26 +59,58 @@ def _stop_at(run_dir: Path, epoch: int, step: int):
     return on_progress
 
 
-def test_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("swa_epochs", [0, 2])  # with weight averaging, stopped after its first average
+def test_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      swa_epochs: int) -> None:
     monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
-    cfg = _cfg(epochs=3)
+    cfg = _cfg(epochs=3, swa_epochs=swa_epochs)
     run_training(cfg, tmp_path / "straight")
-    stopped = run_training(cfg, tmp_path / "resumed", on_progress=_stop_at(tmp_path / "resumed", 2, 5))
+    stop_epoch = 3 if swa_epochs else 2
+    stopped = run_training(cfg, tmp_path / "resumed", on_progress=_stop_at(tmp_path / "resumed", stop_epoch, 5))
     assert stopped["stopped"]
     run = RunDir(tmp_path / "resumed")
     assert run.status()["state"] == "stopped" and not run.file("STOP").exists()
     assert read_checkpoint(run.file("last.pt"))["train_state"]["position"]["step"] == 5
     # records logged after last.pt by a process killed before its next save: the resume must drop them
-    run.log({"type": "progress", "epoch": 2, "step": 6, "steps": 6})
-    run.log({"type": "epoch", "epoch": 2, "train_loss": 9.9, "val_acc": 0.01})
+    run.log({"type": "progress", "epoch": stop_epoch, "step": 6, "steps": 6})
+    run.log({"type": "epoch", "epoch": stop_epoch, "train_loss": 9.9, "val_acc": 0.01})
     resume_training(tmp_path / "resumed")
-    straight = read_checkpoint(tmp_path / "straight" / "last.pt")["state_dict"]
-    resumed = read_checkpoint(tmp_path / "resumed" / "last.pt")["state_dict"]
-    for key in straight:
-        assert torch.equal(straight[key], resumed[key]), key
+    for name in ("last.pt", "best.pt"):
+        straight = read_checkpoint(tmp_path / "straight" / name)["state_dict"]
+        resumed = read_checkpoint(tmp_path / "resumed" / name)["state_dict"]
+        for key in straight:
+            assert torch.equal(straight[key], resumed[key]), (name, key)
     a, b = RunDir(tmp_path / "straight").epochs(), run.epochs()
     assert [e["val_acc"] for e in a] == [e["val_acc"] for e in b]
     assert [e["train_loss"] for e in a] == pytest.approx([e["train_loss"] for e in b], rel=1e-6)
+
+
+def test_weight_averaging_keeps_the_mean_of_the_last_epochs_with_fresh_norm_statistics(tmp_path: Path) -> None:
+    # a constant schedule makes a 1-epoch run the first epoch of a 2-epoch one (randomness: seed, epoch, step)
+    plain = _cfg(data="synthetic:2100", epochs=1, schedule="constant", lr=0.01)
+    run_training(plain, tmp_path / "one")
+    run_training(dataclasses.replace(plain, epochs=2), tmp_path / "two")
+    averaged = dataclasses.replace(plain, epochs=2, swa_epochs=2)
+    run_training(averaged, tmp_path / "swa")
+    weights = [read_checkpoint(tmp_path / run / "last.pt")["state_dict"] for run in ("one", "two")]
+    last = read_checkpoint(tmp_path / "swa" / "last.pt")
+    assert all(torch.equal(last["state_dict"][k], weights[1][k]) for k in weights[1])  # the training is unchanged
+    mean = last["train_state"]["weight_average"]
+    assert mean["count"] == 2
+    conv = "features.0.weight"
+    assert torch.allclose(mean["mean"][conv], (weights[0][conv] + weights[1][conv]) / 2, atol=1e-6)
+    epochs = RunDir(tmp_path / "swa").epochs()
+    assert [e["averaged_epochs"] for e in epochs] == [1, 2]
+    best = read_checkpoint(tmp_path / "swa" / "best.pt")
+    used = best["metrics"]["averaged_epochs"]
+    expected = sum(w[conv] for w in weights[:used]) / used
+    assert torch.allclose(best["state_dict"][conv], expected, atol=1e-6)
+    norm = "features.1.running_mean"  # measured anew on the training faces, not the last epoch's
+    assert not torch.allclose(best["state_dict"][norm], weights[used - 1][norm])
+    report = evaluate(tmp_path / "swa" / "best.pt", "synthetic:2100", "val", tta=False, precision="float")
+    assert report.accuracy == pytest.approx(best["metrics"]["val_acc"], abs=1e-6)  # the model the run validated
+    with pytest.raises(UserError, match="weight-averaging epochs"):
+        dataclasses.replace(plain, swa_epochs=2).validate()
 
 
 def test_existing_run_dir_is_refused_and_resume_needs_last(tmp_path: Path) -> None:

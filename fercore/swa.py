@@ -1,0 +1,66 @@
+"""Stochastic weight averaging: the running mean of a model's weights over the last epochs of a run.
+
+The averaged weights are a model of their own, whose batch-norm statistics are recomputed on the training faces
+(averaged weights with the last epoch's statistics would be out of step with each other).
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+class WeightAverage:
+    """The equal-weight mean of the parameters seen by `add`, kept in float32 beside the trained model."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: dict[str, torch.Tensor] = {}
+
+    def add(self, model: nn.Module) -> None:
+        """Fold the model's current parameters into the mean."""
+        self.count += 1
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                value = param.detach().float()
+                if name not in self.mean:
+                    self.mean[name] = value.clone()
+                else:
+                    self.mean[name] += (value - self.mean[name]) / self.count
+
+    def averaged_model(self, model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
+        """A copy of model with the mean parameters and batch-norm statistics recomputed over batches."""
+        averaged = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, param in averaged.named_parameters():
+                param.copy_(self.mean[name])
+        recompute_batch_norm(averaged, batches)
+        return averaged.eval()
+
+    def state_dict(self) -> dict[str, object]:
+        return {"count": self.count, "mean": self.mean}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.count = int(state["count"])  # type: ignore[call-overload]
+        self.mean = dict(state["mean"])  # type: ignore[call-overload]
+
+
+@torch.no_grad()
+def recompute_batch_norm(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Every batch-norm layer's running mean and variance set to their plain averages over batches."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches
+    was_training = model.training
+    model.train()
+    for x in batches:
+        model(x)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
