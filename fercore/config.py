@@ -142,11 +142,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fer2013-wide": dict(arch="fernet", arch_args={"widths": [48, 96, 192, 384]}, epochs=100, batch_size=128,
                          optimizer="sgd", lr=0.05, schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1,
                          class_weights="sqrt", distill=0.7),
-    # The shipped model's last step: a fer2013-wide model (--init) trained on at a constant, low learning rate,
-    # still taught (--teachers: itself and its own teachers), keeping the average of its weights over the 20 epochs.
-    "fer2013-swa": dict(arch="fernet", arch_args={"widths": [48, 96, 192, 384]}, epochs=20, batch_size=128,
-                        optimizer="sgd", lr=0.005, schedule="constant", weight_decay=5e-4, label_smoothing=0.1,
-                        class_weights="sqrt", distill=0.7, swa_epochs=20, seed=2),
     # A minute on a laptop CPU: the synthetic demo set, end to end.
     "demo": dict(data="synthetic", arch="basic", epochs=8, batch_size=64, optimizer="adamw", lr=3e-3,
                  weight_decay=1e-4, schedule="onecycle", label_smoothing=0.0,
@@ -154,9 +149,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-TEACHERS, INIT = ("teachers", "--teachers CHECKPOINT..."), ("init_from", "--init CHECKPOINT")
-PRESET_NEEDS = {"fer2013-distill": (TEACHERS,), "fer2013-wide": (TEACHERS,),  # what a preset cannot go without
-                "fer2013-restart": (INIT,), "fer2013-swa": (INIT, TEACHERS)}
+PRESET_NEEDS = {"fer2013-distill": ("teachers", "--teachers CHECKPOINT..."),  # what a preset cannot go without
+                "fer2013-wide": ("teachers", "--teachers CHECKPOINT..."),
+                "fer2013-restart": ("init_from", "--init CHECKPOINT")}
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
@@ -167,9 +162,9 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
 
 def check_preset_needs(name: str, cfg: TrainConfig) -> None:
     """A one-line error when a preset is used without what it needs (the teachers of fer2013-distill)."""
-    missing = [flag for option, flag in PRESET_NEEDS.get(name, ()) if not getattr(cfg, option)]
-    if missing:
-        raise UserError(f"the {name} preset needs {' and '.join(missing)}")
+    option, flag = PRESET_NEEDS.get(name, (None, ""))
+    if option and not getattr(cfg, option):
+        raise UserError(f"the {name} preset needs {flag}")
 
 
 def matching_preset(config: dict[str, Any]) -> str | None:

@@ -267,8 +267,8 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
     seed = third.number_input("Seed", 0, 2**31 - 1, base.seed, key=key + "seed")
     swa_epochs = first.number_input("Average the last epochs", 0, 500, base.swa_epochs, key=key + "swa",
                                     help="stochastic weight averaging: the model kept is the mean of the weights at "
-                                         "the end of each of the last this many epochs (0 = off); best with a "
-                                         "constant, low learning rate from a trained model")
+                                         "the end of each of the last this many epochs (0 = off), usually "
+                                         "epochs at a constant learning rate")
     name = st.text_input("Run name", key="run-name", placeholder=f"{default_run_name(arch)} (automatic)")
     with st.expander("Augmentation: what each one does to the training faces"):
         augment = augmentation_choices(base, faces, key)

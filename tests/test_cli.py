@@ -117,8 +117,6 @@ def test_models_lists_architectures() -> None:
      "the fer2013-wide preset needs --teachers"),
     (["train", "--preset", "fer2013-restart", "--data", "synthetic", "--run-dir", "{tmp}/r"],
      "the fer2013-restart preset needs --init CHECKPOINT"),
-    (["train", "--preset", "fer2013-swa", "--data", "synthetic", "--run-dir", "{tmp}/r"],
-     "the fer2013-swa preset needs --init CHECKPOINT and --teachers CHECKPOINT..."),
     (["train", "--data", "synthetic", "--epochs", "2", "--swa-epochs", "3", "--run-dir", "{tmp}/r"],
      "weight-averaging epochs must be between 0 (off) and the epochs"),
     (["train", "--data", "synthetic", "--early-stop", "-1", "--run-dir", "{tmp}/r"], "early-stop patience"),
