@@ -43,8 +43,8 @@ DEVICES = ["auto", "cpu", *(["cuda"] if torch.cuda.is_available() else []),
 
 
 @st.cache_data(show_spinner=False)
-def parameter_count(arch: str, classes: int, width: float = 1.0) -> int:
-    return models.parameter_count(models.build(arch, classes, **models.width_args(arch, width)))
+def parameter_count(arch: str, classes: int, arch_args: dict[str, Any] | None = None) -> int:
+    return models.parameter_count(models.build(arch, classes, **(arch_args or {})))
 
 
 def eta(seconds: float | None) -> str:
@@ -240,16 +240,20 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
     classes = len(faces.classes)
     first, second, third = st.columns(3)
     archs = [base.arch] if warm_start else models.names()  # a warm start keeps its checkpoint's architecture
+    start_args = base.arch_args if warm_start else None  # and its exact widths
+
+    def size(arch: str, arch_args: dict[str, Any] | None) -> str:
+        return f"{parameter_count(arch, classes, arch_args) / 1e6:.2f} M parameters"
+
     arch = first.selectbox("Architecture", archs, index=archs.index(base.arch), disabled=warm_start,
                            key=key + ("arch-of-start" if warm_start else "arch"),
-                           format_func=lambda a: f"{a} ({parameter_count(a, classes) / 1e6:.2f} M parameters)",
+                           format_func=lambda a: f"{a} ({size(a, start_args)})",
                            help="\n\n".join(f"**{a.name}**: {a.description}" for a in models.ARCHITECTURES.values()))
     base_width = models.width_factor(base.arch, base.arch_args)
     widths = [base_width] if warm_start else sorted({*WIDTHS, base_width})
     width = second.selectbox("Width", widths, index=widths.index(base_width), disabled=warm_start,
                              key=key + ("width-of-start" if warm_start else "width"),
-                             format_func=lambda w: f"{w:g}x ({parameter_count(arch, classes, w) / 1e6:.2f} M "
-                                                   "parameters)",
+                             format_func=lambda w: f"{w:g}x ({size(arch, start_args or models.width_args(arch, w))})",
                              help="every stage's channels times this: wider learns more and costs about its "
                                   "square in time (the fer2013-wide preset, the shipped model's, is 1.5x fernet)")
     epochs = third.number_input("Epochs", 1, 500, base.epochs, key=key + "epochs")

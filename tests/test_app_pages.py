@@ -25,6 +25,7 @@ from streamlit.testing.v1 import AppTest
 from fercore import paths
 from fercore.app import launcher, model_menu, settings
 from fercore.augment import AugmentConfig
+from fercore.checkpoint import read_checkpoint
 from fercore.config import TrainConfig, preset
 from fercore.evaluate import evaluate
 from fercore.predict import Predictor
@@ -194,6 +195,19 @@ def test_train_page_continues_a_trained_model(open_page: OpenPage, tiny_checkpoi
     assert run.config()["init_from"] == str(start) and run.config()["swa_epochs"] == 1
     assert run.epochs()[0]["averaged_epochs"] == 1
     assert [r.name for r in run.lineage()] == ["tiny", "continued"]
+
+
+def test_a_warm_start_shows_its_own_parameter_count(open_page: OpenPage) -> None:
+    uneven = {"widths": [8, 20, 32, 64]}  # no multiple of the basic network's 32-64-128-256
+    run_training(TrainConfig(data="synthetic:700", arch="basic", arch_args=uneven, epochs=1, batch_size=64,
+                             threads=1, augment=AugmentConfig.off()), paths.runs_dir() / "uneven")
+    at = open_page("pages/train.py")
+    picker = at.selectbox(key="warm-start")
+    picker.select_index(next(i for i, o in enumerate(picker.options) if o.startswith("uneven · best"))).run()
+    count = read_checkpoint(paths.runs_dir() / "uneven" / "best.pt")["parameters"]
+    for menu in ("demo-arch-of-start", "demo-width-of-start"):
+        shown = at.selectbox(key=menu)
+        assert f"({count / 1e6:.2f} M parameters)" in shown.format_func(shown.value), menu
 
 
 def test_train_page_distils_from_a_trained_model_of_the_same_data(open_page: OpenPage,
