@@ -73,7 +73,8 @@ def build_card(raw: dict[str, Any], source: FaceData, run: RunDir, name: str,
         "parameters": models.parameter_count(loaded.model), "classes": list(loaded.classes),
         "recipe": raw["config"], "data_fingerprint": raw["data_fingerprint"],
         "data": {"train": len(_faces(raw, source, "train")), "val": len(val), "val_split": raw["val_split"]},
-        "best_epoch": raw["metrics"].get("epoch"),
+        "best_epoch": _best_epoch(raw["metrics"], epochs, run),
+        "best_averaged_epochs": raw["metrics"].get("averaged_epochs"),
         "validation": validation,
         "training": {"epochs": len(epochs), "seconds": float(sum(e["seconds"] for e in epochs)),
                      "hardware": (f"{raw['trained_on'].get('processor') or hardware.cpu_name()}, "
@@ -81,6 +82,14 @@ def build_card(raw: dict[str, Any], source: FaceData, run: RunDir, name: str,
                      "device": raw["trained_on"]["device"], "stages": _stages(run, epochs)},
         "inference_ms_per_face": inference,
     }
+
+
+def _best_epoch(metrics: dict[str, Any], history: list[dict[str, Any]], run: RunDir) -> int | None:
+    """The checkpoint's epoch numbered as in the history (on across warm-started runs), not within its run."""
+    epoch = metrics.get("epoch")
+    if epoch is None:
+        return None
+    return epoch + max(0, len(history) - len(run.epochs()))
 
 
 def _stages(run: RunDir, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -98,6 +107,8 @@ def _flags(stage: dict[str, Any]) -> str:
     flags = f" --preset {stage['preset']}" if stage["preset"] else ""
     if stage.get("teachers"):
         flags += f" --teachers {' '.join(stage['teachers'])} --distill {stage['distill']}"
+    if stage.get("swa_epochs"):
+        flags += f" --swa-epochs {stage['swa_epochs']}"
     return flags
 
 
@@ -112,13 +123,13 @@ def _distilled(stages: list[dict[str, Any]]) -> str:
 
 
 def _schedule(recipe: dict[str, Any]) -> str:
-    """The learning rate's course, and the weight averaging if the run averaged: "onecycle schedule peaking at lr
-    0.05", "constant lr 0.005, the weights of its last 20 epochs averaged"."""
+    """The learning rate's course, and the weight averaging if the recipe averages: "onecycle schedule peaking at lr
+    0.05", "constant lr 0.005, averaging the weights of its last 20 epochs"."""
     lr, schedule = recipe["lr"], recipe["schedule"]
     words = {"onecycle": f"onecycle schedule peaking at lr {lr}", "constant": f"constant lr {lr}"}.get(
         schedule, f"{schedule} schedule from lr {lr}")
     averaged = recipe.get("swa_epochs") or 0
-    return words + (f", the weights of its last {averaged} epochs averaged" if averaged else "")
+    return words + (f", averaging the weights of its last {averaged} epochs" if averaged else "")
 
 
 def _provenance(card: dict[str, Any]) -> str:
@@ -152,6 +163,7 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
     confusion = "\n".join(f"| **{c}** | " + " | ".join(str(n) for n in row) + " |"
                           for c, row in zip(v["classes"], v["confusion"]))
     recipe, inf, data = card["recipe"], card["inference_ms_per_face"], card["data"]
+    averaged = card.get("best_averaged_epochs")
     tta_default = ", the default" if inf["tta"] else ""
     aug = ", ".join(f"{k} {val}" for k, val in recipe["augment"].items())
     facts = {
@@ -167,7 +179,8 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
                                 + (f"; {as_float['macro_f1']:.3f} in {inf['float_dtype']}" if as_float else "")),
         "inference dtype": ("int8 on CPUs with PyTorch's oneDNN engine (calibrated after training; "
                             "`--precision float` runs the float model)" if inf["dtype"] == "int8" else inf["dtype"]),
-        "best epoch": f"{card['best_epoch']} of {card['training']['epochs']}",
+        "best epoch": (f"{card['best_epoch']} of {card['training']['epochs']}"
+                       + (f": the average of the weights of {averaged} epochs" if averaged else "")),
         "training time": f"{card['training']['seconds'] / 3600:.2f} h on {card['training']['hardware']}",
         "inference": (f"{inf['batch1']:.2f} ms per face alone, {inf['batch32']:.2f} ms per face in a batch of 32"
                       + (f" ({inf['float_batch32']:.2f} in {inf['float_dtype']})" if as_float else "")

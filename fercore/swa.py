@@ -42,9 +42,10 @@ class WeightAverage:
     def state_dict(self) -> dict[str, object]:
         return {"count": self.count, "mean": self.mean}
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
+    def load_state_dict(self, state: dict[str, object], device: torch.device | str = "cpu") -> None:
+        """Continue from state_dict()'s mean, kept on device (the model's: checkpoints load onto the CPU)."""
         self.count = int(state["count"])  # type: ignore[call-overload]
-        self.mean = dict(state["mean"])  # type: ignore[call-overload]
+        self.mean = {name: value.to(device) for name, value in state["mean"].items()}  # type: ignore[attr-defined]
 
 
 @torch.no_grad()

@@ -178,7 +178,9 @@ class _StopFlag:
 class Trainer:
     """Owns the model, optimiser and data of one run; `fit` runs it to the end or to a stop."""
 
-    def __init__(self, cfg: TrainConfig, run: RunDir, on_progress: ProgressCallback | None = None):
+    def __init__(self, cfg: TrainConfig, run: RunDir, on_progress: ProgressCallback | None = None,
+                 resume: bool = False):
+        """resume: continue from the run's last.pt (then the --init checkpoint is not read: it may be gone)."""
         cfg.validate()
         self.cfg, self.run, self.on_progress = cfg, run, on_progress
         self.threads = hardware.configure_threads(cfg.threads)
@@ -200,7 +202,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = models.build(cfg.arch, len(self.classes), **cfg.arch_args).to(
             self.device, memory_format=torch.channels_last)
-        if cfg.init_from:
+        if cfg.init_from and not resume:
             self._init_weights(Path(cfg.init_from))
         self.optimizer = _optimizer(cfg, self.model)
         self.scheduler = _scheduler(cfg, self.optimizer, self.steps_per_epoch)
@@ -209,17 +211,19 @@ class Trainer:
                                                       label_smoothing=cfg.label_smoothing)
         self.soft_targets: torch.Tensor | None = None
         if cfg.teachers:
-            self.soft_targets = self._teacher_targets().to(self.device)
+            self.soft_targets = self._teacher_targets(resume).to(self.device)
             self.loss_fn = DistillationLoss(self.loss_fn, cfg.distill)
         self.aug_gen = torch.Generator(device=self.device)
         self.average = WeightAverage() if cfg.swa_epochs else None
         self.pos = Position()
         self.epoch_seconds: list[float] = []  # of the completed epochs, for the ETA
+        if resume:
+            self._restore()
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, with_state: bool, metrics: dict[str, Any], model: nn.Module | None = None) -> dict[str, Any]:
         """The run's checkpoint of model (the trained one unless given), with the optimiser state if with_state."""
-        model = model or self.model
+        model = self.model if model is None else model
         extra: dict[str, Any] = {
             "metrics": metrics, "data_fingerprint": self.fingerprint, "data_source": self.cfg.data,
             "config": self.cfg.to_dict(), "parameters": models.parameter_count(model),
@@ -242,6 +246,8 @@ class Trainer:
     def _save_last(self) -> None:
         epochs = self.run.epochs()
         last = epochs[-1] if epochs else {}
+        if "trained" in last:  # last.pt holds the trained weights, not their average: its metrics are theirs
+            last = {**{k: v for k, v in last.items() if k not in ("trained", "averaged_epochs")}, **last["trained"]}
         save_checkpoint(self.run.file(LAST), self._checkpoint(True, last))
 
     def _init_weights(self, path: Path) -> None:
@@ -254,12 +260,13 @@ class Trainer:
         self.model.load_state_dict(data["state_dict"])
         self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
 
-    def _teacher_targets(self) -> torch.Tensor:
+    def _teacher_targets(self, resume: bool) -> torch.Tensor:
         """The teachers' averaged probabilities for the training faces: computed when the run starts and kept in
-        the run directory, so a resumed run learns from the very same targets (and skips the teachers' pass)."""
+        the run directory, so a resumed run learns from the very same targets (and skips the teachers' pass).
+        A new run always computes them: a file left by an earlier attempt may be other teachers'."""
         path = self.run.file(TEACHER_TARGETS)
         expected = (len(self.train_set.labels), len(self.classes))
-        if path.exists():
+        if resume and path.exists():
             kept = torch.load(path, map_location="cpu", weights_only=True)
             if tuple(kept.shape) == expected:
                 return kept
@@ -283,7 +290,7 @@ class Trainer:
         except Exception as exc:  # best.pt stays a good float checkpoint
             print(f"warning: int8 calibration skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
 
-    def restore(self) -> None:
+    def _restore(self) -> None:
         """Continue from the run's last.pt: weights, optimiser, schedule and position."""
         data = read_checkpoint(self.run.file(LAST))
         if data.get("data_fingerprint") != self.fingerprint:
@@ -295,7 +302,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.pos = Position(**state["position"])
         if self.average is not None and "weight_average" in state:
-            self.average.load_state_dict(state["weight_average"])
+            self.average.load_state_dict(state["weight_average"], self.device)
         self.epoch_seconds = [e["seconds"] for e in self.run.epochs() if e["epoch"] <= self.pos.epoch]
         self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
 
@@ -369,7 +376,7 @@ class Trainer:
 
     def _validate(self, model: nn.Module) -> dict[str, float]:
         model.eval()
-        probs = predict_proba(model, self.val_set.images, self.mean, self.std)
+        probs = predict_proba(model, self.val_set.images, self.mean, self.std, amp=self.amp is not None)
         labels = torch.from_numpy(self.val_set.labels)
         pred = probs.argmax(1)
         nll = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
@@ -398,11 +405,11 @@ class Trainer:
         seed = _step_seed(self.cfg.seed, self.pos.epoch, -2)
         self.aug_gen.manual_seed(seed)
         torch.manual_seed(seed)
-        order = torch.arange(len(self.labels), device=self.device)
-        with hardware.autocast(self.device, self.amp):  # the statistics of the inputs training saw: augmented
+        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(seed)).to(self.device)
+        with hardware.autocast(self.device, self.amp):  # the inputs training saw: shuffled, augmented, full batches
             return self.average.averaged_model(self.model, (
-                self._batch(order[start:start + self.batch_size])
-                for start in range(0, len(order), self.batch_size)))
+                self._batch(order[step * self.batch_size:(step + 1) * self.batch_size])
+                for step in range(self.steps_per_epoch)))
 
     def fit(self) -> dict[str, Any]:
         """Train to the last epoch (or early stop); returns the best epoch's metrics."""
@@ -416,8 +423,8 @@ class Trainer:
                           "train_loss": pos.loss_sum / max(1, pos.seen), "train_acc": pos.correct / max(1, pos.seen),
                           **val, "lr": self._lr(), "seconds": pos.epoch_seconds,
                           "images_per_s": pos.seen / max(1e-9, pos.epoch_seconds), "time": time.time()}
-                if model is not self.model:
-                    record["averaged_epochs"] = self.average.count
+                if model is not self.model:  # an averaging epoch: the trained weights (last.pt's) are validated too
+                    record |= {"averaged_epochs": self.average.count, "trained": self._validate(self.model)}
                 if self.scheduler is not None and cfg.schedule == "plateau":
                     self.scheduler.step(val["val_acc"])
                 elif self.scheduler is not None and cfg.schedule == "exponential":
@@ -467,9 +474,8 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
                          started=run.status_raw().get("started", time.time()), error=None)
         if not resume:
             run.write_config(cfg.to_dict())
-        trainer = Trainer(cfg, run, on_progress)
+        trainer = Trainer(cfg, run, on_progress, resume)
         if resume:
-            trainer.restore()
             run.truncate_log(trainer.pos.epoch)
         try:
             result = trainer.fit()

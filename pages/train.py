@@ -269,10 +269,12 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
                                     key=key + "cw", help="sqrt or balanced weigh rare classes up in the loss")
     device = second.selectbox("Device", DEVICES, key=key + "device")
     seed = third.number_input("Seed", 0, 2**31 - 1, base.seed, key=key + "seed")
-    swa_epochs = first.number_input("Average the last epochs", 0, 500, base.swa_epochs, key=key + "swa",
-                                    help="stochastic weight averaging: the model kept is the mean of the weights at "
-                                         "the end of each of the last this many epochs (0 = off), usually "
-                                         "epochs at a constant learning rate")
+    swa_epochs = first.number_input("Average the last epochs", 0, int(epochs), min(base.swa_epochs, int(epochs)),
+                                    key=key + "swa",
+                                    help="stochastic weight averaging over the last this many epochs (0 = off), "
+                                         "usually epochs at a constant learning rate: in them, the model validated "
+                                         "(and kept as best.pt when it validates best) is the mean of the weights "
+                                         "at the end of each so far")
     name = st.text_input("Run name", key="run-name", placeholder=f"{default_run_name(arch)} (automatic)")
     with st.expander("Augmentation: what each one does to the training faces"):
         augment = augmentation_choices(base, faces, key)

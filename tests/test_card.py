@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fercore.card import ship
+from fercore.checkpoint import read_checkpoint
 from fercore.cli import main
 from fercore.errors import UserError
 from fercore.evaluate import evaluate
@@ -64,10 +65,15 @@ def test_shipping_a_warm_started_run_keeps_the_whole_history(tiny_checkpoint: Pa
     stages = card["training"]["stages"]
     assert [(s["run"], s["epochs"], s["lr"]) for s in stages] == [(first.name, first_epochs, 3e-3), ("again", 2, 1e-3)]
     assert card["training"]["epochs"] == first_epochs + 2
+    again = read_checkpoint(tmp_path / "again" / "best.pt")["metrics"]
+    assert card["best_epoch"] == first_epochs + again["epoch"]  # numbered on across the runs, as the history is
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "in 2 runs, each continuing the last" in readme
-    assert (f"warm-started from the weights of run {first.name} (`--init best.pt`), constant lr 0.001, the weights "
-            "of its last 2 epochs averaged, seed 0" in readme)
+    assert (f"warm-started from the weights of run {first.name} (`--init best.pt`), constant lr 0.001, averaging "
+            "the weights of its last 2 epochs, seed 0" in readme)
+    assert "`python -m fercore train --swa-epochs 2` (run `again`)" in readme
+    assert (f"| best epoch | {card['best_epoch']} of {first_epochs + 2}: the average of the weights of "
+            f"{again['averaged_epochs']} epochs |" in readme)
     assert f"(run `{first.name}`): {first_epochs} epochs from scratch, onecycle schedule peaking at lr 0.003" in readme
 
 

@@ -112,6 +112,24 @@ def test_a_resumed_distilled_run_reuses_the_teachers_targets(tmp_path: Path, mon
     assert len(calls) == 1  # the resume read the kept targets instead of running the teachers again
 
 
+def test_a_new_run_never_takes_targets_left_in_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def uniform(paths: list[str], faces: np.ndarray, *args: object) -> torch.Tensor:
+        return torch.full((len(faces), len(EMOTIONS)), 1 / len(EMOTIONS))
+
+    monkeypatch.setattr(train_module, "teacher_probabilities", uniform)
+    run_dir = tmp_path / "kd"
+    run_dir.mkdir()
+    faces = len(load_data("synthetic:700").split("train", EMOTIONS, 0.1, 0).labels)
+    stale = torch.zeros(faces, len(EMOTIONS))  # another attempt's targets, of the very shape this run needs
+    stale[:, 0] = 1
+    torch.save(stale, run_dir / train_module.TEACHER_TARGETS)
+    cfg = TrainConfig(data="synthetic:700", arch="basic", epochs=1, batch_size=32, threads=1, amp="off",
+                      teachers=["teacher.pt"])
+    run_training(cfg, run_dir)
+    kept = torch.load(run_dir / train_module.TEACHER_TARGETS, weights_only=True)
+    assert kept.shape == stale.shape and torch.allclose(kept, torch.tensor(1 / len(EMOTIONS)))
+
+
 def test_distillation_weight_is_checked() -> None:
     with pytest.raises(UserError, match="distillation weight"):
         TrainConfig(distill=0).validate()

@@ -18,6 +18,9 @@ def test_the_average_is_the_plain_mean_and_survives_its_state_dict() -> None:
     restored = WeightAverage()
     restored.load_state_dict(average.state_dict())
     assert restored.count == 3
+    elsewhere = WeightAverage()
+    elsewhere.load_state_dict(average.state_dict(), "meta")  # kept on the training device, not where it was loaded
+    assert elsewhere.mean["weight"].device.type == "meta"
     assert torch.allclose(restored.mean["weight"], torch.stack(snapshots).mean(0))
 
 

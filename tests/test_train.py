@@ -101,6 +101,10 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs_with_fresh_norm_stat
     assert torch.allclose(mean["mean"][conv], (weights[0][conv] + weights[1][conv]) / 2, atol=1e-6)
     epochs = RunDir(tmp_path / "swa").epochs()
     assert [e["averaged_epochs"] for e in epochs] == [1, 2]
+    # last.pt holds the trained weights: its metrics are theirs, validated beside the average's
+    assert last["metrics"]["val_acc"] == epochs[-1]["trained"]["val_acc"] and "averaged_epochs" not in last["metrics"]
+    trained = evaluate(tmp_path / "swa" / "last.pt", "synthetic:2100", "val", tta=False, precision="float")
+    assert trained.accuracy == pytest.approx(last["metrics"]["val_acc"], abs=1e-6)
     best = read_checkpoint(tmp_path / "swa" / "best.pt")
     used = best["metrics"]["averaged_epochs"]
     expected = sum(w[conv] for w in weights[:used]) / used
@@ -111,6 +115,47 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs_with_fresh_norm_stat
     assert report.accuracy == pytest.approx(best["metrics"]["val_acc"], abs=1e-6)  # the model the run validated
     with pytest.raises(UserError, match="weight-averaging epochs"):
         dataclasses.replace(plain, swa_epochs=2).validate()
+
+
+def test_weight_averaging_measures_norms_on_full_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A last batch of one face would break BatchNorm1d in training mode (fernet's head has one): it is left out,
+    as in training."""
+    from fercore.data import load_data
+    from fercore.labels import EMOTIONS
+    from fercore.swa import WeightAverage
+
+    train_faces = len(load_data("synthetic:700").split("train", EMOTIONS, 0.1, 0).labels)
+    batch = train_faces - 1  # one full batch, and one face over
+    sizes: list[int] = []
+    measure = WeightAverage.averaged_model
+    monkeypatch.setattr(WeightAverage, "averaged_model",
+                        lambda self, model, batches: measure(self, model, [sizes.append(len(b)) or b for b in batches]))
+    cfg = _cfg(arch="fernet", arch_args={"widths": [4, 8, 16, 32]}, epochs=1, batch_size=batch, swa_epochs=1)
+    assert run_training(cfg, tmp_path / "r")["epochs"] == 1
+    assert sizes == [batch]
+
+
+def test_validation_runs_at_the_runs_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[bool] = []
+    validate = train_module.predict_proba
+    monkeypatch.setattr(train_module, "predict_proba",
+                        lambda *args, amp=True, **kwargs: asked.append(amp) or validate(*args, amp=amp, **kwargs))
+    run_training(_cfg(epochs=1, amp="off"), tmp_path / "fp32")
+    run_training(_cfg(epochs=1, amp="on"), tmp_path / "amp")
+    assert asked == [False, True]
+
+
+def test_a_warm_started_run_resumes_without_the_checkpoint_it_started_from(tiny_checkpoint: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
+    start = tmp_path / "start.pt"
+    shutil.copy(tiny_checkpoint, start)
+    cfg = _cfg(data="synthetic:2100", epochs=2, init_from=str(start))
+    assert run_training(cfg, tmp_path / "warm", on_progress=_stop_at(tmp_path / "warm", 1, 3))["stopped"]
+    start.unlink()  # its run deleted, say
+    assert resume_training(tmp_path / "warm")["epochs"] == 2
 
 
 def test_existing_run_dir_is_refused_and_resume_needs_last(tmp_path: Path) -> None:
@@ -174,7 +219,7 @@ def test_every_schedule_and_optimizer_runs(tmp_path: Path, schedule: str, optimi
 def test_early_stop_ends_patience_epochs_after_the_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scores = iter([0.3, 0.5, 0.4, 0.5, 0.45, 0.9, 0.9])  # best at epoch 2, then two epochs without a better one
 
-    def validate(self: train_module.Trainer) -> dict[str, float]:
+    def validate(self: train_module.Trainer, model: object) -> dict[str, float]:
         return {"val_loss": 1.0, "val_acc": next(scores), "val_macro_f1": 0.1}
     monkeypatch.setattr(train_module.Trainer, "_validate", validate)
     result = run_training(_cfg(epochs=7, early_stop=2), tmp_path / "r")
