@@ -397,8 +397,8 @@ class Trainer:
         """The model this epoch stands for: the trained one, or in the weight-averaging epochs (swa_epochs) the
         average of the weights at the end of each of them so far, its batch-norm statistics measured anew.
 
-        Measured on augmented training faces: on the shipped model, statistics of the plain faces cost 3.8 points
-        of validation accuracy (70.5% -> 66.7%), those of augmented faces 0.3."""
+        Measured on augmented training faces: on the shipped model (float, no TTA), statistics measured anew over
+        the plain faces cost 3.45 points of validation accuracy (70.51% -> 67.06%), over augmented ones 0.28."""
         if self.average is None or self.pos.epoch < self.cfg.epochs - self.cfg.swa_epochs:
             return self.model
         self.average.add(self.model)
