@@ -73,7 +73,7 @@ def build_card(raw: dict[str, Any], source: FaceData, run: RunDir, name: str,
         "parameters": models.parameter_count(loaded.model), "classes": list(loaded.classes),
         "recipe": raw["config"], "data_fingerprint": raw["data_fingerprint"],
         "data": {"train": len(_faces(raw, source, "train")), "val": len(val), "val_split": raw["val_split"]},
-        "best_epoch": _best_epoch(raw["metrics"], epochs, run),
+        "best_epoch": _best_epoch(raw["metrics"], epochs, run.name),
         "best_averaged_epochs": raw["metrics"].get("averaged_epochs"),
         "validation": validation,
         "training": {"epochs": len(epochs), "seconds": float(sum(e["seconds"] for e in epochs)),
@@ -84,12 +84,12 @@ def build_card(raw: dict[str, Any], source: FaceData, run: RunDir, name: str,
     }
 
 
-def _best_epoch(metrics: dict[str, Any], history: list[dict[str, Any]], run: RunDir) -> int | None:
+def _best_epoch(metrics: dict[str, Any], history: list[dict[str, Any]], run_name: str) -> int | None:
     """The checkpoint's epoch numbered as in the history (on across warm-started runs), not within its run."""
     epoch = metrics.get("epoch")
     if epoch is None:
         return None
-    return epoch + max(0, len(history) - len(run.epochs()))
+    return epoch + sum(e["run"] != run_name for e in history)  # the epochs the runs before it gave
 
 
 def _stages(run: RunDir, history: list[dict[str, Any]]) -> list[dict[str, Any]]:

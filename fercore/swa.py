@@ -1,7 +1,7 @@
 """Stochastic weight averaging: the running mean of a model's weights over the last epochs of a run.
 
 The averaged weights are a model of their own, whose batch-norm statistics are recomputed on the training faces
-(averaged weights with the last epoch's statistics would be out of step with each other).
+(averaged weights with the last epoch's statistics would be out of step with each other) by torch's update_bn.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 
 class WeightAverage:
@@ -36,7 +37,7 @@ class WeightAverage:
         with torch.no_grad():
             for name, param in averaged.named_parameters():
                 param.copy_(self.mean[name])
-        recompute_batch_norm(averaged, batches)
+        update_bn(batches, averaged)  # running statistics: plain averages over the batches
         return averaged.eval()
 
     def state_dict(self) -> dict[str, object]:
@@ -47,21 +48,3 @@ class WeightAverage:
         self.count = int(state["count"])  # type: ignore[call-overload]
         self.mean = {name: value.to(device) for name, value in state["mean"].items()}  # type: ignore[attr-defined]
 
-
-@torch.no_grad()
-def recompute_batch_norm(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
-    """Every batch-norm layer's running mean and variance set to their plain averages over batches."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average over the batches
-    was_training = model.training
-    model.train()
-    for x in batches:
-        model(x)
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-    model.train(was_training)

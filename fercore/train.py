@@ -318,9 +318,7 @@ class Trainer:
 
     def _train_epoch(self, stop: _StopFlag) -> None:
         cfg, pos, epoch = self.cfg, self.pos, self.pos.epoch
-        shuffle = torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, -1))
-        order = torch.randperm(len(self.labels), generator=shuffle)
-        order = order.to(self.device)
+        order = self._shuffled(_step_seed(cfg.seed, epoch, -1))
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -333,7 +331,7 @@ class Trainer:
             seed = _step_seed(cfg.seed, epoch, step)
             self.aug_gen.manual_seed(seed)
             torch.manual_seed(seed)
-            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            idx = self._step_faces(order, step)
             y = self.labels[idx]
             soft = None if self.soft_targets is None else self.soft_targets[idx]
             loss, logits = training_step(self.model, self.optimizer, self.loss_fn, self._batch(idx), y, self.amp, soft)
@@ -357,6 +355,14 @@ class Trainer:
                               "train_acc": pos.correct / max(1, pos.seen), "lr": self._lr(),
                               "images_per_s": speed, "time": time.time()})
                 self._write_running_status(speed)
+
+    def _shuffled(self, seed: int) -> torch.Tensor:
+        """The training faces' indices in the order seed draws, on the training device."""
+        return torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(seed)).to(self.device)
+
+    def _step_faces(self, order: torch.Tensor, step: int) -> torch.Tensor:
+        """The indices of step's full batch in order."""
+        return order[step * self.batch_size:(step + 1) * self.batch_size]
 
     def _batch(self, idx: torch.Tensor) -> torch.Tensor:
         """The augmented, normalised model input for the faces at idx."""
@@ -405,11 +411,10 @@ class Trainer:
         seed = _step_seed(self.cfg.seed, self.pos.epoch, -2)
         self.aug_gen.manual_seed(seed)
         torch.manual_seed(seed)
-        order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(seed)).to(self.device)
+        order = self._shuffled(seed)
         with hardware.autocast(self.device, self.amp):  # the inputs training saw: shuffled, augmented, full batches
             return self.average.averaged_model(self.model, (
-                self._batch(order[step * self.batch_size:(step + 1) * self.batch_size])
-                for step in range(self.steps_per_epoch)))
+                self._batch(self._step_faces(order, step)) for step in range(self.steps_per_epoch)))
 
     def fit(self) -> dict[str, Any]:
         """Train to the last epoch (or early stop); returns the best epoch's metrics."""

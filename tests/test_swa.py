@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fercore.swa import WeightAverage, recompute_batch_norm
+from fercore.swa import WeightAverage
 
 
 def test_the_average_is_the_plain_mean_and_survives_its_state_dict() -> None:
@@ -28,11 +28,13 @@ def test_batch_norm_statistics_are_the_average_over_the_batches() -> None:
     model = nn.Sequential(nn.BatchNorm1d(2, momentum=0.3))
     batches = [torch.randn(16, 2) * scale + shift for scale, shift in ((1, 0), (2, 5), (0.5, -1))]
     model.eval()
-    recompute_batch_norm(model, batches)
-    norm = model[0]
+    average = WeightAverage()
+    average.add(model)
+    norm = average.averaged_model(model, batches)[0]
     assert torch.allclose(norm.running_mean, torch.stack([b.mean(0) for b in batches]).mean(0), atol=1e-5)
     assert torch.allclose(norm.running_var, torch.stack([b.var(0) for b in batches]).mean(0), atol=1e-4)
     assert norm.momentum == 0.3 and not model.training  # left as it was found
+    assert torch.equal(model[0].running_mean, torch.zeros(2))  # the trained model's own statistics untouched
 
 
 def test_the_averaged_model_has_the_mean_weights_and_leaves_the_model_alone() -> None:
