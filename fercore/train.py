@@ -216,7 +216,7 @@ class Trainer:
         self.aug_gen = torch.Generator(device=self.device)
         self.average = WeightAverage() if cfg.swa_epochs else None
         self.pos = Position()
-        self.epoch_seconds: list[float] = []  # of the completed epochs, for the ETA
+        self.epoch_seconds: list[float] = []  # of the completed epochs, validation and saving included, for the ETA
         if resume:
             self._restore()
 
@@ -422,6 +422,7 @@ class Trainer:
         with _StopFlag(self.run) as stop:
             while pos.epoch < cfg.epochs:
                 self._train_epoch(stop)
+                trained_at = time.monotonic()  # validation, averaging and saving follow: the ETA counts them
                 model = self._epoch_model()
                 val = self._validate(model)
                 record = {"type": "epoch", "epoch": pos.epoch + 1,
@@ -439,10 +440,10 @@ class Trainer:
                     pos.best_val_acc, pos.best_epoch = val["val_acc"], pos.epoch + 1
                     save_checkpoint(self.run.file(BEST), self._checkpoint(False, record, model))
                 self._report(record)
-                self.epoch_seconds.append(record["seconds"])
                 self.pos = pos = Position(epoch=pos.epoch + 1, best_val_acc=pos.best_val_acc,
                                           best_epoch=pos.best_epoch)
                 self._save_last()
+                self.epoch_seconds.append(record["seconds"] + time.monotonic() - trained_at)
                 self._write_running_status(record["images_per_s"])  # the next epoch has measured nothing yet
                 if cfg.early_stop and pos.epoch - pos.best_epoch >= cfg.early_stop:
                     break

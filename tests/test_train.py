@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -225,6 +226,25 @@ def test_early_stop_ends_patience_epochs_after_the_best(tmp_path: Path, monkeypa
     result = run_training(_cfg(epochs=7, early_stop=2), tmp_path / "r")
     assert result == {"best_val_acc": 0.5, "best_epoch": 2, "epochs": 4}
     assert [e["val_acc"] for e in RunDir(tmp_path / "r").epochs()] == [0.3, 0.5, 0.4, 0.5]
+
+
+def test_the_eta_counts_validation_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    statuses: list[dict] = []
+    write_status = RunDir.write_status
+
+    def recording(self: RunDir, **fields: object) -> None:
+        statuses.append(fields)
+        write_status(self, **fields)
+
+    def slow_validate(self: train_module.Trainer, model: object) -> dict[str, float]:
+        time.sleep(0.3)
+        return {"val_loss": 1.0, "val_acc": 0.5, "val_macro_f1": 0.1}
+    monkeypatch.setattr(RunDir, "write_status", recording)
+    monkeypatch.setattr(train_module.Trainer, "_validate", slow_validate)
+    run_training(_cfg(epochs=2), tmp_path / "r")
+    first = RunDir(tmp_path / "r").epochs()[0]
+    after_first = next(s for s in statuses if s.get("state") == "running" and s["epoch"] == 2 and s["step"] == 0)
+    assert after_first["eta_s"] >= first["seconds"] + 0.3  # one epoch left: its training and its validation
 
 
 def test_class_weights_favour_rare_classes() -> None:
