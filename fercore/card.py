@@ -46,10 +46,7 @@ def _faces(raw: dict[str, Any], source: FaceData, split: str) -> FaceSet:
 
 def _description(arch: str, arch_args: dict[str, Any]) -> str:
     """The architecture's description, and how this model's arch_args change it (say wider stages)."""
-    def shown(value: Any) -> str:
-        return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-
-    changes = ", ".join(f"{name} {shown(value)}" for name, value in arch_args.items())
+    changes = models.options_text(arch_args)
     return models.ARCHITECTURES[arch].description + (f"; this one with {changes}" if changes else "")
 
 

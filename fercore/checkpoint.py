@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,16 +69,22 @@ def make_checkpoint(model: nn.Module, arch: str, arch_args: dict, classes: tuple
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """torch.load with weights_only=True and a clear message for anything that is not ours."""
     path = Path(path)
+    if path.is_dir():  # a run directory stands for its best model
+        if not (path / "best.pt").is_file():
+            raise CheckpointError(f"{path} is a directory without a best.pt: give a checkpoint file")
+        path = path / "best.pt"
     if not path.is_file():
         if path.resolve() == SHIPPED_CHECKPOINT:
             raise CheckpointError(f"the shipped model {path} is missing: train one with "
                                   "'python -m fercore train' and pass --checkpoint RUN_DIR/best.pt")
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise CheckpointError(f"{path.name} is not a fercore checkpoint (refused to unpickle: {first[:160]})") from None
+        with warnings.catch_warnings():  # torch warns about TorchScript archives before refusing them
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path.name} is not a fercore checkpoint: it holds objects other than tensors and "
+                              "plain values, which are never unpickled") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, KeyError,
             IndexError, TypeError, UnicodeDecodeError):
         raise CheckpointError(f"{path.name} is not a readable checkpoint (truncated or another format)") from None

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ def _progress_printer(stream=sys.stderr):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from fercore import models
     from fercore.augment import AugmentConfig
     from fercore.config import PRESETS, TrainConfig, check_preset_needs, preset
     from fercore.paths import runs_dir
@@ -76,18 +79,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "data" not in {**PRESETS.get(args.preset, {}), **overrides}:  # the demo preset names its data
         raise UserError("--data is required (a folder, archive.zip, fer2013.csv, or 'synthetic')")
     cfg = preset(args.preset, **overrides) if args.preset else TrainConfig.from_dict(overrides)
+    if args.width is not None:
+        if not 0.25 <= args.width <= 4:
+            raise UserError("--width must be between 0.25 and 4")
+        if cfg.arch not in models.names():
+            cfg.validate()  # the unknown architecture's message
+        others = {k: v for k, v in cfg.arch_args.items() if k != "widths"}
+        cfg.arch_args = {**others, **models.width_args(cfg.arch, args.width)}
     if args.preset:
         check_preset_needs(args.preset, cfg)
     run_dir = Path(args.run_dir) if args.run_dir else runs_dir() / default_run_name(cfg.arch)
+    if args.distill is not None and not cfg.teachers:
+        raise UserError("--distill weighs the teachers' predictions: give --teachers too")
     result = run_training(cfg, run_dir, on_progress=_progress_printer())
+    return _train_result(result, run_dir)
+
+
+def _train_result(result: dict[str, Any], run_dir: str | Path) -> int:
+    """Print the result; the exit code: 0 for a finished run, 130 for one stopped (Ctrl-C, SIGTERM, a STOP file)
+    with last.pt saved, so that `train ... && ship ...` never ships a half-trained model."""
     print(json.dumps({**result, "run_dir": str(run_dir)}))
-    return _train_exit_code(result)
-
-
-def _train_exit_code(result: dict[str, Any]) -> int:
-    """0 for a finished run; 130 for one stopped (Ctrl-C, SIGTERM, a STOP file) with last.pt saved, so that
-    `train ... && ship ...` never ships a half-trained model."""
-    return 130 if result.get("stopped") else 0
+    if not result.get("stopped"):
+        return 0
+    print(f"fercore: stopped in epoch {result['epoch']} (step {result['step']} of {result['steps']}), last.pt "
+          f"saved; continue with: python -m fercore train --resume {run_dir}", file=sys.stderr)
+    return 130
 
 
 RUNTIME_FLAGS = {"resume", "threads", "device", "func", "command"}  # what --resume may set beside the run's recipe
@@ -103,16 +119,27 @@ def _resume(args: argparse.Namespace) -> int:
         raise UserError(f"--resume continues the run's own recipe: drop {', '.join(recipe_flags)} "
                         "(only --threads and --device may change)")
     result = resume_training(Path(args.resume), _progress_printer(), threads=args.threads, device=args.device)
-    print(json.dumps({**result, "run_dir": args.resume}))
-    return _train_exit_code(result)
+    return _train_result(result, args.resume)
+
+
+def _use_threads(threads: int | None) -> None:
+    """--threads of evaluate and predict: torch's CPU threads (0 = every usable core; default: torch's own)."""
+    from fercore import hardware
+
+    if threads is not None:
+        if threads < 0:
+            raise UserError("threads must not be negative (0 = every core)")
+        hardware.configure_threads(threads)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fercore.evaluate import evaluate
 
+    _use_threads(args.threads)
     report = evaluate(args.checkpoint, args.data, args.split, args.tta, args.precision, args.device)
-    if report.data_note:
-        print(f"data: {report.data_note}", file=sys.stderr)
+    for note in (report.data_note, report.absent_note()):
+        if note:
+            print(f"data: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_json()))
         return 0
@@ -132,18 +159,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from fercore.predict import Predictor, predict_files
 
+    _use_threads(args.threads)
     results = predict_files(Predictor.from_checkpoint(args.checkpoint, args.precision, args.device), args.images)
     if args.json:
         print(json.dumps([r.to_json() for r in results]))
-    else:
-        for result in results:
-            if result.error:
-                print(f"{result.image}: error: {result.error}")
-                continue
-            note = " (no face found: whole image)" if result.no_face_found else ""
-            print(f"{result.image}: {len(result.faces)} face(s){note}")
+    for result in results:
+        if result.error:
+            print(f"fercore: error: {result.image}: {result.error}", file=sys.stderr)
+        elif not args.json and result.no_face_found:
+            face = result.faces[0]
+            print(f"{result.image}: no face found, the whole image read as one: {face.label} {face.confidence:.1%}")
+        elif not args.json:
+            print(f"{result.image}: {len(result.faces)} face{'s' * (len(result.faces) != 1)}")
             for face in result.faces:
-                print(f"  box {face.box}: {face.label} {face.confidence:.1%}")
+                x, y, w, h = face.box
+                print(f"  face at x={x} y={y} w={w} h={h}: {face.label} {face.confidence:.1%}")
     return 0 if any(r.error is None for r in results) else 2
 
 
@@ -175,13 +205,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
         run.request_stop()
         print(f"stop requested: {args.stop}")
         return 0
+    if not Path(args.root).is_dir():
+        raise UserError(f"no runs folder at {args.root}")
     rows = [r.summary() for r in list_runs(Path(args.root))]
     if args.json:
         print(json.dumps(rows))
         return 0
+    if not rows:
+        print(f"no runs in {args.root}", file=sys.stderr)
+    else:
+        print(f"{'run':<32} {'state':<12} {'arch':<8} {'epochs':>7} best val acc")
     for row in rows:
         best = f"{row['best_val_acc']:.3f}" if row["best_val_acc"] is not None else "-"
-        print(f"{row['name']:<32} {row['state']:<12} {row['arch'] or '-':<8} {row['epochs']:>7} best {best}")
+        print(f"{row['name']:<32} {row['state']:<12} {row['arch'] or '-':<8} {row['epochs']:>7} {best}")
     return 0
 
 
@@ -192,6 +228,21 @@ def cmd_ship(args: argparse.Namespace) -> int:
     v = card["validation"]["tta"]
     print(f"{args.out}: validation accuracy {v['accuracy']:.4f}, macro F1 {v['macro_f1']:.4f}")
     return 0
+
+
+def _show_recipe_defaults(train: argparse.ArgumentParser) -> None:
+    """Each recipe option's help ends with its default (a preset or --config changes it; flags are None
+    until given, so that they can override those)."""
+    from dataclasses import fields
+
+    from fercore.config import TrainConfig
+
+    defaults = TrainConfig()
+    recipe = {f.name for f in fields(TrainConfig)} - {"data", "classes", "teachers", "augment"}
+    for action in train._actions:
+        if action.dest in recipe:
+            default = getattr(defaults, action.dest)
+            action.help = f"{action.help}; default {default}" if action.help else f"default {default}"
 
 
 def build_parser() -> _Parser:
@@ -209,6 +260,8 @@ def build_parser() -> _Parser:
     train.add_argument("--config", metavar="JSON", help="start from a saved config.json (a run's); flags override it")
     train.add_argument("--classes", nargs="+", help="emotion names or a set name (basic4); default all 7")
     train.add_argument("--arch", help="architecture name (see 'python -m fercore models')")
+    train.add_argument("--width", type=float, metavar="FACTOR",
+                       help="scale every stage's channels (the shipped model: fernet at 1.5); default 1")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
@@ -225,7 +278,7 @@ def build_parser() -> _Parser:
     train.add_argument("--teachers", nargs="+", metavar="CHECKPOINT",
                        help="distil: their averaged predictions become soft targets (same data and split)")
     train.add_argument("--distill", type=float, metavar="WEIGHT",
-                       help="weight of the teachers' soft targets in the loss, in (0, 1] (default 0.5)")
+                       help="weight of the teachers' soft targets in the loss, in (0, 1]")
     train.add_argument("--swa-epochs", type=int, metavar="N",
                        help="average the weights of the last N epochs (stochastic weight averaging); 0 = off")
     train.add_argument("--run-dir")
@@ -235,6 +288,7 @@ def build_parser() -> _Parser:
     train.add_argument("--amp", choices=["auto", "on", "off"])
     train.add_argument("--seed", type=int)
     train.set_defaults(func=cmd_train)
+    _show_recipe_defaults(train)
 
     from fercore.paths import RUNS_DIR_ENV, SHIPPED_CHECKPOINT, runs_dir
 
@@ -257,6 +311,7 @@ def build_parser() -> _Parser:
                              help="auto (default): int8 on a CPU when the checkpoint is calibrated, else float")
         command.add_argument("--device", choices=DEVICES, default="auto",
                              help="auto (default): a CUDA GPU, then Apple's MPS, then the CPU")
+        command.add_argument("--threads", type=int, help="CPU threads (0 = all cores; default: torch's choice)")
 
     export = sub.add_parser("export", help="export a checkpoint to TorchScript or ONNX")
     export.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
@@ -282,9 +337,15 @@ def build_parser() -> _Parser:
     return parser
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a command as Ctrl-C does: cleanly, exit 130 (training stops at a step)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
     try:
         return args.func(args)
     except UserError as exc:
@@ -305,3 +366,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fercore: internal error: {type(exc).__name__}: {exc} (set FERCORE_DEBUG=1 for details)",
               file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -100,6 +101,8 @@ class TrainConfig:
             if not ok:
                 kind = "a path or null" if default is None else f"of type {type(default).__name__}"
                 raise UserError(f"training option {option.name} must be {kind}, not {value!r}")
+            if type(default) is float and not math.isfinite(value):
+                raise UserError(f"training option {option.name} must be a finite number, not {value!r}")
 
     def val_split(self) -> dict[str, Any]:
         """The validation carve as checkpoints record it (and as teachers must match it)."""

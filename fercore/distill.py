@@ -19,16 +19,16 @@ def teacher_probabilities(paths: Sequence[str | Path], faces: np.ndarray, classe
 
     Each teacher must have the run's classes and have been trained on the same data with the same validation
     carve: a teacher that had learned the run's validation faces would leak their labels into training."""
-    total = torch.zeros(len(faces), len(classes))
-    for path in paths:
-        teacher = load_model(path, device)
-        name = Path(path).name
+    teachers = [(path, load_model(path, device)) for path in paths]  # all checked before any runs
+    for path, teacher in teachers:
         if tuple(teacher.classes) != tuple(classes):
-            raise UserError(f"teacher {name} predicts {', '.join(teacher.classes)}; the run needs "
+            raise UserError(f"teacher {path} predicts {', '.join(teacher.classes)}; the run needs "
                             f"{', '.join(classes)}")
         if teacher.info.get("data_fingerprint") != fingerprint or teacher.info.get("val_split") != val_split:
-            raise UserError(f"teacher {name} was not trained on this data with this validation split: its "
+            raise UserError(f"teacher {path} was not trained on this data with this validation split: its "
                             "predictions could carry the validation labels into training")
+    total = torch.zeros(len(faces), len(classes))
+    for _, teacher in teachers:
         total += torch.as_tensor(teacher.proba(faces))
     return total / len(paths)
 

@@ -38,6 +38,12 @@ class EvalReport:
     def macro_f1(self) -> float:
         return macro_f1(self.confusion())
 
+    def absent_note(self) -> str:
+        """What to know when some of the model's classes have no faces here ('' when all have)."""
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        absent = ", ".join(c for c, n in zip(self.classes, counts) if not n)
+        return f"no {absent} faces here: macro F1 averages the classes present or predicted" if absent else ""
+
     def per_class(self) -> dict[str, dict[str, float]]:
         scores = per_class_scores(self.confusion())
         return {c: {"precision": float(scores["precision"][i]), "recall": float(scores["recall"][i]),
@@ -66,7 +72,7 @@ class EvalReport:
 def own_split(checkpoint: dict[str, Any], source: FaceData, split: str) -> FaceSet:
     """A split of source in the checkpoint's classes; val is the checkpoint's own carve of train."""
     carve = checkpoint.get("val_split", {"fraction": 0.1, "seed": 0})
-    return source.split(split, tuple(checkpoint["classes"]), carve["fraction"], carve["seed"])
+    return source.split(split, tuple(checkpoint["classes"]), carve["fraction"], carve["seed"], every_class=False)
 
 
 def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None) -> EvalReport:

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,16 +31,30 @@ class ProbabilityModel(nn.Module):
         return self.net((faces - self.mean) / self.std).softmax(1)
 
 
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Silence a library's logger below errors for the duration."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def export(checkpoint: str | Path, fmt: str, out: str | Path) -> Path:
     """Write the exported model atomically; returns its path."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}: choose {' or '.join(FORMATS)}")
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{out} is a directory: --out takes the file to write")
     loaded = load_model(checkpoint, precision="float")
     wrapper = ProbabilityModel(loaded).eval()
     example = torch.rand(2, 1, loaded.size, loaded.size) * 255
     card = json.dumps({"classes": list(loaded.classes), "input": "float32 [N,1,48,48] grayscale 0..255",
                        "output": "probabilities [N,C]", "arch": loaded.info.get("arch")})
-    out = Path(out)
     if fmt == "torchscript":
         with torch.no_grad():
             scripted = torch.jit.trace(wrapper, example)
@@ -44,7 +62,8 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path) -> Path:
     else:
         import onnx
 
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_logger("torch.onnx"):
+            warnings.simplefilter("ignore")  # exporter internals (LeafSpec, torchvision ops it skips): not ours
             program = torch.onnx.export(wrapper, (example,), None, input_names=["faces"],
                                         output_names=["probabilities"], dynamo=True, verbose=False,
                                         dynamic_shapes={"faces": {0: torch.export.Dim("batch")}})

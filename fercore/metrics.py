@@ -24,5 +24,8 @@ def per_class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def macro_f1(confusion: np.ndarray) -> float:
-    """The unweighted mean of the classes' F1 (a class neither present nor predicted counts 0)."""
-    return float(per_class_scores(confusion)["f1"].mean())
+    """The unweighted mean of the F1 of the classes that are present or predicted (scikit-learn's default: a
+    class with no faces that is never predicted has no F1, as when evaluating on a set without it)."""
+    scores = per_class_scores(confusion)
+    seen = (scores["support"] + confusion.sum(0)) > 0
+    return float(scores["f1"][seen].mean()) if seen.any() else 0.0

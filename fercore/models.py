@@ -145,5 +145,13 @@ def width_factor(name: str, arch_args: dict[str, object]) -> float:
     return widths[0] / default_widths(name)[0] if isinstance(widths, (list, tuple)) and widths else 1.0
 
 
+def options_text(arch_args: dict[str, object]) -> str:
+    """A model's arch_args in words, 'widths 48-96-192-384' ('' for the architecture's defaults)."""
+    def shown(value: object) -> str:
+        return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    return ", ".join(f"{name} {shown(value)}" for name, value in arch_args.items())
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from fercore.checkpoint import LoadedModel, load_model
-from fercore.data.images import ImageSource, as_rgb, downscale, open_image, to_face, to_gray
+from fercore.data.images import ImageSource, as_rgb, downscale, open_photo, to_face, to_gray
 from fercore.errors import UserError
 from fercore.faces import FaceDetector, fer_crop_box, load_detector
 from fercore.paths import SHIPPED_CHECKPOINT
@@ -100,10 +100,13 @@ class Predictor:
     def predict_image(self, source: ImageSource, name: str = "image") -> ImagePrediction:
         """A photo file or bytes: faces with boxes in the photo's own (EXIF-rotated) pixels; errors are caught."""
         try:
-            photo = as_rgb(open_image(source))
+            opened, reduction = open_photo(source)
         except UserError as exc:
             return ImagePrediction(name, error=str(exc))
-        return self.predict_photo(photo, name)
+        result = self.predict_photo(as_rgb(opened), name)
+        for face in result.faces:  # a very large JPEG was decoded at 1/reduction scale
+            face.box = tuple(v * reduction for v in face.box)
+        return result
 
     def predict_photo(self, photo: Image.Image, name: str = "image") -> ImagePrediction:
         """An opened RGB photo (as_rgb): detection on a copy of at most 1600 pixels a side, boxes in its pixels."""
@@ -115,7 +118,8 @@ class Predictor:
             faces = self.predict_boxes(rgb, [(0, 0, rgb.shape[1], rgb.shape[0])])
         if scale != 1.0:
             for face in faces:
-                face.box = tuple(round(v / scale) for v in face.box)
+                x, y, w, h = (round(v / scale) for v in face.box)
+                face.box = (x, y, min(w, photo.width - x), min(h, photo.height - y))
         return ImagePrediction(name, faces, None, no_face)
 
 
@@ -125,7 +129,8 @@ def predict_files(predictor: Predictor, paths: list[str | Path]) -> list[ImagePr
     for path in paths:
         path = Path(path)
         if not path.is_file():
-            results.append(ImagePrediction(str(path), error="file not found"))
+            results.append(ImagePrediction(str(path), error="is a directory, not an image" if path.is_dir()
+                                           else "file not found"))
             continue
         try:
             data = path.read_bytes()

@@ -198,9 +198,19 @@ class RunDir:
         changed, else its recipe's."""
         return int(self.status_raw().get("threads", self.config().get("threads", 1)))
 
-    def failed_before_first_save(self) -> bool:
-        """Whether the run failed before it saved anything to resume from (its directory may be reused)."""
-        return self.status().get("state") == "failed" and not self.file(LAST).exists()
+    def reusable(self) -> bool:
+        """Whether a new run may take this directory: it saved nothing to resume from (it failed or was
+        interrupted while starting) and no live process holds it."""
+        return not self.file(LAST).exists() and not self.is_active()
+
+    def why_taken(self) -> str:
+        """Why a new run may not take this directory (it is not reusable), and what to do instead."""
+        status = self.status()
+        if status.get("state") in ACTIVE_STATES:
+            return f"{self.path} is being trained by process {status.get('pid')}"
+        if status.get("state") == "finished":
+            return f"{self.path} holds a finished run: choose another --run-dir"
+        return f"{self.path} holds a run that can continue: use --resume {self.path} or another --run-dir"
 
     def request_stop(self) -> None:
         """Ask the training process to stop after its current step (it saves last.pt first)."""
@@ -216,9 +226,11 @@ class RunDir:
         """One row of the run history table."""
         config, status, epochs = self.config(), self.status(), self.epochs()
         best = max((e.get("val_acc") or 0.0 for e in epochs), default=None)
+        state = status.get("state", "unknown")
+        done = status.get("epoch", len(epochs)) if state in ACTIVE_STATES else len(epochs)  # the one going, or done
         return {
-            "name": self.name, "state": status.get("state", "unknown"), "data": config.get("data"),
-            "arch": config.get("arch"), "epochs": f"{status.get('epoch', len(epochs))}/{config.get('epochs', '?')}",
+            "name": self.name, "state": state, "data": config.get("data"),
+            "arch": config.get("arch"), "epochs": f"{done}/{config.get('epochs', '?')}",
             "best_val_acc": best, "duration_s": sum(e.get("seconds", 0) for e in epochs),
             "started": status.get("started"), "path": str(self.path),
         }

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,12 @@ class TrainingDiverged(UserError):
 
 def _step_seed(seed: int, epoch: int, step: int) -> int:
     return (seed * 1_000_003 + epoch * 100_003 + step) % (2**63)
+
+
+def _describe(arch: str, arch_args: dict[str, Any], classes: Sequence[str]) -> str:
+    """'a fernet (widths 48-96-192-384) for angry, ...': what --init compares."""
+    options = models.options_text(arch_args)
+    return f"a {arch}{f' ({options})' if options else ''} for {', '.join(classes)}"
 
 
 def _pixel_mean_std(images: np.ndarray) -> tuple[float, float]:
@@ -255,8 +262,9 @@ class Trainer:
         data = read_checkpoint(path)
         if (data["arch"], data.get("arch_args", {}), tuple(data["classes"])) != (
                 self.cfg.arch, self.cfg.arch_args, self.classes):
-            raise UserError(f"{path.name} is a {data['arch']} {data.get('arch_args') or ''} for "
-                            f"{', '.join(data['classes'])}: --init needs the same architecture and classes")
+            raise UserError(f"--init {path} is {_describe(data['arch'], data.get('arch_args', {}), data['classes'])}; "
+                            f"this run is {_describe(self.cfg.arch, self.cfg.arch_args, self.classes)}: they must "
+                            "match")
         self.model.load_state_dict(data["state_dict"])
         self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
 
@@ -373,12 +381,16 @@ class Trainer:
         """Move the device-side running sums into the position (one host sync per report, not per step)."""
         loss_value = float(loss_sum)
         if not math.isfinite(loss_value):
-            raise TrainingDiverged(f"the loss became {loss_value} in epoch {self.pos.epoch + 1}: lower the "
-                                   "learning rate; the last good checkpoint is kept")
+            raise self._diverged("loss", loss_value)
         self.pos.loss_sum += loss_value
         self.pos.correct += int(correct)
         self.pos.seen += seen
         self.pos.epoch_seconds = epoch_seconds
+
+    def _diverged(self, what: str, value: float) -> TrainingDiverged:
+        kept = "; last.pt keeps the last good epoch" if self.run.file(LAST).exists() else ""
+        return TrainingDiverged(f"the {what} became {value} in epoch {self.pos.epoch + 1}: lower the learning "
+                                f"rate{kept}")
 
     def _validate(self, model: nn.Module) -> dict[str, float]:
         model.eval()
@@ -397,7 +409,8 @@ class Trainer:
                      else pos.epoch_seconds / max(pos.step, 1) * self.steps_per_epoch)
         self.run.write_status(state="running", pid=os.getpid(), epoch=pos.epoch + 1, total_epochs=cfg.epochs,
                               step=pos.step, steps=self.steps_per_epoch, images_per_s=images_per_s,
-                              eta_s=float(per_epoch * (cfg.epochs - done)), best_val_acc=pos.best_val_acc)
+                              eta_s=float(per_epoch * (cfg.epochs - done)),
+                              best_val_acc=pos.best_val_acc if pos.best_epoch else None)
 
     def _epoch_model(self) -> nn.Module:
         """The model this epoch stands for: the trained one, or in the weight-averaging epochs (swa_epochs) the
@@ -425,6 +438,8 @@ class Trainer:
                 trained_at = time.monotonic()  # validation, averaging and saving follow: the ETA counts them
                 model = self._epoch_model()
                 val = self._validate(model)
+                if not math.isfinite(val["val_loss"]):
+                    raise self._diverged("validation loss", val["val_loss"])
                 record = {"type": "epoch", "epoch": pos.epoch + 1,
                           "train_loss": pos.loss_sum / max(1, pos.seen), "train_acc": pos.correct / max(1, pos.seen),
                           **val, "lr": self._lr(), "seconds": pos.epoch_seconds,
@@ -453,27 +468,40 @@ class Trainer:
 def run_training(cfg: TrainConfig, run_dir: Path, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Start a run of cfg in a new run_dir, keeping status.json true whatever happens."""
     run = RunDir(run_dir)
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"{run_dir} is a file: --run-dir takes a directory")
     if run.file(CONFIG).exists():
-        if not run.failed_before_first_save():
-            raise UserError(f"{run_dir} already holds a run: use --resume {run_dir} or another --run-dir")
+        if not run.reusable():
+            raise UserError(run.why_taken())
         run.file(METRICS).unlink(missing_ok=True)  # nothing to keep: the directory is this run's now
-    return _run(cfg, run, False, on_progress)
+    return _run(cfg, run, False, on_progress, created=not run.path.exists())
 
 
 def resume_training(run_dir: Path, on_progress: ProgressCallback | None = None, *,
                     threads: int | None = None, device: str | None = None) -> dict[str, Any]:
     """Continue a run from its last.pt with its own recipe; only where it runs (threads, device) may change."""
     run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise UserError(f"{run_dir} is not a run directory" if run.path.exists() else f"no run at {run_dir}")
     if not run.file(LAST).exists():
-        raise UserError(f"nothing to resume in {run_dir}: it has no {LAST}")
+        raise UserError(f"nothing to resume in {run_dir}: " + (
+            "it ended before its first save; start it again with the same command" if run.file(CONFIG).exists()
+            else f"it has no {LAST}"))
+    if run.status().get("state") == "finished":
+        raise UserError(f"{run_dir} has finished: nothing to resume")
     runtime = {k: v for k, v in {"threads": threads, "device": device}.items() if v is not None}
     return _run(TrainConfig.from_dict({**run.config(), **runtime}), run, True, on_progress)
 
 
-def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallback | None) -> dict[str, Any]:
-    """Train cfg in run (fresh or from its last.pt), keeping status.json true whatever happens."""
+def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallback | None,
+         created: bool = False) -> dict[str, Any]:
+    """Train cfg in run (fresh or from its last.pt), keeping status.json true whatever happens. created: this
+    call makes the directory, and removes it again when bad input (data, checkpoints, device) stops the run
+    before it trains."""
     cfg.validate()  # before anything is written: a bad option or a missing data path leaves no run behind
     run.acquire()
+    trainer: Trainer | None = None
+    discarded = False
     try:
         run.clear_stop()
         run.write_status(state="starting", pid=os.getpid(), threads=cfg.threads, epoch=0, total_epochs=cfg.epochs,
@@ -489,15 +517,26 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
         except StopRequested:
             trainer._save_last()
             trainer.calibrate_best()
-            run.write_status(state="stopped", pid=None, epoch=trainer.pos.epoch + 1)
-            return {"stopped": True, "best_val_acc": trainer.pos.best_val_acc}
+            best = trainer.pos.best_val_acc if trainer.pos.best_epoch else None
+            run.write_status(state="stopped", pid=None, epoch=trainer.pos.epoch + 1, eta_s=None, best_val_acc=best)
+            return {"stopped": True, "best_val_acc": best, "epoch": trainer.pos.epoch + 1,
+                    "step": trainer.pos.step, "steps": trainer.steps_per_epoch}
         run.write_status(state="finished", pid=None, epoch=result["epochs"], eta_s=0.0,
                          best_val_acc=result["best_val_acc"])
         return result
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before training began, or while saving at the end
+        run.write_status(state="interrupted", pid=None, error="interrupted (Ctrl-C or SIGTERM)")
+        raise
     except Exception as exc:
+        if created and trainer is None and isinstance(exc, UserError):
+            run.release()
+            shutil.rmtree(run.path, ignore_errors=True)  # bad input, found while starting: nothing to keep
+            discarded = True
+            raise
         message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         run.write_status(state="failed", pid=None, error=message)
         raise
     finally:
-        run.clear_stop()
-        run.release()
+        if not discarded:
+            run.clear_stop()
+            run.release()

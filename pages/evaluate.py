@@ -63,6 +63,8 @@ except SHOWN_AS_ONE_LINE as exc:
     st.error(str(exc))
     st.stop()
 
+if note := report.absent_note():
+    st.info(note.capitalize())
 accuracy, macro_f1, count = st.columns(3)
 accuracy.metric("Accuracy", f"{report.accuracy:.1%}")
 macro_f1.metric("Macro F1", f"{report.macro_f1:.3f}")

@@ -35,8 +35,7 @@ def test_train_then_resume_from_the_cli(tmp_path: Path) -> None:
     assert json.loads(result.stdout.strip().splitlines()[-1])["epochs"] == 1
     assert "epoch 1:" in result.stderr
     assert json.loads((run / "config.json").read_text())["classes"] == ["angry", "happy", "neutral", "sad"]
-    again = fercore("train", "--resume", run, "--threads", "1")  # finished: resumes nothing, exits cleanly
-    assert again.returncode == 0, again.stderr
+    assert "has finished: nothing to resume" in _one_error_line(fercore("train", "--resume", run, "--threads", "1"))
     refused = _one_error_line(fercore("train", "--resume", run, "--lr", "0.1", "--no-augment"))
     assert "--lr" in refused and "--no-augment" in refused and "--threads" in refused
     listing = fercore("runs", "--root", tmp_path, "--json")
@@ -94,6 +93,66 @@ def test_predict_json_contract(tiny_checkpoint: Path, astronaut_jpeg: bytes, tmp
     assert fercore("predict", "--checkpoint", tiny_checkpoint, tmp_path / "bad.jpg").returncode == 2
 
 
+def test_predict_text_output_and_errors_on_stderr(tiny_checkpoint: Path, astronaut_jpeg: bytes,
+                                                  tmp_path: Path) -> None:
+    (tmp_path / "face.jpg").write_bytes(astronaut_jpeg)
+    result = fercore("predict", "--checkpoint", tiny_checkpoint, "--threads", "1", tmp_path / "face.jpg",
+                     tmp_path / "missing.jpg")
+    assert result.returncode == 0
+    assert "face.jpg: 1 face\n  face at x=" in result.stdout and "missing" not in result.stdout
+    assert result.stderr.strip() == f"fercore: error: {tmp_path / 'missing.jpg'}: file not found"
+
+
+def test_a_stopped_run_says_how_to_continue_and_a_run_dir_stands_for_its_best(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "fercore", "train", "--data", "synthetic:700", "--arch", "basic", "--epochs",
+               "3", "--batch-size", "32", "--threads", "1", "--run-dir", str(run)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          cwd=ROOT) as process:
+        for line in process.stderr:
+            if line.startswith("epoch 1:"):
+                (run / "STOP").touch()
+                break
+        out, err = process.communicate(timeout=300)
+    assert process.returncode == 130
+    assert f"continue with: python -m fercore train --resume {run}" in err
+    assert json.loads(out.strip().splitlines()[-1])["stopped"] is True
+    listing = fercore("runs", "--root", tmp_path)
+    assert listing.stdout.splitlines()[0].startswith("run ") and "stopped" in listing.stdout
+    assert " 1/3 " in listing.stdout  # the epochs completed, not the one it stopped in
+    evaluated = fercore("evaluate", "--checkpoint", run, "--data", "synthetic:70", "--split", "all", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+
+
+def test_sigterm_while_starting_ends_cleanly_and_leaves_the_directory_reusable(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "fercore", "train", "--data", "synthetic:200000", "--threads",
+                                "1", "--run-dir", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not (run / "status.json").exists() and time.monotonic() < deadline:  # the run has started
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and err.strip().endswith("fercore: interrupted"), err
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "interrupted" and not (run / "run.lock").exists()
+    refused = _one_error_line(fercore("train", "--resume", run))
+    assert "ended before its first save; start it again with the same command" in refused
+
+
+def test_width_scales_the_architecture(tmp_path: Path) -> None:
+    result = fercore("train", "--data", "synthetic:700", "--arch", "basic", "--width", "0.5", "--epochs", "1",
+                     "--batch-size", "32", "--threads", "1", "--run-dir", tmp_path / "r")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["arch_args"] == {"widths": [16, 32, 64, 128]}
+
+
 def test_export_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
     result = fercore("export", "--checkpoint", tiny_checkpoint, "--format", "torchscript", "--out", tmp_path / "m.pt")
     assert result.returncode == 0 and (tmp_path / "m.pt").stat().st_size > 1000
@@ -128,19 +187,29 @@ def test_models_lists_architectures() -> None:
     (["evaluate", "--data", "synthetic", "--checkpoint", "{tmp}/none.pt"], "checkpoint not found"),
     (["evaluate", "--data", "{tmp}/notes.txt", "--checkpoint", "{ckpt}"], "unsupported data file notes.txt"),
     (["evaluate", "--data", "synthetic", "--checkpoint", "{tmp}/notes.txt"], "not a readable checkpoint"),
-    (["predict", "{tmp}/notes.txt", "--checkpoint", "{ckpt}"], "error"),
+    (["predict", "{tmp}/notes.txt", "--checkpoint", "{ckpt}"], "notes.txt: not an image file"),
+    (["predict", "{tmp}", "--checkpoint", "{ckpt}"], "is a directory, not an image"),
     (["export", "--format", "onnx", "--out", "x", "--checkpoint", "{tmp}/none.pt"], "checkpoint not found"),
+    (["train", "--data", "synthetic", "--lr", "inf", "--run-dir", "{tmp}/r"], "lr must be a finite number"),
+    (["train", "--data", "synthetic", "--distill", "0.5", "--run-dir", "{tmp}/r"], "give --teachers too"),
+    (["train", "--data", "synthetic", "--width", "9", "--run-dir", "{tmp}/r"], "--width must be between"),
+    (["train", "--data", "synthetic", "--run-dir", "{tmp}/notes.txt"], "notes.txt is a file"),
+    (["train", "--resume", "{tmp}/nothing"], "no run at"),
+    (["train", "--resume", "{tmp}/notes.txt"], "is not a run directory"),
+    (["evaluate", "--data", "{tmp}/tree/train", "--checkpoint", "{ckpt}"], "--split val takes the faces carved"),
+    (["evaluate", "--data", "synthetic", "--checkpoint", "{ckpt}", "--threads", "-1"], "threads must not be"),
+    (["export", "--format", "onnx", "--out", "{tmp}", "--checkpoint", "{ckpt}"], "is a directory: --out takes"),
+    (["runs", "--root", "{tmp}/nothing"], "no runs folder at"),
     (["runs", "--stop", "{tmp}"], "is not a training run (it has no config.json)"),
     (["runs", "--stop", "{run}"], "is not training (state: finished)"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path: Path, tiny_checkpoint: Path, args: list[str], message: str) -> None:
     (tmp_path / "notes.txt").write_text("hello")
+    write_image_tree(tmp_path / "tree", per_class=1, splits=("train",))
     result = fercore(*[a.format(tmp=tmp_path, ckpt=tiny_checkpoint, run=tiny_checkpoint.parent) for a in args])
-    if args[0] == "predict":  # per-image errors go to stdout; the exit code says none worked
-        assert result.returncode == 2 and "error" in result.stdout
-        return
     assert message in _one_error_line(result)
+    assert not (tmp_path / "r").exists()  # nothing left behind
 
 
 @pytest.mark.parametrize("options, message", [

@@ -162,6 +162,13 @@ def test_an_encrypted_zip_member_is_skipped_with_its_reason(tmp_path: Path) -> N
     assert "locked.jpg" in data.raw.report.summary() and "encrypted" in data.raw.report.summary()
 
 
+def test_a_zip_of_the_csv_says_to_unzip_it(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "challenge.zip", "w") as archive:
+        archive.writestr("fer2013/fer2013.csv", "emotion,pixels,Usage\n")
+    with pytest.raises(UserError, match="holds fer2013/fer2013.csv and no images: unzip it and give the csv"):
+        load_data(tmp_path / "challenge.zip")
+
+
 def test_not_a_zip(tmp_path: Path) -> None:
     path = tmp_path / "archive.zip"
     path.write_bytes(b"PK not really")
@@ -228,6 +235,27 @@ def test_second_load_hits_the_cache(image_tree: Path, monkeypatch: pytest.Monkey
     np.testing.assert_array_equal(second.raw.images, first.raw.images)
 
 
+def test_the_cache_drops_the_least_recently_used_sets_beyond_its_limit(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    trees = [write_image_tree(tmp_path / f"tree{i}", per_class=1) for i in range(3)]
+    for tree in [*trees, trees[0]]:  # tree0 used again: the most recent
+        load_data(tree)
+    entry = next(dataset_module.cache_dir().glob("*.npz")).stat().st_size
+    assert len(list(dataset_module.cache_dir().glob("*.npz"))) == 3
+    monkeypatch.setattr(dataset_module, "CACHE_LIMIT_BYTES", int(entry * 2.5))
+    (trees[1] / "train" / "happy" / "new.jpg").write_bytes(jpeg_bytes(np.full((48, 48), 9, np.uint8)))
+    load_data(trees[1])  # a new entry: room for two, the new one and the most recently used (tree0)
+    assert len(list(dataset_module.cache_dir().glob("*.npz"))) == 2
+
+    def no_decoding(path: Path) -> None:
+        raise AssertionError("decoded again instead of using the cache")
+    monkeypatch.setitem(READERS, "folder", no_decoding)
+    load_data(trees[0])
+    load_data(trees[1])
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_data(trees[2])
+
+
 def test_cache_is_invalidated_when_a_file_changes(image_tree: Path) -> None:
     first = load_data(image_tree)
     (image_tree / "train" / "happy" / "new.jpg").write_bytes(jpeg_bytes(np.full((48, 48), 9, np.uint8)))
@@ -240,6 +268,8 @@ def test_synthetic_source(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(data.raw.images) == 700 and data.splits_present() == ["test", "train"]
     with pytest.raises(UserError, match="synthetic size"):
         load_data("synthetic:5")
+    with pytest.raises(UserError, match="bad synthetic size in 'synthetic:'"):
+        load_data("synthetic:")
     assert dataset_module.is_synthetic("synthetic") and not dataset_module.is_synthetic("synthetics/x")
 
 

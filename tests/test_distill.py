@@ -48,7 +48,7 @@ class _Uniform:
 def test_a_teacher_from_another_split_or_data_or_classes_is_refused(tiny_checkpoint: Path) -> None:
     data = load_data("synthetic:2100")
     faces = data.split("train", EMOTIONS, 0.1, 0).images[:8]
-    with pytest.raises(UserError, match="validation split"):
+    with pytest.raises(UserError, match=f"teacher {tiny_checkpoint} was not trained on .* validation split"):
         teacher_probabilities([tiny_checkpoint], faces, EMOTIONS, data.fingerprint, {"fraction": 0.2, "seed": 0},
                               CPU)
     with pytest.raises(UserError, match="validation split"):

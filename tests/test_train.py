@@ -161,22 +161,53 @@ def test_a_warm_started_run_resumes_without_the_checkpoint_it_started_from(tiny_
 
 def test_existing_run_dir_is_refused_and_resume_needs_last(tmp_path: Path) -> None:
     run_training(_cfg(epochs=1), tmp_path / "r")
-    with pytest.raises(UserError, match="already holds a run"):
+    with pytest.raises(UserError, match="holds a finished run: choose another --run-dir"):
         run_training(_cfg(epochs=1), tmp_path / "r")
-    with pytest.raises(UserError, match="nothing to resume"):
+    with pytest.raises(UserError, match="has finished: nothing to resume"):
+        resume_training(tmp_path / "r")
+    RunDir(tmp_path / "r").write_status(state="stopped")
+    with pytest.raises(UserError, match="holds a run that can continue: use --resume"):
+        run_training(_cfg(epochs=1), tmp_path / "r")
+    with pytest.raises(UserError, match="no run at"):
+        resume_training(tmp_path / "empty")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="nothing to resume in .*empty: it has no last.pt"):
         resume_training(tmp_path / "empty")
 
 
-def test_a_run_dir_that_failed_before_its_first_save_can_be_used_again(tmp_path: Path) -> None:
+def test_bad_input_found_while_starting_leaves_no_run_behind(tmp_path: Path) -> None:
     (tmp_path / "broken.zip").write_bytes(b"not a zip")  # passes the cheap checks, fails when read
+    with pytest.raises(UserError, match="not a valid zip"):
+        run_training(_cfg(data=str(tmp_path / "broken.zip"), epochs=1), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_dir_that_failed_before_its_first_save_can_be_used_again(tmp_path: Path) -> None:
+    (tmp_path / "broken.zip").write_bytes(b"not a zip")
+    (tmp_path / "r").mkdir()  # made by someone else (the app makes it first): kept, with the failure in it
     with pytest.raises(UserError, match="not a valid zip"):
         run_training(_cfg(data=str(tmp_path / "broken.zip"), epochs=1), tmp_path / "r")
     status = RunDir(tmp_path / "r").status()
     assert status["state"] == "failed" and "not a valid zip" in status["error"]
-    assert RunDir(tmp_path / "r").failed_before_first_save()
+    assert RunDir(tmp_path / "r").reusable()
     assert run_training(_cfg(epochs=1), tmp_path / "r")["epochs"] == 1
-    with pytest.raises(UserError, match="already holds a run"):  # a run with a save is never overwritten
+    with pytest.raises(UserError, match="holds a finished run"):  # a run with a save is never overwritten
         run_training(_cfg(epochs=1), tmp_path / "r")
+
+
+def test_an_interrupt_while_starting_leaves_a_reusable_directory(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(source: str) -> None:
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "load_data", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_training(_cfg(epochs=1), tmp_path / "r")
+    run = RunDir(tmp_path / "r")
+    assert run.status()["state"] == "interrupted" and run.reusable() and not run.file("run.lock").exists()
+    with pytest.raises(UserError, match="ended before its first save; start it again"):
+        resume_training(run.path)
+    assert run_training(_cfg(epochs=1), run.path)["epochs"] == 1
 
 
 def test_a_run_in_use_by_a_live_process_is_refused(tmp_path: Path) -> None:
@@ -202,6 +233,17 @@ def test_diverging_loss_fails_the_run_with_a_message(tmp_path: Path) -> None:
         run_training(_cfg(lr=1e12, schedule="constant", epochs=2), tmp_path / "nan")
     status = RunDir(tmp_path / "nan").status()
     assert status["state"] == "failed" and "learning rate" in status["error"]
+
+
+def test_a_diverged_validation_fails_the_run_before_saving_it(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def validate(self: train_module.Trainer, model: object) -> dict[str, float]:
+        return {"val_loss": float("nan"), "val_acc": 0.14, "val_macro_f1": 0.03}
+    monkeypatch.setattr(train_module.Trainer, "_validate", validate)
+    with pytest.raises(UserError, match="validation loss became nan in epoch 1: lower the learning rate$"):
+        run_training(_cfg(epochs=2), tmp_path / "r")
+    run = RunDir(tmp_path / "r")
+    assert run.status()["state"] == "failed" and not run.file("best.pt").exists()
 
 
 def test_missing_data_is_refused_before_a_run_exists(tmp_path: Path) -> None:
@@ -291,8 +333,10 @@ def test_init_from_a_checkpoint_starts_from_its_weights(tiny_checkpoint: Path, t
     after = read_checkpoint(tmp_path / "warm" / "last.pt")["state_dict"]
     conv = "features.0.weight"
     assert torch.allclose(before[conv], after[conv], atol=1e-6)  # a near-zero lr keeps the loaded weights
-    with pytest.raises(UserError, match="same architecture and classes"):
-        run_training(_cfg(arch="fernet", init_from=str(tiny_checkpoint)), tmp_path / "mismatch")
+    with pytest.raises(UserError, match=f"--init {tiny_checkpoint} is a basic for angry, .*; this run is a fernet "
+                                        "\\(widths 16-32-64-128\\) for"):
+        run_training(_cfg(arch="fernet", arch_args={"widths": [16, 32, 64, 128]}, init_from=str(tiny_checkpoint)),
+                     tmp_path / "mismatch")
 
 
 def test_measuring_a_step_restores_the_thread_count() -> None:

@@ -20,6 +20,7 @@ CACHE_VERSION = 1
 SPLITS = ("train", "val", "test", "all")
 SYNTHETIC_PREFIX = "synthetic"
 DEFAULT_SYNTHETIC_SIZE = 3500
+CACHE_LIMIT_BYTES = 1 << 30  # decoded sets kept, least recently used dropped first (FER2013: 67 MB)
 
 
 @dataclass
@@ -49,8 +50,9 @@ class FaceData:
         return sorted(set(self.raw.splits.tolist()))
 
     def split(self, name: str, classes: tuple[str, ...] = EMOTIONS,
-              val_fraction: float = 0.1, seed: int = 0) -> FaceSet:
-        """train / val / test / all; val is carved (stratified, seeded) from train when the source has none."""
+              val_fraction: float = 0.1, seed: int = 0, every_class: bool = True) -> FaceSet:
+        """train / val / test / all; val is carved (stratified, seeded) from train when the source has none.
+        every_class: each of classes must have faces (training needs them; evaluation can do without)."""
         if name not in SPLITS:
             raise UserError(f"unknown split {name!r}: choose from {', '.join(SPLITS)}")
         splits, emotions = self.raw.splits, self.raw.emotions
@@ -67,11 +69,12 @@ class FaceData:
             held[np.flatnonzero(pool)] = stratified_holdout(emotions[pool], val_fraction, seed)
             mask = held if name == "val" else pool & ~held
         if not mask.any():
-            raise UserError(f"{self.source} has no {name} split (it has: {', '.join(self.splits_present())})")
+            carve = ": --split val takes the faces carved from its train split" if name == "test" else ""
+            raise UserError(f"{self.source} has no {name} split (it has: {', '.join(self.splits_present())}){carve}")
         wanted = np.array([EMOTIONS.index(c) for c in classes])
         mask &= np.isin(emotions, wanted)
         missing = [c for c in classes if not np.any(emotions[mask] == EMOTIONS.index(c))]
-        if missing:
+        if missing and (every_class or len(missing) == len(classes)):
             hint = self.raw.report.summary()
             raise UserError(f"no {', '.join(missing)} images in the {name} split of {self.source}"
                             + (f" ({hint})" if hint else ""))
@@ -109,9 +112,9 @@ def _load_cache(path: Path) -> tuple[RawFaces, str] | None:
 
 
 def _synthetic_size(source: str) -> int:
-    _, _, count = source.partition(":")
+    _, colon, count = source.partition(":")
     try:
-        n = int(count) if count else DEFAULT_SYNTHETIC_SIZE
+        n = int(count) if colon else DEFAULT_SYNTHETIC_SIZE
     except ValueError:
         raise UserError(f"bad synthetic size in {source!r}: use synthetic or synthetic:N") from None
     if not 70 <= n <= 200_000:
@@ -151,12 +154,28 @@ def load_data(source: str | Path, use_cache: bool = True) -> FaceData:
     cached_path = cache_dir() / f"{key}.npz"
     if use_cache and cached_path.exists() and (hit := _load_cache(cached_path)):
         raw, fingerprint = hit
+        try:
+            os.utime(cached_path)  # recently used: pruned last
+        except OSError:
+            pass
         return FaceData(str(path), raw, fingerprint)
     raw = READERS[kind](path)
     fingerprint = _content_fingerprint(raw)
     if use_cache:
         try:
             _save_cache(cached_path, raw, fingerprint)
+            _prune_cache(cached_path)
         except OSError:
             pass  # a read-only or full cache disk only costs speed
     return FaceData(str(path), raw, fingerprint)
+
+
+def _prune_cache(keep: Path) -> None:
+    """Delete the least recently used decoded sets until the cache fits in CACHE_LIMIT_BYTES (keep stays)."""
+    entries = sorted((p for p in keep.parent.glob("*.npz") if p != keep), key=lambda p: p.stat().st_mtime)
+    total = keep.stat().st_size + sum(p.stat().st_size for p in entries)
+    for entry in entries:
+        if total <= CACHE_LIMIT_BYTES:
+            break
+        total -= entry.stat().st_size
+        entry.unlink(missing_ok=True)

@@ -13,29 +13,40 @@ from fercore.errors import UserError
 
 FACE_SIZE = 48
 MAX_IMAGE_PIXELS = 40_000_000  # larger claims are refused before decoding (decompression bombs)
+JPEG_REDUCTIONS = (2, 4, 8)  # scales the JPEG decoder can skip to, so larger JPEG photos decode within the limit
 MAX_WORK_SIDE = 1600  # photos are downscaled to this longest side before detection
 
 ImageSource = str | Path | bytes | BinaryIO
 
-# Our own, stricter pixel limit is checked right after opening; Pillow's warning for the range between its
-# limits would only add noise (warnings.catch_warnings per image is not thread-safe, so no local filter).
+# Our own pixel limit is checked right after opening (JPEGs over it are decoded at a reduced scale); Pillow's
+# warning for the range between its limits would only add noise (warnings.catch_warnings per image is not
+# thread-safe, so no local filter).
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS * JPEG_REDUCTIONS[-1] ** 2 // 2  # Pillow refuses twice this on open
 
 
 class ImageError(UserError):
     """An image that cannot be decoded, with the reason in one line."""
 
 
-def open_image(source: ImageSource) -> Image.Image:
-    """Open an image (first frame), refuse pixel bombs, apply EXIF orientation and load it fully."""
+def open_photo(source: ImageSource) -> tuple[Image.Image, int]:
+    """Open an image (first frame), refuse pixel bombs, apply EXIF orientation and load it fully; returns it
+    and its reduction: a JPEG over MAX_IMAGE_PIXELS (a 50-200 MP photo) is decoded at 1/2, 1/4 or 1/8 scale
+    (JPEG_REDUCTIONS), which its decoder does cheaply; 1 for every other image."""
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         img = Image.open(stream)
         width, height = img.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise ImageError(f"image is {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}")
         if width < 1 or height < 1:
             raise ImageError("image has no pixels")
+        reduction = 1
+        if width * height > MAX_IMAGE_PIXELS and img.format == "JPEG":
+            reduction = next((r for r in JPEG_REDUCTIONS if width * height <= MAX_IMAGE_PIXELS * r * r), 0)
+            if reduction:
+                img.draft(img.mode, (-(-width // reduction), -(-height // reduction)))
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise ImageError(f"image is {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}"
+                             + (f" ({MAX_IMAGE_PIXELS * 64:,} for JPEG)" if img.format == "JPEG" else ""))
         img.seek(0)
         img.load()
         if "exif" in img.info or img.format in ("TIFF", "MPO"):  # only these can carry an orientation
@@ -48,7 +59,12 @@ def open_image(source: ImageSource) -> Image.Image:
         raise ImageError("not an image file (or a format Pillow cannot read)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"cannot decode image: {exc}") from None
-    return img
+    return img, reduction
+
+
+def open_image(source: ImageSource) -> Image.Image:
+    """open_photo's image: for faces, and for photos whose boxes are drawn on the image as opened."""
+    return open_photo(source)[0]
 
 
 HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # 16/32-bit integer and float pixels

@@ -217,6 +217,10 @@ def read_zip(path: Path) -> RawFaces:
         with zipfile.ZipFile(path) as archive:
             unsafe: list[str] = []
             entries = list(_zip_entries(archive, unsafe))
+            tables = [n for n in archive.namelist() if n.lower().endswith(".csv")]
+            if not entries and tables:
+                raise UserError(f"{path.name} holds {', '.join(tables[:3])} and no images: unzip it and give "
+                                "the csv as --data")
             raw = _decode_entries(entries, path.name)
     except zipfile.BadZipFile:
         raise UserError(f"{path.name} is not a valid zip file") from None
