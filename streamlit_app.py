@@ -1,7 +1,7 @@
 """FER Studio, the app: `streamlit run streamlit_app.py`. Only navigation here; each page is a script in pages/."""
 import streamlit as st
 
-st.set_page_config(page_title="FER Studio", page_icon=":material/mood:", layout="wide")
+st.set_page_config(page_title="FER Studio", page_icon="🙂", layout="wide")
 st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),

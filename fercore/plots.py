@@ -19,15 +19,18 @@ METRIC_TITLES = {
 
 
 def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2),
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3),
                       **extra)
     return fig
 
 
 def _epoch_axis(fig: go.Figure) -> None:
-    """Whole-epoch ticks (never 1.5), about ten of them at most."""
+    """Whole-epoch ticks (never 1.5) at round numbers, about ten of them at most; at least epochs 0-1 in view."""
     last = max((max(t.x) for t in fig.data if t.x is not None and len(t.x)), default=1)
-    fig.update_xaxes(title_text="epoch", tick0=1, dtick=max(1, math.ceil(last / 10)))
+    step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, math.inf) if s * 10 >= last)
+    step = step if math.isfinite(step) else math.ceil(last / 10)
+    fig.update_xaxes(title_text="epoch", tick0=1 if step == 1 else 0, dtick=step,
+                     range=[0, 1] if last < 1 else None)
 
 
 def training_curves(epochs: Sequence[Mapping[str, Any]], progress: Sequence[Mapping[str, Any]] = ()) -> go.Figure:
@@ -57,7 +60,7 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], progress: Sequence[Mapp
             fig.add_vline(x=after["epoch"] - 0.5, line=dict(color="grey", dash="dash", width=1), row="all", col="all")
     _epoch_axis(fig)
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
-    fig.update_yaxes(tickformat=".1e", row=1, col=3)
+    fig.update_yaxes(tickformat=".2~g", row=1, col=3)
     return _layout(fig, 320)
 
 

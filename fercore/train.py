@@ -121,7 +121,8 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: n
 
 
 def measure_step_seconds(cfg: TrainConfig, num_classes: int, threads: int, repeats: int = 3) -> float:
-    """Median seconds of one training step of cfg's model and batch on this machine (random faces, augmented)."""
+    """Seconds of one training step of cfg's model and batch on this machine (random faces, augmented): the
+    fastest of repeats after two warm-up steps (kernels, allocations), as a busy moment only ever slows one."""
     previous = torch.get_num_threads()
     hardware.configure_threads(threads)
     try:
@@ -133,12 +134,12 @@ def measure_step_seconds(cfg: TrainConfig, num_classes: int, threads: int, repea
         faces = torch.rand(cfg.batch_size, 1, 48, 48, device=device, generator=gen)
         labels = torch.randint(0, num_classes, (cfg.batch_size,), device=device, generator=gen)
         times = []
-        for _ in range(repeats + 1):  # the first step warms up kernels and allocations
+        for _ in range(repeats + 2):
             start = time.perf_counter()
             x = to_input(augment_batch(faces, cfg.augment, gen), 0.5, 0.25)
             float(training_step(model, optimizer, loss_fn, x, labels, amp)[0])
             times.append(time.perf_counter() - start)
-        return float(np.median(times[1:]))
+        return min(times[2:])
     finally:
         torch.set_num_threads(previous)
 
@@ -518,7 +519,8 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
             trainer._save_last()
             trainer.calibrate_best()
             best = trainer.pos.best_val_acc if trainer.pos.best_epoch else None
-            run.write_status(state="stopped", pid=None, epoch=trainer.pos.epoch + 1, eta_s=None, best_val_acc=best)
+            run.write_status(state="stopped", pid=None, epoch=trainer.pos.epoch + 1, step=trainer.pos.step,
+                             steps=trainer.steps_per_epoch, eta_s=None, best_val_acc=best)
             return {"stopped": True, "best_val_acc": best, "epoch": trainer.pos.epoch + 1,
                     "step": trainer.pos.step, "steps": trainer.steps_per_epoch}
         run.write_status(state="finished", pid=None, epoch=result["epochs"], eta_s=0.0,

@@ -14,7 +14,7 @@ from fercore.app import data_views, model_menu, settings
 from fercore.data import FaceData, is_synthetic, load_data
 from fercore.data.dataset import DEFAULT_SYNTHETIC_SIZE
 from fercore.data.sources import stat_fingerprint
-from fercore.errors import SHOWN_AS_ONE_LINE
+from fercore.errors import SHOWN_AS_ONE_LINE, UserError
 from fercore.runs import RunDir
 
 if TYPE_CHECKING:
@@ -84,7 +84,13 @@ def data_source_picker(key: str, default: str = "synthetic") -> str | None:
         return None
     stored: dict[str, str] = st.session_state.setdefault(f"{key}-stored", {})  # upload id -> stored path
     if upload.file_id not in stored:
-        stored[upload.file_id] = str(data_views.store_upload(upload.name, upload.getvalue()))
+        path = data_views.store_upload(upload.name, upload.getvalue())
+        try:
+            load_faces(str(path))  # read now (and kept): a file that is not a data set is not kept either
+        except SHOWN_AS_ONE_LINE as exc:
+            path.unlink(missing_ok=True)
+            raise UserError(str(exc).replace(path.name, upload.name)) from None
+        stored[upload.file_id] = str(path)
     st.caption(f"Stored as {stored[upload.file_id]}")
     return stored[upload.file_id]
 
@@ -149,7 +155,8 @@ def picked_checkpoint(key: str, load: Callable[[Path], T]) -> tuple[Path, T]:
 def show_card(path: Path) -> None:
     """The checkpoint's card as a two-column table."""
     rows = model_menu.card_rows(checkpoint_card(path), path)
-    st.markdown("\n".join(["| Model card | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows.items())]))
+    st.markdown("\n".join([f"| Model | {path.name} |", "| --- | --- |",
+                            *(f"| {k} | {v} |" for k, v in rows.items())]))
 
 
 def runs_table(runs: list[RunDir]) -> None:

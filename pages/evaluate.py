@@ -38,7 +38,6 @@ with st.expander("Model card"):
     show_card(checkpoint)
 
 trained_on = str(card.get("data_source", "synthetic"))
-st.caption(f"This model was trained on {trained_on}: its val split is the part held out from that training.")
 try:
     source = data_source_picker("evaluate", default=settings.default_data_source(trained_on))
     if source is None:
@@ -48,13 +47,20 @@ try:
 except SHOWN_AS_ONE_LINE as exc:
     st.error(str(exc))
     st.stop()
+if data.fingerprint == card.get("data_fingerprint"):
+    st.caption(f"This model was trained on these faces ({trained_on}): its val split is the part held out from "
+               "that training, its test split was never seen.")
+else:
+    st.info(f"This model was trained on other faces ({trained_on}), so every split here is new to it. Faces unlike "
+            "its training data (the drawn synthetic faces for a FER2013 model, say) score much lower than its "
+            "validation accuracy.")
 if note := data.raw.report.summary():
     st.warning(note)
 options = ["test", "val", "train", "all"] if "test" in splits else ["val", "train", "all"]
 left, right = st.columns(2)
 split = left.selectbox("Split", options, help="val: carved from train with the checkpoint's own fraction and seed")
-tta = right.toggle("Test-time augmentation (average over the face, a 10% zoom and both mirrored)",
-                   bool(card.get("tta", True)))
+tta = right.toggle("Test-time augmentation", bool(card.get("tta", True)),
+                   help="average the predictions for the face, the face zoomed by 10%, and both mirrored")
 int8 = right.toggle("int8 on the CPU when the model is calibrated (3-4x faster)", True, key="evaluate-int8")
 precision = "auto" if int8 else "float"
 try:

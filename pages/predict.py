@@ -39,7 +39,8 @@ def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str
             right.info("No face found. Shown instead: the whole image classified as one face, which is only "
                        "meaningful when the image is a face crop.")
         for i, face in enumerate(prediction.faces, 1):
-            title = f"face {i}: {face.label} {face.confidence:.0%}"
+            what = "the whole image" if prediction.no_face_found else f"face {i}"
+            title = f"{what}: {face.label} {face.confidence:.0%}"
             right.plotly_chart(plots.probability_bars(face.probabilities, title), key=f"{key}-face{i}")
 
 
@@ -79,6 +80,9 @@ def live_webcam(predictor: Predictor) -> None:
                              queued_video_frames_callback=annotate_frames)
     if stream.state.playing:
         st.fragment(live_stats, run_every=1)(annotator)
+    if not stream.state.playing:
+        st.caption("No camera, or the browser refuses it? The Photos tab takes pictures, and Camera snapshot one "
+                   "still frame.")
     if not ice_servers:
         st.caption(f"No ICE servers configured: works when the browser reaches this server directly (same machine or "
                    f"network). For other setups give STUN/TURN servers in {settings.ICE_SERVERS_ENV}.")

@@ -51,10 +51,11 @@ def eta(seconds: float | None) -> str:
     return "?" if seconds is None else model_menu.duration(seconds)
 
 
-@st.cache_data(max_entries=64, show_spinner="Timing a training step on this machine...")
+@st.cache_data(max_entries=64, ttl=600, show_spinner="Timing a training step on this machine...")
 def step_seconds(arch: str, arch_args: dict[str, Any], batch_size: int, device: str, num_classes: int,
                  threads: int) -> float:
-    """Seconds per training step of this architecture (with its arch_args) and batch here (once per process)."""
+    """Seconds per training step of this architecture (with its arch_args) and batch here (measured again after
+    ten minutes: the machine's load changes)."""
     cfg = TrainConfig(arch=arch, arch_args=arch_args, batch_size=batch_size, device=device)
     return measure_step_seconds(cfg, num_classes, threads)
 
@@ -83,17 +84,21 @@ def run_progress(run: RunDir, status: dict[str, Any], waiting: bool) -> None:
     """Progress bar, error, and the Stop or Resume button of a run that has a status (read from its status alone
     while it trains: its metrics.jsonl grows by a line a second, and the curves read it at their own pace)."""
     state = status["state"]
-    total, epoch = status.get("total_epochs") or 1, status.get("epoch") or 0
+    total = status.get("total_epochs") or 1
+    epoch = min(status.get("epoch") or 0, total)  # after the last epoch the status names the one after it
     step, steps = status.get("step") or 0, status.get("steps") or 0
     active = state in ACTIVE_STATES
     epochs_done = 0 if active else len(run.epochs())
-    done = (epoch - 1 + step / steps) / total if active and steps else epochs_done / total
+    stopped_within = state == "stopped" and steps and 0 < step < steps  # saved in the middle of an epoch
+    done = ((epoch - 1 + step / steps) / total if (active or stopped_within) and steps else epochs_done / total)
     best = status.get("best_val_acc")
     if state == "starting":
         parts = [f"**{state}**", "reading the data and building the model"]
     elif active:
         parts = [f"**{state}**", f"epoch {epoch}/{total}", f"step {step}/{steps}",
                  f"{status.get('images_per_s') or 0:,.0f} images/s", f"ETA {eta(status.get('eta_s'))}"]
+    elif stopped_within:
+        parts = [f"**{state}**", f"{epochs_done}/{total} epochs done", f"saved at step {step}/{steps} of epoch {epoch}"]
     else:
         parts = [f"**{state}**", f"{epochs_done}/{total} epochs done"]
     if best is not None and best >= 0:
@@ -152,10 +157,12 @@ def live_curves(run: RunDir) -> None:
         st.plotly_chart(plots.training_curves(curves.history, curves.progress), key=f"curves-{run.name}")
 
 
-def data_preview(faces: FaceSet, note: str) -> None:
+def data_preview(faces: FaceSet, note: str, held_out: str) -> None:
+    """Class counts and sample faces of the training faces (held_out: what the split leaves out of them)."""
     counts = faces.counts()
     left, right = st.columns([3, 2])
     left.plotly_chart(plots.class_counts(counts, title=f"{len(faces):,} training faces"))
+    left.caption(held_out)
     images, labels = data_views.class_samples(faces, per_class=6)
     right.image(data_views.face_grid(images, columns=6),
                 caption="six per class, rows: " + ", ".join(dict.fromkeys(labels)))
@@ -252,7 +259,7 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
     base_width = models.width_factor(base.arch, base.arch_args)
     widths = [base_width] if warm_start else sorted({*WIDTHS, base_width})
     width = second.selectbox("Width", widths, index=widths.index(base_width), disabled=warm_start,
-                             key=key + ("width-of-start" if warm_start else "width"),
+                             key=key + ("width-of-start" if warm_start else f"width-{arch}"),  # label per arch
                              format_func=lambda w: f"{w:g}x ({size(arch, start_args or models.width_args(arch, w))})",
                              help="every stage's channels times this: wider learns more and costs about its "
                                   "square in time (the fer2013-wide preset, the shipped model's, is 1.5x fernet)")
@@ -326,7 +333,9 @@ def new_run_section() -> None:
     except SHOWN_AS_ONE_LINE as exc:
         st.error(str(exc))
         return
-    data_preview(faces, data.raw.report.summary())
+    held_out = (f"The data's train split less the {base.val_fraction:.0%} held out for validation"
+                + (" (the synthetic set keeps another 20% as its test split)." if is_synthetic(source) else "."))
+    data_preview(faces, data.raw.report.summary(), held_out)
     cfg, name = recipe_form(base, preset_name, start is not None, faces, data.fingerprint)
     start_button(cfg, name, len(faces))
 
@@ -344,9 +353,12 @@ def history_section() -> None:
         metric = right.selectbox("Metric", list(plots.METRIC_TITLES), format_func=plots.METRIC_TITLES.get,
                                  key="compare-metric")
         st.plotly_chart(plots.runs_overlay({name: histories[name] for name in chosen}, metric))
+    if deleted := st.session_state.pop("deleted-run", None):
+        st.toast(f"Deleted {deleted}", icon=":material/delete:")
     with st.popover("Delete a run", icon=":material/delete:"):
-        doomed = st.selectbox("Run to delete", [r.name for r in runs], key="doomed")
-        if st.button("Delete for good", type="primary", key="delete"):
+        doomed = st.selectbox("Run to delete", [r.name for r in runs], index=None, key="doomed",
+                              placeholder="choose a run")
+        if st.button("Delete for good", type="primary", key="delete", disabled=doomed is None):
             try:
                 delete_run(RunDir(paths.runs_dir() / doomed))
                 if st.session_state.get("launched", (None,))[0] == paths.runs_dir() / doomed:
@@ -354,6 +366,8 @@ def history_section() -> None:
             except SHOWN_AS_ONE_LINE as exc:
                 st.error(str(exc))
             else:
+                st.session_state["deleted-run"] = doomed
+                del st.session_state["doomed"]  # nothing chosen after a deletion: no second click deletes another
                 st.rerun()
 
 

@@ -3,6 +3,7 @@ Evaluate's numbers against the engine's, and Predict on a photo and on a file th
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import streamlit_webrtc
 from conftest import write_image_tree
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from fercore import paths
@@ -150,7 +152,7 @@ def test_train_page_trains_a_wider_network(open_page: OpenPage) -> None:
     at.number_input(key="train-synthetic").set_value(300)
     at.number_input(key="demo-epochs").set_value(1)
     at.text_input(key="run-name").input("wide")
-    width = at.selectbox(key="demo-width")
+    width = at.selectbox(key="demo-width-basic")
     assert width.value == 1.0 and "1.5x (" in width.format_func(1.5)
     width.set_value(1.5).run()
     next(b for b in at.button if b.label == "Start training").click().run()
@@ -158,6 +160,43 @@ def test_train_page_trains_a_wider_network(open_page: OpenPage) -> None:
     run = RunDir(paths.runs_dir() / "wide")
     wait_until_finished(run)
     assert run.config()["arch_args"] == {"widths": [48, 96, 192, 384]}  # the basic network's 32-256, times 1.5
+
+
+def test_the_width_menu_counts_the_parameters_of_the_architecture_chosen(open_page: OpenPage) -> None:
+    at = open_page("pages/train.py")
+    at.selectbox(key="demo-width-basic").set_value(2.0).run()
+    at.selectbox(key="demo-arch").set_value("vgg").run()
+    width = at.selectbox(key="demo-width-vgg")  # a widget per architecture: its shown label is redrawn
+    assert width.value == 1.0 and width.format_func(1.0) == "1x (9.94 M parameters)"
+
+
+def test_a_run_stopped_within_an_epoch_shows_where_it_saved(open_page: OpenPage, tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "runs" / "halfway")
+    run.write_config(TrainConfig(data="synthetic:300", epochs=3).to_dict())
+    run.log({"type": "epoch", "epoch": 1, "train_loss": 1.5, "train_acc": 0.4, "val_loss": 1.4, "val_acc": 0.45,
+             "val_macro_f1": 0.4, "lr": 0.01, "seconds": 10.0, "images_per_s": 27.0})
+    run.write_status(state="stopped", epoch=2, step=5, steps=10, total_epochs=3, best_val_acc=0.45)
+    at = open_page("pages/train.py")
+    at.session_state["train-tab"] = "Live"
+    at.run()
+    assert not at.exception
+    assert at.progress[0].text.startswith("**stopped** · 1/3 epochs done · saved at step 5/10 of epoch 2")
+    assert at.progress[0].value == 50  # 1.5 of 3 epochs
+
+
+def test_a_deleted_run_leaves_nothing_chosen_to_delete_next(open_page: OpenPage, tmp_path: Path) -> None:
+    for name in ("first", "second"):
+        run_training(TrainConfig(data="synthetic:300", arch="basic", epochs=1, batch_size=32, threads=1),
+                     tmp_path / "runs" / name)
+    at = open_page("pages/train.py")
+    at.session_state["train-tab"] = "Runs"
+    at.run()
+    assert at.selectbox(key="doomed").value is None
+    at.selectbox(key="doomed").set_value("first").run()
+    next(b for b in at.button if b.key == "delete").click().run()
+    assert not at.exception and not (tmp_path / "runs" / "first").exists()
+    assert at.selectbox(key="doomed").value is None and at.selectbox(key="doomed").options == ["second"]
+    assert [t.value for t in at.toast] == ["Deleted first"]
 
 
 def test_train_page_reports_a_runs_folder_it_cannot_write_in_one_line(open_page: OpenPage, tmp_path: Path,
@@ -274,6 +313,16 @@ def test_train_page_says_what_is_wrong_with_a_path(open_page: OpenPage, tmp_path
     assert len(at.error) == 1 and "outside the folders this app may read" in at.error[0].value
 
 
+def test_a_rejected_upload_is_named_as_uploaded_and_not_kept(open_page: OpenPage, tmp_path: Path) -> None:
+    at = open_page("pages/train.py")
+    at.radio(key="train-kind").set_value("upload").run()
+    bad_csv = b"emotion,pixels\n1,1 2 3\n"
+    at.file_uploader(key="train-upload").set_value([("my-faces.csv", bad_csv, "text/csv")]).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["my-faces.csv: bad rows: line 2: 3 pixels, expected 2304"]
+    assert not list((tmp_path / "data").glob("upload-*"))
+
+
 def test_evaluate_shows_the_engines_numbers(open_page: OpenPage, with_tiny_run: Path) -> None:
     at = open_page("pages/evaluate.py")
     report = evaluate(with_tiny_run, model_menu.read_card(with_tiny_run)["data_source"], "test")
@@ -300,6 +349,15 @@ def test_evaluate_says_what_the_data_reader_skipped(open_page: OpenPage, with_ti
     assert len(at.warning) == 1 and "skipped 1 unreadable file(s), e.g. " in at.warning[0].value
     assert "broken.jpg" in at.warning[0].value
     assert [m.value for m in at.metric][2] == "14"  # the 14 readable test faces were evaluated
+    assert any("trained on other faces" in i.value for i in at.info)  # the tiny model learned synthetic faces
+
+
+def test_evaluate_says_when_the_data_is_the_models_own(open_page: OpenPage, with_tiny_run: Path) -> None:
+    at = open_page("pages/evaluate.py")
+    size = model_menu.read_card(with_tiny_run)["data_source"].partition(":")[2]
+    at.number_input(key="evaluate-synthetic").set_value(int(size)).run()
+    assert not any("other faces" in i.value for i in at.info)
+    assert any("trained on these faces" in c.value for c in at.caption)
 
 
 def test_predict_labels_a_photo_and_reports_a_bad_file(open_page: OpenPage, with_tiny_run: Path,
@@ -313,6 +371,10 @@ def test_predict_labels_a_photo_and_reports_a_bad_file(open_page: OpenPage, with
     face = Predictor.from_checkpoint(with_tiny_run).predict_image(astronaut_jpeg).faces[0]
     titles = [spec["layout"]["title"]["text"] for spec in chart_specs(at)]
     assert titles == [f"face 1: {face.label} {face.confidence:.0%}"]
+    blank = io.BytesIO()
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(blank, "PNG")
+    at.file_uploader[0].set_value([("grey.png", blank.getvalue(), "image/png")]).run()
+    assert [spec["layout"]["title"]["text"].split(":")[0] for spec in chart_specs(at)] == ["the whole image"]
 
 
 def test_live_webcam_annotates_frames_with_no_outside_ice_servers(open_page: OpenPage, with_tiny_run: Path,

@@ -95,4 +95,9 @@ def test_class_counts() -> None:
 def test_epoch_ticks_are_whole_epochs() -> None:
     few = plots.runs_overlay({"a": [{"epoch": i, "val_acc": 0.5} for i in range(1, 4)]}, "val_acc")
     many = plots.runs_overlay({"a": [{"epoch": i, "val_acc": 0.5} for i in range(1, 46)]}, "val_acc")
-    assert (few.layout.xaxis.dtick, many.layout.xaxis.dtick) == (1, 5)
+    hundred = plots.runs_overlay({"a": [{"epoch": i, "val_acc": 0.5} for i in range(1, 101)]}, "val_acc")
+    assert (few.layout.xaxis.dtick, many.layout.xaxis.dtick, hundred.layout.xaxis.dtick) == (1, 5, 10)
+    assert hundred.layout.xaxis.tick0 == 0  # 10, 20, ..., 100: not 1, 11, ..., 101
+    within_the_first = plots.training_curves([], [{"epoch": 1, "step": 5, "steps": 10, "train_loss": 1.0,
+                                                   "train_acc": 0.3, "lr": 0.01}])
+    assert tuple(within_the_first.layout.xaxis.range) == (0, 1)  # the epoch axis shows its ticks

@@ -33,6 +33,8 @@ def open_photo(source: ImageSource) -> tuple[Image.Image, int]:
     """Open an image (first frame), refuse pixel bombs, apply EXIF orientation and load it fully; returns it
     and its reduction: a JPEG over MAX_IMAGE_PIXELS (a 50-200 MP photo) is decoded at 1/2, 1/4 or 1/8 scale
     (JPEG_REDUCTIONS), which its decoder does cheaply; 1 for every other image."""
+    if isinstance(source, bytes) and not source:
+        raise ImageError("empty file")
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         img = Image.open(stream)
