@@ -15,7 +15,7 @@ from torch import nn
 from fercore import hardware, models, quantize
 from fercore.atomic import atomic_write
 from fercore.errors import UserError
-from fercore.inference import predict_proba
+from fercore.inference import Progress, predict_proba
 from fercore.paths import SHIPPED_CHECKPOINT
 
 FORMAT = "fercore-checkpoint"
@@ -42,10 +42,11 @@ class LoadedModel:
     runner: nn.Module  # what inference runs: the int8 version of model, or model itself
     dtype: str  # what inference runs at: int8, bfloat16, float16 or float32
 
-    def proba(self, faces: np.ndarray | torch.Tensor, tta: bool | None = None) -> np.ndarray:
+    def proba(self, faces: np.ndarray | torch.Tensor, tta: bool | None = None,
+              on_progress: Progress | None = None) -> np.ndarray:
         """Class probabilities [N,C] for uint8 faces [N,48,48], with the checkpoint's TTA unless told."""
         return predict_proba(self.runner, faces, self.mean, self.std, tta=self.tta if tta is None else tta,
-                             amp=self.dtype != "int8").numpy()
+                             amp=self.dtype != "int8", on_progress=on_progress).numpy()
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:

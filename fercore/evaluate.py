@@ -9,6 +9,7 @@ import numpy as np
 
 from fercore.checkpoint import LoadedModel, load_model
 from fercore.data import FaceData, FaceSet, load_data
+from fercore.inference import Progress
 from fercore.metrics import confusion_matrix, macro_f1, per_class_scores
 
 
@@ -75,18 +76,19 @@ def own_split(checkpoint: dict[str, Any], source: FaceData, split: str) -> FaceS
     return source.split(split, tuple(checkpoint["classes"]), carve["fraction"], carve["seed"], every_class=False)
 
 
-def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None) -> EvalReport:
+def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None,
+                   on_progress: Progress | None = None) -> EvalReport:
     """Evaluate a loaded model on faces labelled with the model's own classes."""
     use_tta = loaded.tta if tta is None else tta
-    probs = loaded.proba(faces.images, use_tta)
+    probs = loaded.proba(faces.images, use_tta, on_progress)
     return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta, loaded.dtype)
 
 
 def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta: bool | None = None,
-             precision: str = "auto", device: str = "auto") -> EvalReport:
+             precision: str = "auto", device: str = "auto", on_progress: Progress | None = None) -> EvalReport:
     """Load a checkpoint and a data source and evaluate one split (val uses the checkpoint's own carve)."""
     loaded = load_model(checkpoint, device, precision)
     source = load_data(data)
-    report = evaluate_faces(loaded, own_split(loaded.info, source, split), tta)
+    report = evaluate_faces(loaded, own_split(loaded.info, source, split), tta, on_progress)
     report.split, report.data, report.data_note = split, str(data), source.raw.report.summary()
     return report

@@ -1,5 +1,7 @@
 """Evaluate: a checkpoint on a data split: accuracy, macro F1, confusion, per-class report, confident mistakes."""
 import json
+import time
+from collections import OrderedDict
 from pathlib import Path
 
 import pandas as pd
@@ -26,10 +28,37 @@ enter_app()
 MISTAKES = 24
 
 
-@st.cache_data(max_entries=8, show_spinner="Evaluating...")
-def evaluation(checkpoint: str, checkpoint_mtime: float, source: str, source_stamp: str, split: str,
-               tta: bool, precision: str) -> EvalReport:
-    return evaluate(checkpoint, source, split, tta, precision)
+REPORTS_KEPT = 8
+
+
+@st.cache_resource
+def _reports() -> OrderedDict[tuple, EvalReport]:
+    """The latest reports, shared by the sessions (a plain store, not st.cache_data: that cannot show progress in
+    an element made outside the cached function)."""
+    return OrderedDict()
+
+
+def evaluation(checkpoint: Path, source: str, split: str, tta: bool, precision: str) -> EvalReport:
+    """The report, kept while the checkpoint and the data are unchanged; a progress bar while it is computed."""
+    key = (str(checkpoint), mtime(checkpoint), source, data_stamp(source), split, tta, precision)
+    reports = _reports()
+    if key in reports:
+        reports.move_to_end(key)
+        return reports[key]
+    bar, shown = st.empty(), [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if time.monotonic() - shown[0] >= 0.3 or done == total:  # a few updates a second, not one per pass
+            shown[0] = time.monotonic()
+            bar.progress(done / total, text=f"Evaluating: {done:,} of {total:,} faces")
+    try:
+        report = evaluate(checkpoint, source, split, tta, precision, on_progress=progress)
+    finally:
+        bar.empty()
+    reports[key] = report
+    while len(reports) > REPORTS_KEPT:
+        reports.popitem(last=False)
+    return report
 
 
 st.title("Evaluate")
@@ -64,7 +93,7 @@ tta = right.toggle("Test-time augmentation", bool(card.get("tta", True)),
 int8 = right.toggle("int8 on the CPU when the model is calibrated (3-4x faster)", True, key="evaluate-int8")
 precision = "auto" if int8 else "float"
 try:
-    report = evaluation(str(checkpoint), mtime(checkpoint), source, data_stamp(source), split, tta, precision)
+    report = evaluation(checkpoint, source, split, tta, precision)
 except SHOWN_AS_ONE_LINE as exc:
     st.error(str(exc))
     st.stop()

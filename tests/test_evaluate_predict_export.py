@@ -38,6 +38,14 @@ def test_report_matches_a_known_case() -> None:
     assert out["n"] == 6 and out["classes"] == list(classes) and out["confusion"][0] == [1, 1, 0]
 
 
+def test_evaluate_reports_its_progress(tiny_checkpoint: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    report = evaluate(tiny_checkpoint, "synthetic:700", "test", on_progress=lambda done, n: calls.append((done, n)))
+    faces = len(report.labels)
+    assert len(calls) == -(-faces // 16) and calls[-1] == (faces, faces)  # a pass of 16 faces (x4 views) each
+    assert [done for done, _ in calls] == sorted({done for done, _ in calls})
+
+
 def test_evaluate_uses_tta_default_and_override(tiny_checkpoint: Path) -> None:
     with_default = evaluate(tiny_checkpoint, "synthetic:2100", "test")
     assert with_default.tta is True  # the tiny model keeps the checkpoint default
