@@ -9,6 +9,7 @@ import streamlit as st
 
 from fercore import plots
 from fercore.app import data_views, outputs, settings
+from fercore.data import is_synthetic
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.evaluate import EvalReport, evaluate
 from fercore.runs import RunDir
@@ -80,9 +81,10 @@ if data.fingerprint == card.get("data_fingerprint"):
     st.caption(f"This model was trained on these faces ({trained_on}): its val split is the part held out from "
                "that training, its test split was never seen.")
 else:
-    st.info(f"This model was trained on other faces ({trained_on}), so every split here is new to it. Faces unlike "
-            "its training data (the drawn synthetic faces for a FER2013 model, say) score much lower than its "
-            "validation accuracy.")
+    drawn = (" These drawn faces are unlike its photographs: expect a score far below its validation accuracy."
+             if is_synthetic(source) and not is_synthetic(trained_on) else "")
+    st.info(f"This model was trained on other data ({trained_on}): its validation split is not among these "
+            f"faces.{drawn}")
 if note := data.raw.report.summary():
     st.warning(note)
 options = ["test", "val", "train", "all"] if "test" in splits else ["val", "train", "all"]

@@ -349,14 +349,24 @@ def test_evaluate_says_what_the_data_reader_skipped(open_page: OpenPage, with_ti
     assert len(at.warning) == 1 and "skipped 1 unreadable file(s), e.g. " in at.warning[0].value
     assert "broken.jpg" in at.warning[0].value
     assert [m.value for m in at.metric][2] == "14"  # the 14 readable test faces were evaluated
-    assert any("trained on other faces" in i.value for i in at.info)  # the tiny model learned synthetic faces
+    assert any("trained on other data" in i.value and "drawn" not in i.value for i in at.info)
+
+
+def test_evaluate_warns_that_drawn_faces_are_unlike_a_photo_model(open_page: OpenPage, tmp_path: Path) -> None:
+    tree = write_image_tree(tmp_path / "data" / "photos", per_class=3)
+    run_training(TrainConfig(data=str(tree), arch="basic", epochs=1, batch_size=8, threads=1),
+                 tmp_path / "runs" / "photos")
+    at = open_page("pages/evaluate.py")
+    at.radio(key="evaluate-kind").set_value("synthetic").run()
+    assert not at.exception
+    assert any("These drawn faces are unlike its photographs" in i.value for i in at.info)
 
 
 def test_evaluate_says_when_the_data_is_the_models_own(open_page: OpenPage, with_tiny_run: Path) -> None:
     at = open_page("pages/evaluate.py")
     size = model_menu.read_card(with_tiny_run)["data_source"].partition(":")[2]
     at.number_input(key="evaluate-synthetic").set_value(int(size)).run()
-    assert not any("other faces" in i.value for i in at.info)
+    assert not any("other data" in i.value for i in at.info)
     assert any("trained on these faces" in c.value for c in at.caption)
 
 
