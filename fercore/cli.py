@@ -184,12 +184,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+WIDTHS_SHOWN = (1.0, 1.5, 2.0)  # what `models` counts the parameters at
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from fercore import models
 
+    print(f"{'name':<8} {'parameters at --width 1, 1.5, 2':<32} description")
     for name, arch in models.ARCHITECTURES.items():
-        count = models.parameter_count(models.build(name, 7))
-        print(f"{name:<8} {count / 1e6:6.2f}M  {arch.description}")
+        counts = [models.parameter_count(models.build(name, 7, **models.width_args(name, w))) for w in WIDTHS_SHOWN]
+        print(f"{name:<8} {', '.join(f'{c / 1e6:.2f}M' for c in counts):<32} {arch.description}")
     return 0
 
 

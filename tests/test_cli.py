@@ -161,6 +161,7 @@ def test_export_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
 def test_models_lists_architectures() -> None:
     out = fercore("models").stdout
     assert "basic" in out and "vgg" in out and "fernet" in out
+    assert "2.11M, 4.31M, 7.26M" in next(line for line in out.splitlines() if line.startswith("fernet"))
 
 
 @pytest.mark.parametrize("args, message", [
