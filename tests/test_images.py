@@ -26,7 +26,7 @@ def test_exif_rotation_is_honoured() -> None:
 
 
 @pytest.mark.parametrize("data, message", [
-    (b"", "not an image"),
+    (b"", "empty file"),
     (b"hello, I am text", "not an image"),
 ])
 def test_garbage_is_a_clear_error(data: bytes, message: str) -> None:
