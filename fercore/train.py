@@ -157,6 +157,11 @@ class Position:
     best_val_acc: float = -1.0
     best_epoch: int = 0
 
+    @property
+    def best(self) -> float | None:
+        """The best validation accuracy so far, None before the first epoch's."""
+        return self.best_val_acc if self.best_epoch else None
+
 
 class _StopFlag:
     """Set by SIGTERM/SIGINT or by the run's STOP file."""
@@ -411,7 +416,7 @@ class Trainer:
         self.run.write_status(state="running", pid=os.getpid(), epoch=pos.epoch + 1, total_epochs=cfg.epochs,
                               step=pos.step, steps=self.steps_per_epoch, images_per_s=images_per_s,
                               eta_s=float(per_epoch * (cfg.epochs - done)),
-                              best_val_acc=pos.best_val_acc if pos.best_epoch else None)
+                              best_val_acc=pos.best)
 
     def _epoch_model(self) -> nn.Module:
         """The model this epoch stands for: the trained one, or in the weight-averaging epochs (swa_epochs) the
@@ -502,7 +507,6 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
     cfg.validate()  # before anything is written: a bad option or a missing data path leaves no run behind
     run.acquire()
     trainer: Trainer | None = None
-    discarded = False
     try:
         run.clear_stop()
         run.write_status(state="starting", pid=os.getpid(), threads=cfg.threads, epoch=0, total_epochs=cfg.epochs,
@@ -518,11 +522,10 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
         except StopRequested:
             trainer._save_last()
             trainer.calibrate_best()
-            best = trainer.pos.best_val_acc if trainer.pos.best_epoch else None
-            run.write_status(state="stopped", pid=None, epoch=trainer.pos.epoch + 1, step=trainer.pos.step,
-                             steps=trainer.steps_per_epoch, eta_s=None, best_val_acc=best)
-            return {"stopped": True, "best_val_acc": best, "epoch": trainer.pos.epoch + 1,
-                    "step": trainer.pos.step, "steps": trainer.steps_per_epoch}
+            where = {"epoch": trainer.pos.epoch + 1, "step": trainer.pos.step, "steps": trainer.steps_per_epoch,
+                     "best_val_acc": trainer.pos.best}
+            run.write_status(state="stopped", pid=None, eta_s=None, **where)
+            return {"stopped": True, **where}
         run.write_status(state="finished", pid=None, epoch=result["epochs"], eta_s=0.0,
                          best_val_acc=result["best_val_acc"])
         return result
@@ -531,14 +534,11 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
         raise
     except Exception as exc:
         if created and trainer is None and isinstance(exc, UserError):
-            run.release()
             shutil.rmtree(run.path, ignore_errors=True)  # bad input, found while starting: nothing to keep
-            discarded = True
             raise
         message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         run.write_status(state="failed", pid=None, error=message)
         raise
-    finally:
-        if not discarded:
-            run.clear_stop()
-            run.release()
+    finally:  # both do nothing once the directory is gone
+        run.clear_stop()
+        run.release()

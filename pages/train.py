@@ -12,6 +12,7 @@ from fercore import models, paths, plots
 from fercore.app import data_views, launcher, model_menu
 from fercore.config import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES, TrainConfig, preset
 from fercore.data import FaceSet, is_synthetic
+from fercore.data.dataset import SYNTHETIC_TEST_FRACTION
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.labels import CLASS_SETS, EMOTIONS, resolve_classes
 from fercore.runs import ACTIVE_STATES, LAST, RunDir, default_run_name, delete_run, list_runs
@@ -334,7 +335,8 @@ def new_run_section() -> None:
         st.error(str(exc))
         return
     held_out = (f"The data's train split less the {base.val_fraction:.0%} held out for validation"
-                + (" (the synthetic set keeps another 20% as its test split)." if is_synthetic(source) else "."))
+                + (f" (the synthetic set keeps another {SYNTHETIC_TEST_FRACTION:.0%} as its test split)."
+                   if is_synthetic(source) else "."))
     data_preview(faces, data.raw.report.summary(), held_out)
     cfg, name = recipe_form(base, preset_name, start is not None, faces, data.fingerprint)
     start_button(cfg, name, len(faces))

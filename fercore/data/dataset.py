@@ -20,6 +20,7 @@ CACHE_VERSION = 1
 SPLITS = ("train", "val", "test", "all")
 SYNTHETIC_PREFIX = "synthetic"
 DEFAULT_SYNTHETIC_SIZE = 3500
+SYNTHETIC_TEST_FRACTION = 0.2  # of the synthetic faces, kept as their test split
 CACHE_LIMIT_BYTES = 1 << 30  # decoded sets kept, least recently used dropped first (FER2013: 67 MB)
 
 
@@ -126,7 +127,7 @@ def _synthetic(source: str) -> FaceData:
     from fercore.data.synthetic import generate_faces
 
     images, emotions = generate_faces(_synthetic_size(source), seed=0)
-    test = stratified_holdout(emotions, 0.2, seed=1)
+    test = stratified_holdout(emotions, SYNTHETIC_TEST_FRACTION, seed=1)
     raw = RawFaces(images, emotions, np.where(test, "test", "train"), LoadReport())
     return FaceData(source, raw, _content_fingerprint(raw))
 

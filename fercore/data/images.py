@@ -14,6 +14,7 @@ from fercore.errors import UserError
 FACE_SIZE = 48
 MAX_IMAGE_PIXELS = 40_000_000  # larger claims are refused before decoding (decompression bombs)
 JPEG_REDUCTIONS = (2, 4, 8)  # scales the JPEG decoder can skip to, so larger JPEG photos decode within the limit
+MAX_JPEG_PIXELS = MAX_IMAGE_PIXELS * JPEG_REDUCTIONS[-1] ** 2  # a JPEG that fits MAX_IMAGE_PIXELS at 1/8 scale
 MAX_WORK_SIDE = 1600  # photos are downscaled to this longest side before detection
 
 ImageSource = str | Path | bytes | BinaryIO
@@ -22,7 +23,7 @@ ImageSource = str | Path | bytes | BinaryIO
 # warning for the range between its limits would only add noise (warnings.catch_warnings per image is not
 # thread-safe, so no local filter).
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS * JPEG_REDUCTIONS[-1] ** 2 // 2  # Pillow refuses twice this on open
+Image.MAX_IMAGE_PIXELS = MAX_JPEG_PIXELS // 2  # Pillow refuses twice this on open
 
 
 class ImageError(UserError):
@@ -48,7 +49,7 @@ def open_photo(source: ImageSource) -> tuple[Image.Image, int]:
                 img.draft(img.mode, (-(-width // reduction), -(-height // reduction)))
         if img.width * img.height > MAX_IMAGE_PIXELS:
             raise ImageError(f"image is {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,}"
-                             + (f" ({MAX_IMAGE_PIXELS * 64:,} for JPEG)" if img.format == "JPEG" else ""))
+                             + (f" ({MAX_JPEG_PIXELS:,} for JPEG)" if img.format == "JPEG" else ""))
         img.seek(0)
         img.load()
         if "exif" in img.info or img.format in ("TIFF", "MPO"):  # only these can carry an orientation
