@@ -1,6 +1,7 @@
 """Every data source layout, its error messages, and the decode cache."""
 from __future__ import annotations
 
+import time
 import zipfile
 from pathlib import Path
 
@@ -240,6 +241,7 @@ def test_the_cache_drops_the_least_recently_used_sets_beyond_its_limit(tmp_path:
     trees = [write_image_tree(tmp_path / f"tree{i}", per_class=1) for i in range(3)]
     for tree in [*trees, trees[0]]:  # tree0 used again: the most recent
         load_data(tree)
+        time.sleep(0.05)  # file times tick at the kernel's clock (a few ms): the order of use must show in them
     entry = next(dataset_module.cache_dir().glob("*.npz")).stat().st_size
     assert len(list(dataset_module.cache_dir().glob("*.npz"))) == 3
     monkeypatch.setattr(dataset_module, "CACHE_LIMIT_BYTES", int(entry * 2.5))
