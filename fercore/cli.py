@@ -222,6 +222,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for row in rows:
         best = f"{row['best_val_acc']:.3f}" if row["best_val_acc"] is not None else "-"
         print(f"{row['name']:<32} {row['state']:<12} {row['arch'] or '-':<8} {row['epochs']:>7} {best}")
+        if row["error"]:
+            print(f"  {row['state']}: {row['error']}")
     return 0
 
 

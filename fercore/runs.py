@@ -233,6 +233,7 @@ class RunDir:
             "arch": config.get("arch"), "epochs": f"{done}/{config.get('epochs', '?')}",
             "best_val_acc": best, "duration_s": sum(e.get("seconds", 0) for e in epochs),
             "started": status.get("started"), "path": str(self.path),
+            "error": status.get("error") if state in ("failed", "interrupted") else None,
         }
 
 

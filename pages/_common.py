@@ -165,7 +165,8 @@ def runs_table(runs: list[RunDir]) -> None:
     for row in rows:
         row["duration_min"] = row.pop("duration_s") / 60
     st.dataframe(rows, hide_index=True, column_order=(
-        "name", "state", "arch", "epochs", "best_val_acc", "duration_min", "data", "path"), column_config={
+        "name", "state", "arch", "epochs", "best_val_acc", "duration_min", "error", "data", "path"), column_config={
         "best_val_acc": st.column_config.NumberColumn("best val acc", format="percent"),
         "duration_min": st.column_config.NumberColumn("training min", format="%.1f"),
+        "error": st.column_config.TextColumn("why it ended"),
     })

@@ -42,6 +42,23 @@ def test_train_then_resume_from_the_cli(tmp_path: Path) -> None:
     assert json.loads(listing.stdout)[0]["state"] == "finished"
 
 
+def test_runs_lists_why_a_run_failed_or_was_interrupted(tmp_path: Path) -> None:
+    from fercore.runs import RunDir
+
+    for name, status in [("diverged", {"state": "failed", "error": "training diverged at epoch 3"}),
+                         ("killed", {"state": "running", "pid": 2 ** 22 + 1}),  # no such process
+                         ("done", {"state": "finished", "error": None})]:
+        run = RunDir(tmp_path / name)
+        run.write_config({"arch": "basic", "epochs": 5})
+        run.write_status(**status)
+    lines = fercore("runs", "--root", tmp_path).stdout.splitlines()
+    assert "  failed: training diverged at epoch 3" in lines
+    assert "  interrupted: the training process ended without saying so (killed or crashed)" in lines
+    assert len(lines) == 6  # the header, three runs, and one reason for each of the two that did not finish
+    assert {row["name"]: row["error"] for row in json.loads(fercore("runs", "--root", tmp_path, "--json").stdout)}[
+        "done"] is None
+
+
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_evaluate_runs_on_the_device_asked_for_or_says_why_not(tiny_checkpoint: Path, device: str) -> None:
     result = fercore("evaluate", "--checkpoint", tiny_checkpoint, "--data", "synthetic:70", "--split", "all",

@@ -163,10 +163,22 @@ def test_an_encrypted_zip_member_is_skipped_with_its_reason(tmp_path: Path) -> N
     assert "locked.jpg" in data.raw.report.summary() and "encrypted" in data.raw.report.summary()
 
 
-def test_a_zip_of_the_csv_says_to_unzip_it(tmp_path: Path) -> None:
+def test_a_zip_of_fer2013_csv_reads_like_the_csv(tmp_path: Path) -> None:
+    rows = [f"{label},{_pixels(label * 30)},{usage}" for label in range(7) for usage in ("Training", "PublicTest")]
+    table = _csv(tmp_path / "fer2013.csv", rows)
+    with zipfile.ZipFile(tmp_path / "challenge.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("__MACOSX/fer2013/._fer2013.csv", "not a table")
+        archive.writestr("example_submission.csv", "Id,Label\n")
+        archive.write(table, "fer2013/fer2013.csv")
+    zipped, plain = load_data(tmp_path / "challenge.zip").raw, load_data(table).raw
+    assert np.array_equal(zipped.images, plain.images) and np.array_equal(zipped.emotions, plain.emotions)
+    assert list(zipped.splits) == list(plain.splits)
+
+
+def test_a_zipped_csv_with_bad_rows_is_named_inside_its_zip(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "challenge.zip", "w") as archive:
-        archive.writestr("fer2013/fer2013.csv", "emotion,pixels,Usage\n")
-    with pytest.raises(UserError, match="holds fer2013/fer2013.csv and no images: unzip it and give the csv"):
+        archive.writestr("data/icml_face_data.csv", f"emotion, Usage, pixels\n9,Training,{_pixels(1)}\n")
+    with pytest.raises(UserError, match=r"^challenge.zip: data/icml_face_data.csv: bad rows: line 2: emotion 9"):
         load_data(tmp_path / "challenge.zip")
 
 

@@ -211,16 +211,25 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
         raise OSError(str(exc)) from None
 
 
+def _zipped_table(archive: zipfile.ZipFile) -> zipfile.ZipInfo | None:
+    """The csv a zip without images holds: fer2013.csv if there, else its first csv (macOS metadata skipped)."""
+    tables = [i for i in archive.infolist() if i.filename.lower().endswith(".csv") and "__MACOSX" not in i.filename]
+    named = [i for i in tables if PurePosixPath(i.filename).name.lower() == "fer2013.csv"]
+    return (named or tables or [None])[0]
+
+
 def read_zip(path: Path) -> RawFaces:
-    """The Kaggle archive.zip (or any zip of the folder layouts), read in place without extracting."""
+    """The Kaggle archive.zip (or any zip of the folder layouts, or of fer2013.csv), read in place without
+    extracting."""
     try:
         with zipfile.ZipFile(path) as archive:
             unsafe: list[str] = []
             entries = list(_zip_entries(archive, unsafe))
-            tables = [n for n in archive.namelist() if n.lower().endswith(".csv")]
-            if not entries and tables:
-                raise UserError(f"{path.name} holds {', '.join(tables[:3])} and no images: unzip it and give "
-                                "the csv as --data")
+            table = None if entries else _zipped_table(archive)
+            if table is not None:
+                with archive.open(table) as member:
+                    text = io.TextIOWrapper(member, encoding="utf-8", errors="replace", newline="")
+                    return _read_table(text, f"{path.name}: {table.filename}")
             raw = _decode_entries(entries, path.name)
     except zipfile.BadZipFile:
         raise UserError(f"{path.name} is not a valid zip file") from None
@@ -246,38 +255,43 @@ def _csv_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str]]]:
 
 def read_csv(path: Path) -> RawFaces:
     """fer2013.csv: emotion (0-6 in FER2013's order), pixels (2304 numbers), optional Usage."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        return _read_table(handle, path.name)
+
+
+def _read_table(lines: Iterable[str], name: str) -> RawFaces:
+    """The faces of a fer2013.csv-style table, read line by line; name is how messages call it."""
     images: list[np.ndarray] = []
     emotions: list[int] = []
     splits: list[str] = []
     errors: list[str] = []
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        for line, row in _csv_rows(handle):
-            problem = None
-            try:
-                label = int((row.get("emotion") or "").strip())
-                pixels = np.array((row.get("pixels") or "").split(), dtype=np.int64)
-            except ValueError:
-                problem = "non-numeric emotion or pixels"
-            else:
-                if not 0 <= label < len(FER2013_CSV_ORDER):
-                    problem = f"emotion {label} out of range 0-6"
-                elif pixels.size != CSV_PIXELS:
-                    problem = f"{pixels.size} pixels, expected {CSV_PIXELS}"
-                elif pixels.min() < 0 or pixels.max() > 255:
-                    problem = "pixel values outside 0-255"
-            if problem:
-                errors.append(f"line {line}: {problem}")
-                if len(errors) >= 3:
-                    break
-                continue
-            images.append(pixels.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE))
-            emotions.append(EMOTIONS.index(FER2013_CSV_ORDER[label]))
-            usage = (row.get("usage") or "").strip().lower()
-            splits.append(SPLIT_NAMES.get(usage, "all") if usage else "all")
+    for line, row in _csv_rows(lines):
+        problem = None
+        try:
+            label = int((row.get("emotion") or "").strip())
+            pixels = np.array((row.get("pixels") or "").split(), dtype=np.int64)
+        except ValueError:
+            problem = "non-numeric emotion or pixels"
+        else:
+            if not 0 <= label < len(FER2013_CSV_ORDER):
+                problem = f"emotion {label} out of range 0-6"
+            elif pixels.size != CSV_PIXELS:
+                problem = f"{pixels.size} pixels, expected {CSV_PIXELS}"
+            elif pixels.min() < 0 or pixels.max() > 255:
+                problem = "pixel values outside 0-255"
+        if problem:
+            errors.append(f"line {line}: {problem}")
+            if len(errors) >= 3:
+                break
+            continue
+        images.append(pixels.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE))
+        emotions.append(EMOTIONS.index(FER2013_CSV_ORDER[label]))
+        usage = (row.get("usage") or "").strip().lower()
+        splits.append(SPLIT_NAMES.get(usage, "all") if usage else "all")
     if errors:
-        raise UserError(f"{path.name}: bad rows: " + "; ".join(errors))
+        raise UserError(f"{name}: bad rows: " + "; ".join(errors))
     if not images:
-        raise UserError(f"{path.name} has no data rows")
+        raise UserError(f"{name} has no data rows")
     return RawFaces(np.stack(images), np.array(emotions, dtype=np.int64), np.array(splits), LoadReport())
 
 
