@@ -182,6 +182,13 @@ def test_a_zipped_csv_with_bad_rows_is_named_inside_its_zip(tmp_path: Path) -> N
         load_data(tmp_path / "challenge.zip")
 
 
+def test_a_zipped_csv_that_expands_like_a_bomb_is_refused_unread(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("fer2013.csv", "emotion,pixels\n" + f"0,{_pixels(0)}\n" * 2000)
+    with pytest.raises(UserError, match=r"zip member fer2013.csv expands \d+x \(zip bomb\?\)"):
+        load_data(tmp_path / "bomb.zip")
+
+
 def test_not_a_zip(tmp_path: Path) -> None:
     path = tmp_path / "archive.zip"
     path.write_bytes(b"PK not really")
@@ -268,6 +275,16 @@ def test_the_cache_drops_the_least_recently_used_sets_beyond_its_limit(tmp_path:
     load_data(trees[1])
     with pytest.raises(AssertionError, match="decoded again"):
         load_data(trees[2])
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 cut short"])
+def test_a_damaged_cache_entry_is_rebuilt(image_tree: Path, damage: bytes) -> None:
+    first = load_data(image_tree)
+    (entry,) = dataset_module.cache_dir().glob("*.npz")
+    entry.write_bytes(damage)
+    second = load_data(image_tree)
+    np.testing.assert_array_equal(second.raw.images, first.raw.images)
+    assert entry.stat().st_size > len(damage)  # written anew
 
 
 def test_cache_is_invalidated_when_a_file_changes(image_tree: Path) -> None:

@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def _load_cache(path: Path) -> tuple[RawFaces, str] | None:
             report = LoadReport(**json.loads(str(npz["report"])))
             raw = RawFaces(npz["images"], npz["emotions"], npz["splits"], report)
             return raw, str(npz["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
         return None  # a stale or damaged cache entry is simply rebuilt
 
 

@@ -198,9 +198,14 @@ def _zip_entries(archive: zipfile.ZipFile, report_unsafe: list[str]) -> Iterator
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith(".") or "__MACOSX" in path.parts:
             continue
-        if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO and info.file_size > 10**6:
-            raise UserError(f"zip member {info.filename} expands {info.file_size // info.compress_size}x (zip bomb?)")
+        _refuse_bomb(info)
         yield _Entry(tuple(path.parts[:-1]), path.name, functools.partial(_read_member, archive, info))
+
+
+def _refuse_bomb(info: zipfile.ZipInfo) -> None:
+    """Refuse a member over 1 MB that compresses better than MAX_ZIP_RATIO: real images and tables do not."""
+    if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO and info.file_size > 10**6:
+        raise UserError(f"zip member {info.filename} expands {info.file_size // info.compress_size}x (zip bomb?)")
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
@@ -227,10 +232,12 @@ def read_zip(path: Path) -> RawFaces:
             entries = list(_zip_entries(archive, unsafe))
             table = None if entries else _zipped_table(archive)
             if table is not None:
+                _refuse_bomb(table)
                 with archive.open(table) as member:
                     text = io.TextIOWrapper(member, encoding="utf-8", errors="replace", newline="")
-                    return _read_table(text, f"{path.name}: {table.filename}")
-            raw = _decode_entries(entries, path.name)
+                    raw = _read_table(text, f"{path.name}: {table.filename}")
+            else:
+                raw = _decode_entries(entries, path.name)
     except zipfile.BadZipFile:
         raise UserError(f"{path.name} is not a valid zip file") from None
     raw.report.unsafe_members += unsafe
