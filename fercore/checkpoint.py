@@ -91,9 +91,28 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path.name} is not a readable checkpoint (truncated or another format)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path.name} is not a fercore checkpoint (no '{FORMAT}' format tag)")
-    if data.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path.name} has format version {data['version']}; this fercore reads up to {VERSION}")
+    version = data.get("version", 0)
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path.name} is a damaged fercore checkpoint: its version is {version!r}")
+    if version > VERSION:
+        raise CheckpointError(f"{path.name} has format version {version}; this fercore reads up to {VERSION}")
+    if missing := _missing_fields(data):
+        raise CheckpointError(f"{path.name} is a damaged fercore checkpoint: {missing} missing or malformed")
     return data
+
+
+def _missing_fields(data: dict[str, Any]) -> str:
+    """The fields a fercore checkpoint must have that data lacks or holds in the wrong type, comma-separated."""
+    pre = data.get("preprocessing")
+    checks = {
+        "arch": isinstance(data.get("arch"), str),
+        "classes": isinstance(data.get("classes"), list) and bool(data["classes"])
+        and all(isinstance(c, str) for c in data["classes"]),
+        "state_dict": isinstance(data.get("state_dict"), dict),
+        "preprocessing": isinstance(pre, dict) and all(isinstance(pre.get(k), (int, float))
+                                                       for k in ("size", "mean", "std")),
+    }
+    return ", ".join(name for name, ok in checks.items() if not ok)
 
 
 def model_card(checkpoint: dict[str, Any]) -> dict[str, Any]:

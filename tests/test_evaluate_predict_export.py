@@ -196,6 +196,14 @@ def test_checkpoint_errors_are_clear(tmp_path: Path, tiny_checkpoint: Path) -> N
         read_checkpoint(tmp_path / "other.pt")
 
     data = read_checkpoint(tiny_checkpoint)
+    for damage, named in [({"state_dict": None}, "state_dict"), ({"preprocessing": {"size": 48}}, "preprocessing"),
+                          ({"classes": [], "arch": 3}, "arch, classes")]:
+        save_checkpoint(tmp_path / "damaged.pt", {**data, **damage})
+        with pytest.raises(CheckpointError, match=f"^damaged.pt is a damaged fercore checkpoint: {named} missing"):
+            read_checkpoint(tmp_path / "damaged.pt")
+    save_checkpoint(tmp_path / "damaged.pt", {**data, "version": "2"})
+    with pytest.raises(CheckpointError, match="its version is '2'"):
+        read_checkpoint(tmp_path / "damaged.pt")
     save_checkpoint(tmp_path / "wrong.pt", {**data, "arch": "vgg"})
     with pytest.raises(CheckpointError, match="do not match architecture 'vgg'"):
         load_model(tmp_path / "wrong.pt")
