@@ -1,7 +1,6 @@
 """The training recipe as one dataclass, and the named presets."""
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -50,7 +49,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """A one-line UserError for the first option that cannot make a run (types, names, ranges)."""
-        from fercore.models import ARCHITECTURES  # torch: imported only when a run is checked
+        from fercore.models import ARCHITECTURES, check_args  # torch: imported only when a run is checked
 
         self._check_types()
         if not all(isinstance(c, str) for c in self.classes):
@@ -62,9 +61,9 @@ class TrainConfig:
         if self.arch not in ARCHITECTURES:
             raise UserError(f"unknown architecture {self.arch!r}: choose from {', '.join(ARCHITECTURES)}")
         try:
-            inspect.signature(ARCHITECTURES[self.arch].builder).bind(**self.arch_args)
-        except TypeError:
-            raise UserError(f"arch_args {self.arch_args} do not fit {self.arch}") from None
+            check_args(self.arch, len(self.classes), self.arch_args)
+        except ValueError as exc:
+            raise UserError(f"arch_args {self.arch_args} do not fit {self.arch}: {exc}") from None
         check_source(self.data)
         checks = [
             (classes == list(self.classes), f"classes must be distinct and in the order {', '.join(EMOTIONS)}"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -125,6 +126,22 @@ def build(name: str, num_classes: int = 7, **kwargs: object) -> nn.Module:
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}: choose from {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[name].builder(num_classes=num_classes, **kwargs)
+
+
+def check_args(name: str, num_classes: int, arch_args: dict[str, object]) -> None:
+    """Raise ValueError unless arch_args build a network of name that maps 48x48 faces to num_classes scores
+    (built and run on the meta device: shapes only, no memory, milliseconds)."""
+    widths = arch_args.get("widths", ())
+    if not isinstance(widths, (list, tuple)) or not all(isinstance(w, int) and w > 0 for w in widths):
+        raise ValueError("widths must be positive whole numbers")
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            scores = build(name, num_classes, **arch_args)(torch.zeros(2, 1, 48, 48))
+    except (TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
+    if tuple(scores.shape) != (2, num_classes):
+        raise ValueError(f"the network gives {tuple(scores.shape)[1:]} scores per face, not {num_classes}")
 
 
 def default_widths(name: str) -> tuple[int, ...]:

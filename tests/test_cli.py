@@ -232,7 +232,10 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path, tiny_checkpoint: Path,
 
 @pytest.mark.parametrize("options, message", [
     ({"arch": "resnet"}, "unknown architecture 'resnet'"),
-    ({"arch_args": {"depth": 3}}, "arch_args {'depth': 3} do not fit fernet"),
+    ({"arch_args": {"depth": 3}}, "arch_args {'depth': 3} do not fit fernet: "),
+    ({"arch_args": {"widths": [32, 64, 128, 256, 512]}}, "do not fit fernet: a and b must have same reduction dim"),
+    ({"arch_args": {"widths": [32.5, 64, 128, 256]}}, "do not fit fernet: widths must be positive whole numbers"),
+    ({"arch_args": {"widths": []}}, "arch_args {'widths': []} do not fit fernet: list index out of range"),
     ({"epochs": "10"}, "training option epochs must be of type int, not '10'"),
     ({"nesterov": 1}, "training option nesterov must be of type bool"),
     ({"classes": ["sad"]}, "at least two different emotions"),
