@@ -15,6 +15,7 @@ from fercore.config import matching_preset
 from fercore.data import FaceData, FaceSet, load_data
 from fercore.errors import UserError
 from fercore.evaluate import evaluate_faces, own_split
+from fercore.paths import shown
 from fercore.runs import RunDir
 
 CARD_TITLE = "# Model card: "
@@ -103,7 +104,7 @@ def _flags(stage: dict[str, Any]) -> str:
     """The `fercore train` flags that name a stage's recipe: its preset, and its teachers if it distilled."""
     flags = f" --preset {stage['preset']}" if stage["preset"] else ""
     if stage.get("teachers"):
-        flags += f" --teachers {' '.join(stage['teachers'])} --distill {stage['distill']}"
+        flags += f" --teachers {' '.join(map(shown, stage['teachers']))} --distill {stage['distill']}"
     if stage.get("swa_epochs"):
         flags += f" --swa-epochs {stage['swa_epochs']}"
     return flags
@@ -111,7 +112,7 @@ def _flags(stage: dict[str, Any]) -> str:
 
 def _distilled(stages: list[dict[str, Any]]) -> str:
     """A sentence on the teachers of the stages that distilled, or nothing."""
-    teachers = sorted({t for stage in stages for t in stage.get("teachers") or []})
+    teachers = sorted({shown(t) for stage in stages for t in stage.get("teachers") or []})
     if not teachers:
         return ""
     return (f" Distilled: part of its loss came from the averaged predictions of {len(teachers)} teacher "
@@ -135,7 +136,7 @@ def _provenance(card: dict[str, Any]) -> str:
     scratch = "Trained from scratch (no pretrained weights, no other data)"
     if len(stages) < 2:
         flags = _flags(stages[0]) if stages else ""
-        init = f" --init {stages[0]['init_from']}" if stages and stages[0]["init_from"] else ""
+        init = f" --init {shown(stages[0]['init_from'])}" if stages and stages[0]["init_from"] else ""
         return f"{scratch} with `python -m fercore train{flags}{init}`.{_distilled(stages)}"
     steps = []
     for number, stage in enumerate(stages):
@@ -143,7 +144,7 @@ def _provenance(card: dict[str, Any]) -> str:
             start = (f"warm-started from the weights of run {stages[number - 1]['run']} "
                      f"(`--init {Path(stage['init_from']).name}`)")
         else:  # a first run can only have started from a checkpoint whose own runs are not on this machine
-            start = f"warm-started from `{stage['init_from']}`" if stage["init_from"] else "from scratch"
+            start = f"warm-started from `{shown(stage['init_from'])}`" if stage["init_from"] else "from scratch"
         steps.append(f"{number + 1}. `python -m fercore train{_flags(stage)}` (run `{stage['run']}`): "
                      f"{stage['epochs']} epochs {start}, {_schedule(stage)}, "
                      f"seed {stage['seed']}")
@@ -165,7 +166,7 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
     aug = ", ".join(f"{k} {val}" for k, val in recipe["augment"].items())
     facts = {
         "classes": ", ".join(card["classes"]),
-        "data": (f"`{recipe['data']}`, {data['train']:,} train / {data['val']:,} validation faces (stratified, "
+        "data": (f"`{shown(recipe['data'])}`, {data['train']:,} train / {data['val']:,} validation faces (stratified, "
                  f"seed {data['val_split']['seed']}, {data['val_split']['fraction']:.0%}); "
                  f"fingerprint `{card['data_fingerprint']}`"),
         "validation accuracy": (f"**{v['accuracy']:.2%}** with TTA{tta_default} (face, 10% zoom, both mirrored), "
@@ -231,4 +232,6 @@ def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None) ->
     atomic_write_bytes(readme, card_markdown(card, out.name).encode())
     if epochs:  # the epoch lines only: the learning curves, without the progress lines within epochs
         atomic_write_jsonl(out.parent / "metrics.jsonl", epochs)
+    else:  # no run beside the checkpoint: an earlier model's curves must not pass for this one's
+        (out.parent / "metrics.jsonl").unlink(missing_ok=True)
     return card

@@ -67,13 +67,19 @@ def make_checkpoint(model: nn.Module, arch: str, arch_args: dict, classes: tuple
     }
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint file path names: a run directory stands for its best model, best.pt."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if not (path / "best.pt").is_file():
+        raise CheckpointError(f"{path} is a directory without a best.pt: give a checkpoint file")
+    return path / "best.pt"
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """torch.load with weights_only=True and a clear message for anything that is not ours."""
-    path = Path(path)
-    if path.is_dir():  # a run directory stands for its best model
-        if not (path / "best.pt").is_file():
-            raise CheckpointError(f"{path} is a directory without a best.pt: give a checkpoint file")
-        path = path / "best.pt"
+    path = checkpoint_file(path)
     if not path.is_file():
         if path.resolve() == SHIPPED_CHECKPOINT:
             raise CheckpointError(f"the shipped model {path} is missing: train one with "

@@ -8,9 +8,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fercore.errors import UserError
+
+if TYPE_CHECKING:
+    from fercore.config import TrainConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,11 +91,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.arch_args = {**others, **models.width_args(cfg.arch, args.width)}
     if args.preset:
         check_preset_needs(args.preset, cfg)
+    cfg.validate()  # types and paths checked before they are anchored
+    _anchor_paths(cfg)
     run_dir = Path(args.run_dir) if args.run_dir else runs_dir() / default_run_name(cfg.arch)
     if args.distill is not None and not cfg.teachers:
         raise UserError("--distill weighs the teachers' predictions: give --teachers too")
     result = run_training(cfg, run_dir, on_progress=_progress_printer())
     return _train_result(result, run_dir)
+
+
+def _anchor_paths(cfg: TrainConfig) -> None:
+    """The run's data, --init and teacher paths made absolute (a run directory given as a checkpoint becomes its
+    best.pt), so that its config.json means the same files wherever it is resumed or read from."""
+    from fercore.checkpoint import checkpoint_file
+    from fercore.data.dataset import is_synthetic
+
+    def anchored(path: str) -> str:
+        return os.path.abspath(checkpoint_file(path))
+
+    if not is_synthetic(cfg.data):
+        cfg.data = os.path.abspath(cfg.data)
+    cfg.init_from = anchored(cfg.init_from) if cfg.init_from else None
+    cfg.teachers = [anchored(t) for t in cfg.teachers]
 
 
 def _train_result(result: dict[str, Any], run_dir: str | Path) -> int:
@@ -229,8 +249,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_ship(args: argparse.Namespace) -> int:
     from fercore.card import ship
+    from fercore.checkpoint import checkpoint_file
 
-    card = ship(Path(args.checkpoint), args.data, Path(args.out), Path(args.run) if args.run else None)
+    card = ship(checkpoint_file(args.checkpoint), args.data, Path(args.out), Path(args.run) if args.run else None)
     v = card["validation"]["tta"]
     print(f"{args.out}: validation accuracy {v['accuracy']:.4f}, macro F1 {v['macro_f1']:.4f}")
     return 0

@@ -12,3 +12,9 @@ RUNS_DIR_ENV = "FERCORE_RUNS_DIR"
 def runs_dir() -> Path:
     """Where training runs live, for the app and the CLI alike: $FERCORE_RUNS_DIR or runs/ in the project."""
     return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs").expanduser()
+
+
+def shown(path: str) -> str:
+    """A path as cards and messages print it: relative to the project when inside it (runs/x/best.pt)."""
+    absolute = Path(os.path.abspath(path))
+    return str(absolute.relative_to(PROJECT_ROOT)) if absolute.is_relative_to(PROJECT_ROOT) else path

@@ -42,6 +42,23 @@ def test_train_then_resume_from_the_cli(tmp_path: Path) -> None:
     assert json.loads(listing.stdout)[0]["state"] == "finished"
 
 
+def test_relative_paths_are_kept_absolute_and_a_run_dir_stands_for_its_best(tmp_path: Path) -> None:
+    from fercore.runs import RunDir
+
+    write_image_tree(tmp_path / "tree", per_class=10, splits=("train",))
+    common = ["--data", "tree", "--arch", "basic", "--epochs", "1", "--batch-size", "32", "--threads", "1"]
+    assert fercore("train", *common, "--run-dir", "a", cwd=tmp_path).returncode == 0
+    warm = fercore("train", *common, "--init", "a", "--teachers", "a", "--run-dir", "b", cwd=tmp_path)
+    assert warm.returncode == 0, warm.stderr
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["data"] == str(tmp_path / "tree")
+    assert config["init_from"] == str(tmp_path / "a" / "best.pt") == config["teachers"][0]
+    assert [run.name for run in RunDir(tmp_path / "b").lineage()] == ["a", "b"]  # read from another directory
+    shipped = fercore("ship", "--checkpoint", "b", "--data", "tree", "--out", "out/model.pt", cwd=tmp_path)
+    assert shipped.returncode == 0, shipped.stderr
+    assert torch.load(tmp_path / "out" / "model.pt", weights_only=True)["card"]["training"]["epochs"] == 2
+
+
 def test_runs_lists_why_a_run_failed_or_was_interrupted(tmp_path: Path) -> None:
     from fercore.runs import RunDir
 
