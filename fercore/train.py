@@ -6,6 +6,7 @@ run would.
 """
 from __future__ import annotations
 
+import _thread
 import math
 import os
 import shutil
@@ -186,6 +187,28 @@ class _StopFlag:
 
     def __bool__(self) -> bool:
         return self.signalled or self.run.stop_requested()
+
+
+class _StartupWatch:
+    """While a run starts (data loading, the teachers' pass: minutes for FER2013), its STOP file interrupts the
+    main thread as Ctrl-C would: the run ends at once with nothing saved, its directory reusable."""
+
+    def __init__(self, run: RunDir):
+        self.run, self.done = run, threading.Event()
+
+    def __enter__(self) -> _StartupWatch:
+        if threading.current_thread() is threading.main_thread():
+            threading.Thread(target=self._watch, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.2):
+            if self.run.stop_requested() and not self.done.is_set():
+                _thread.interrupt_main()
+                return
 
 
 class Trainer:
@@ -513,13 +536,16 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
                          started=run.status_raw().get("started", time.time()), error=None)
         if not resume:
             run.write_config(cfg.to_dict())
-        trainer = Trainer(cfg, run, on_progress, resume)
+        with _StartupWatch(run):
+            trainer = Trainer(cfg, run, on_progress, resume)
         if resume:
             run.truncate_log(trainer.pos.epoch)
         try:
             result = trainer.fit()
             trainer.calibrate_best()
         except StopRequested:
+            if not run.file(LAST).exists() and trainer.pos.epoch == trainer.pos.step == 0:
+                raise KeyboardInterrupt from None  # stopped before its first step: nothing to save
             trainer._save_last()
             trainer.calibrate_best()
             where = {"epoch": trainer.pos.epoch + 1, "step": trainer.pos.step, "steps": trainer.steps_per_epoch,
@@ -529,8 +555,9 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
         run.write_status(state="finished", pid=None, epoch=result["epochs"], eta_s=0.0,
                          best_val_acc=result["best_val_acc"])
         return result
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before training began, or while saving at the end
-        run.write_status(state="interrupted", pid=None, error="interrupted (Ctrl-C or SIGTERM)")
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or STOP before training began, or Ctrl-C while saving at the end
+        why = "stopped before training began" if run.stop_requested() else "interrupted (Ctrl-C or SIGTERM)"
+        run.write_status(state="interrupted", pid=None, error=why)
         raise
     except Exception as exc:
         if created and trainer is None and isinstance(exc, UserError):

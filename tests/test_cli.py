@@ -159,7 +159,10 @@ def test_a_stopped_run_says_how_to_continue_and_a_run_dir_stands_for_its_best(tm
     assert evaluated.returncode == 0, evaluated.stderr
 
 
-def test_sigterm_while_starting_ends_cleanly_and_leaves_the_directory_reusable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how, why", [("SIGTERM", "interrupted (Ctrl-C or SIGTERM)"),
+                                      ("STOP", "stopped before training began")])
+def test_a_stop_while_starting_ends_cleanly_and_leaves_the_directory_reusable(tmp_path: Path, how: str,
+                                                                              why: str) -> None:
     import signal
     import time
 
@@ -171,11 +174,15 @@ def test_sigterm_while_starting_ends_cleanly_and_leaves_the_directory_reusable(t
     deadline = time.monotonic() + 60
     while not (run / "status.json").exists() and time.monotonic() < deadline:  # the run has started
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    if how == "SIGTERM":
+        process.send_signal(signal.SIGTERM)
+    else:  # the app's Stop button, or runs --stop
+        (run / "STOP").touch()
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130 and err.strip().endswith("fercore: interrupted"), err
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "interrupted" and not (run / "run.lock").exists()
+    assert status["error"] == why and not (run / "STOP").exists()
     refused = _one_error_line(fercore("train", "--resume", run))
     assert "ended before its first save; start it again with the same command" in refused
 
