@@ -294,6 +294,11 @@ class Trainer:
             raise UserError(f"--init {path} is {_describe(data['arch'], data.get('arch_args', {}), data['classes'])}; "
                             f"this run is {_describe(self.cfg.arch, self.cfg.arch_args, self.classes)}: they must "
                             "match")
+        if data.get("data_fingerprint") == self.fingerprint and data.get("val_split") != self.cfg.val_split():
+            carve = data.get("val_split") or {}
+            raise UserError(f"--init {path} learned these faces with another validation carve: it has seen this "
+                            "run's validation faces, whose accuracy would then mean nothing; train with its carve "
+                            f"(--val-fraction {carve.get('fraction')}, split seed {carve.get('seed')})")
         self.model.load_state_dict(data["state_dict"])
         self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
 

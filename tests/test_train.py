@@ -337,6 +337,9 @@ def test_init_from_a_checkpoint_starts_from_its_weights(tiny_checkpoint: Path, t
                                         "\\(widths 16-32-64-128\\) for"):
         run_training(_cfg(arch="fernet", arch_args={"widths": [16, 32, 64, 128]}, init_from=str(tiny_checkpoint)),
                      tmp_path / "mismatch")
+    with pytest.raises(UserError, match=f"--init {tiny_checkpoint} learned these faces with another validation "
+                                        "carve: it has seen this run's validation faces"):
+        run_training(_cfg(data="synthetic:2100", val_fraction=0.2, init_from=str(tiny_checkpoint)), tmp_path / "leaky")
 
 
 def test_measuring_a_step_restores_the_thread_count() -> None:
