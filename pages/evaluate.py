@@ -1,7 +1,6 @@
 """Evaluate: a checkpoint on a data split: accuracy, macro F1, confusion, per-class report, confident mistakes."""
 import json
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import pandas as pd
@@ -33,19 +32,17 @@ REPORTS_KEPT = 8
 
 
 @st.cache_resource
-def _reports() -> OrderedDict[tuple, EvalReport]:
+def _reports() -> outputs.LatestKept[EvalReport]:
     """The latest reports, shared by the sessions (a plain store, not st.cache_data: that cannot show progress in
     an element made outside the cached function)."""
-    return OrderedDict()
+    return outputs.LatestKept(REPORTS_KEPT)
 
 
 def evaluation(checkpoint: Path, source: str, split: str, tta: bool, precision: str) -> EvalReport:
     """The report, kept while the checkpoint and the data are unchanged; a progress bar while it is computed."""
     key = (str(checkpoint), mtime(checkpoint), source, data_stamp(source), split, tta, precision)
-    reports = _reports()
-    if key in reports:
-        reports.move_to_end(key)
-        return reports[key]
+    if (kept := _reports().get(key)) is not None:
+        return kept
     bar, shown = st.empty(), [0.0]
 
     def progress(done: int, total: int) -> None:
@@ -56,9 +53,7 @@ def evaluation(checkpoint: Path, source: str, split: str, tta: bool, precision: 
         report = evaluate(checkpoint, source, split, tta, precision, on_progress=progress)
     finally:
         bar.empty()
-    reports[key] = report
-    while len(reports) > REPORTS_KEPT:
-        reports.popitem(last=False)
+    _reports().put(key, report)
     return report
 
 

@@ -15,7 +15,7 @@ enter_app()
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_data(max_entries=16, ttl=1800, show_spinner=False)  # full-size images: a 12 MP photo is 36 MB
 def annotated_photo(_predictor: Predictor, checkpoint: str, checkpoint_mtime: float, content: bytes,
                     name: str) -> outputs.AnnotatedPhoto:
     """Cached per model file and photo bytes (the predictor itself is not hashed: the checkpoint names it)."""

@@ -243,3 +243,21 @@ def test_training_threads_leave_out_the_cores_of_active_runs(folders: Path, monk
 @pytest.mark.parametrize("seconds, said", [(42.4, "42 s"), (65, "1 min 05 s"), (754, "13 min"), (7260, "2 h 01 min")])
 def test_durations_read_as_people_say_them(seconds: float, said: str) -> None:
     assert model_menu.duration(seconds) == said
+
+
+def test_latest_kept_keeps_the_most_recently_used_values() -> None:
+    import threading
+
+    kept = outputs.LatestKept[int](2)
+    kept.put("a", 1)
+    kept.put("b", 2)
+    assert kept.get("a") == 1  # used: now the newest
+    kept.put("c", 3)
+    assert (kept.get("a"), kept.get("b"), kept.get("c")) == (1, None, 3)
+    workers = [threading.Thread(target=lambda n=n: [kept.put(i % 5, n) or kept.get(i % 3) for i in range(2000)])
+               for n in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(kept) == 2
