@@ -204,15 +204,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-WIDTHS_SHOWN = (1.0, 1.5, 2.0)  # what `models` counts the parameters at
-
-
 def cmd_models(args: argparse.Namespace) -> int:
     from fercore import models
 
-    print(f"{'name':<8} {'parameters at --width 1, 1.5, 2':<32} description")
+    header = f"parameters at --width {', '.join(f'{w:g}' for w in models.WIDTHS)}"
+    print(f"{'name':<8} {header:<32} description")
     for name, arch in models.ARCHITECTURES.items():
-        counts = [models.parameter_count(models.build(name, 7, **models.width_args(name, w))) for w in WIDTHS_SHOWN]
+        counts = [models.parameter_count(models.build(name, 7, **models.width_args(name, w))) for w in models.WIDTHS]
         print(f"{name:<8} {', '.join(f'{c / 1e6:.2f}M' for c in counts):<32} {arch.description}")
     return 0
 
@@ -274,6 +272,9 @@ def _show_recipe_defaults(train: argparse.ArgumentParser) -> None:
 
 def build_parser() -> _Parser:
     from fercore.checkpoint import PRECISIONS
+    from fercore.config import AMP_MODES, CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES
+    from fercore.data.dataset import SPLITS
+    from fercore.export import FORMATS
     from fercore.hardware import DEVICES
 
     parser = _Parser(prog="python -m fercore",
@@ -292,11 +293,11 @@ def build_parser() -> _Parser:
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
-    train.add_argument("--optimizer", choices=["sgd", "adamw"])
-    train.add_argument("--schedule", choices=["onecycle", "cosine", "plateau", "exponential", "constant"])
+    train.add_argument("--optimizer", choices=OPTIMIZERS)
+    train.add_argument("--schedule", choices=SCHEDULES)
     train.add_argument("--weight-decay", type=float)
     train.add_argument("--label-smoothing", type=float)
-    train.add_argument("--class-weights", choices=["none", "balanced", "sqrt"])
+    train.add_argument("--class-weights", choices=CLASS_WEIGHTS)
     train.add_argument("--early-stop", type=int, metavar="PATIENCE")
     train.add_argument("--val-fraction", type=float)
     train.add_argument("--no-augment", action="store_true")
@@ -312,7 +313,7 @@ def build_parser() -> _Parser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or interrupted run from its last.pt")
     train.add_argument("--device", choices=DEVICES)
     train.add_argument("--threads", type=int, help="CPU threads (0 = all cores)")
-    train.add_argument("--amp", choices=["auto", "on", "off"])
+    train.add_argument("--amp", choices=AMP_MODES)
     train.add_argument("--seed", type=int)
     train.set_defaults(func=cmd_train)
     _show_recipe_defaults(train)
@@ -322,7 +323,7 @@ def build_parser() -> _Parser:
     evaluate = sub.add_parser("evaluate", help="accuracy, macro F1, per-class report and confusion of a checkpoint")
     evaluate.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     evaluate.add_argument("--data", required=True, help="folder, archive.zip, fer2013.csv, or 'synthetic'")
-    evaluate.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    evaluate.add_argument("--split", default="test", choices=SPLITS)
     evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                           help="average over the face, a 10%% zoom and both mirrored (default: the checkpoint's)")
     evaluate.add_argument("--json", action="store_true")
@@ -342,7 +343,7 @@ def build_parser() -> _Parser:
 
     export = sub.add_parser("export", help="export a checkpoint to TorchScript or ONNX")
     export.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
-    export.add_argument("--format", required=True, choices=["torchscript", "onnx"])
+    export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument("--out", required=True)
     export.set_defaults(func=cmd_export)
 

@@ -13,6 +13,7 @@ from fercore.labels import EMOTIONS, resolve_classes
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "plateau", "exponential", "constant")
 CLASS_WEIGHTS = ("none", "balanced", "sqrt")
+AMP_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -76,7 +77,7 @@ class TrainConfig:
             (self.class_weights in CLASS_WEIGHTS, f"class weights must be one of {', '.join(CLASS_WEIGHTS)}"),
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
             (0 < self.val_fraction < 0.5, "validation fraction must be in (0, 0.5)"),
-            (self.amp in ("auto", "on", "off"), "amp must be auto, on or off"),
+            (self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}"),
             (0 < self.distill <= 1, "the distillation weight must be in (0, 1]"),
             (self.weight_decay >= 0, "weight decay must not be negative"),
             (self.early_stop >= 0, "early-stop patience must not be negative (0 = off)"),

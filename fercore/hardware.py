@@ -13,17 +13,26 @@ from fercore.errors import UserError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def available_devices() -> list[str]:
+    """The device names this machine can run: auto and cpu, then cuda and mps where present."""
+    return ["auto", "cpu", *(["cuda"] if torch.cuda.is_available() else []), *(["mps"] if _mps_available() else [])]
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """auto picks CUDA, then Apple's MPS, then the CPU."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but no CUDA GPU is available")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if name == "mps" and not _mps_available():
         raise UserError("--device mps asked for, but Apple's MPS is not available")
     if name not in DEVICES:
         raise UserError(f"unknown device {name!r}: choose auto, cpu, cuda or mps")

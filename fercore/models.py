@@ -117,6 +117,9 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
 )}
 
 
+WIDTHS = (1.0, 1.5, 2.0)  # the width factors the Train page offers and `models` counts (the shipped model: 1.5)
+
+
 def names() -> list[str]:
     return list(ARCHITECTURES)
 

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
-import torch
 
-from fercore import models, paths, plots
+from fercore import hardware, models, paths, plots
 from fercore.app import data_views, launcher, model_menu
 from fercore.config import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES, TrainConfig, preset
 from fercore.data import FaceSet, is_synthetic
@@ -38,9 +37,6 @@ RESUMABLE_STATES = ("stopped", "interrupted", "failed")
 # they took 0.23-0.26 cores at 2 s (curves included, or apart at 6 s) and 0.17 at 3 s / 6 s (2 cores, 2 threads).
 STATUS_REFRESH_S, CURVES_REFRESH_S = 3, 6
 LAUNCH_GRACE_S = 60  # how long to wait for a launched process's first status before giving up polling
-WIDTHS = (1.0, 1.5, 2.0)  # the Width menu: fernet at 1.5x is the shipped model's
-DEVICES = ["auto", "cpu", *(["cuda"] if torch.cuda.is_available() else []),
-           *(["mps"] if torch.backends.mps.is_available() else [])]
 
 
 @st.cache_data(show_spinner=False)
@@ -258,7 +254,7 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
                            format_func=lambda a: f"{a} ({size(a, start_args)})",
                            help="\n\n".join(f"**{a.name}**: {a.description}" for a in models.ARCHITECTURES.values()))
     base_width = models.width_factor(base.arch, base.arch_args)
-    widths = [base_width] if warm_start else sorted({*WIDTHS, base_width})
+    widths = [base_width] if warm_start else sorted({*models.WIDTHS, base_width})
     width = second.selectbox("Width", widths, index=widths.index(base_width), disabled=warm_start,
                              key=key + ("width-of-start" if warm_start else f"width-{arch}"),  # label per arch
                              format_func=lambda w: f"{w:g}x ({size(arch, start_args or models.width_args(arch, w))})",
@@ -275,7 +271,7 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
     label_smoothing = third.slider("Label smoothing", 0.0, 0.5, base.label_smoothing, 0.05, key=key + "ls")
     class_weights = first.selectbox("Class weights", CLASS_WEIGHTS, CLASS_WEIGHTS.index(base.class_weights),
                                     key=key + "cw", help="sqrt or balanced weigh rare classes up in the loss")
-    device = second.selectbox("Device", DEVICES, key=key + "device")
+    device = second.selectbox("Device", hardware.available_devices(), key=key + "device")
     seed = third.number_input("Seed", 0, 2**31 - 1, base.seed, key=key + "seed")
     swa_epochs = first.number_input("Average the last epochs", 0, int(epochs), min(base.swa_epochs, int(epochs)),
                                     key=key + "swa",
