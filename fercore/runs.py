@@ -21,9 +21,22 @@ CONFIG, METRICS, STATUS, BEST, LAST, STOP, LOCK = (
 ACTIVE_STATES = ("starting", "running")
 
 
-def pid_alive(pid: int | None) -> bool:
+def process_token(pid: int) -> str:
+    """What tells this process from a later one given the same pid (after a reboot, say): the boot's id and the
+    process's start time, from /proc; '' where there is no /proc."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot, open(f"/proc/{pid}/stat") as stat:
+            return f"{boot.read().strip()}:{stat.read().rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError):
+        return ""
+
+
+def pid_alive(pid: int | None, token: str | None = None) -> bool:
+    """Whether process pid runs (a zombie does not), and is the one that token (process_token) was taken of."""
     if not pid:
         return False
+    if token and (now := process_token(pid)) and now != token:
+        return False  # the pid now belongs to another process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -75,26 +88,27 @@ class RunDir:
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                try:
-                    holder = int(lock.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    holder = 0
-                if pid_alive(holder) and holder != os.getpid():
+                holder, token = self._lock_holder()
+                if pid_alive(holder, token) and holder != os.getpid():
                     raise UserError(f"run {self.path} is already in use by process {holder}") from None
                 lock.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             with os.fdopen(fd, "w") as handle:
-                handle.write(str(os.getpid()))
+                handle.write(f"{os.getpid()} {process_token(os.getpid())}")
             return
         raise UserError(f"cannot lock run directory {self.path}")
 
-    def release(self) -> None:
-        lock = self.file(LOCK)
+    def _lock_holder(self) -> tuple[int, str]:
+        """The pid and process token in the lock file (0 and '' when unreadable)."""
         try:
-            if int(lock.read_text().strip() or 0) == os.getpid():
-                lock.unlink()
+            pid, _, token = self.file(LOCK).read_text().strip().partition(" ")
+            return int(pid or 0), token
         except (OSError, ValueError):
-            pass
+            return 0, ""
+
+    def release(self) -> None:
+        if self._lock_holder()[0] == os.getpid():
+            self.file(LOCK).unlink(missing_ok=True)
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_json(self.file(CONFIG), config)
@@ -132,7 +146,7 @@ class RunDir:
     def status(self) -> dict[str, Any]:
         """status.json, with a dead process's 'running' turned into 'interrupted'."""
         status = self.status_raw()
-        if status.get("state") in ACTIVE_STATES and not pid_alive(status.get("pid")):
+        if status.get("state") in ACTIVE_STATES and not pid_alive(status.get("pid"), status.get("pid_token")):
             status["state"] = "interrupted"
             status["error"] = status.get("error") or "the training process ended without saying so (killed or crashed)"
         return status

@@ -34,7 +34,7 @@ from fercore.distill import DistillationLoss, teacher_probabilities
 from fercore.errors import UserError
 from fercore.inference import predict_proba, to_input
 from fercore.metrics import confusion_matrix, macro_f1
-from fercore.runs import BEST, CONFIG, LAST, METRICS, RunDir
+from fercore.runs import BEST, CONFIG, LAST, METRICS, RunDir, process_token
 from fercore.swa import WeightAverage
 
 PROGRESS_SECONDS = 1.0
@@ -537,8 +537,9 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
     trainer: Trainer | None = None
     try:
         run.clear_stop()
-        run.write_status(state="starting", pid=os.getpid(), threads=cfg.threads, epoch=0, total_epochs=cfg.epochs,
-                         started=run.status_raw().get("started", time.time()), error=None)
+        run.write_status(state="starting", pid=os.getpid(), pid_token=process_token(os.getpid()), threads=cfg.threads,
+                         epoch=0, total_epochs=cfg.epochs, started=run.status_raw().get("started", time.time()),
+                         error=None)
         if not resume:
             run.write_config(cfg.to_dict())
         with _StartupWatch(run):

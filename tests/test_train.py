@@ -218,6 +218,22 @@ def test_a_run_in_use_by_a_live_process_is_refused(tmp_path: Path) -> None:
         run_training(_cfg(epochs=1), run.path)
 
 
+def test_a_pid_taken_by_another_process_after_a_reboot_is_not_the_run(tmp_path: Path) -> None:
+    from fercore.runs import process_token
+
+    run = RunDir(tmp_path / "rebooted")
+    run.path.mkdir()
+    alive = os.getppid()  # a live process standing in for whatever got the dead trainer's pid
+    assert process_token(alive)  # Linux: /proc tells processes apart
+    run.file("run.lock").write_text(f"{alive} another-boot:1234")
+    run.write_status(state="running", pid=alive, pid_token="another-boot:1234")
+    assert run.status()["state"] == "interrupted"
+    run.write_status(pid_token=process_token(alive))
+    assert run.status()["state"] == "running"  # the same process: still the run's
+    run.write_status(state="stopped")
+    assert run_training(_cfg(epochs=1), run.path)["epochs"] == 1  # the lock of another boot does not hold it
+
+
 def test_stale_lock_and_status_of_a_dead_process(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "dead")
     run.path.mkdir()
