@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fercore import hardware
+from fercore.data.images import FACE_SIZE
 
 Progress = Callable[[int, int], None]  # (faces done, faces in all)
 TTA_ZOOM = 1.1  # the face enlarged by 10% about its centre: inside the training augmentation's zoom range
@@ -52,6 +53,10 @@ def predict_proba(model: nn.Module, faces: np.ndarray | torch.Tensor, mean: floa
     dtype = hardware.amp_dtype(device) if amp else None
     batch_size = (64 if device.type == "cpu" else 512) // (4 if tta else 1)  # faces per pass
     faces = torch.as_tensor(faces)
+    if len(faces) == 0:  # [0, C]: the classes counted by one pass over a blank face
+        blank = to_input(torch.zeros(1, FACE_SIZE, FACE_SIZE, dtype=torch.uint8, device=device), mean, std)
+        with hardware.autocast(device, dtype):
+            return torch.empty(0, model(blank).shape[1])
     out = []
     for start in range(0, len(faces), batch_size):
         x = to_input(faces[start:start + batch_size].to(device), mean, std)
@@ -63,6 +68,4 @@ def predict_proba(model: nn.Module, faces: np.ndarray | torch.Tensor, mean: floa
         out.append(probs.cpu())
         if on_progress:
             on_progress(start + len(x), len(faces))
-    if not out:
-        return torch.empty(0, 0)
     return torch.cat(out)

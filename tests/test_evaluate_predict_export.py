@@ -238,3 +238,4 @@ def test_tta_averages_the_face_its_zoom_and_their_mirrors() -> None:
     with torch.no_grad():
         expected = model(inputs).softmax(1).view(4, 5, 7).mean(0)
     torch.testing.assert_close(predict_proba(model, faces, 0.5, 0.25, tta=True, amp=False), expected)
+    assert predict_proba(model, faces[:0], 0.5, 0.25, tta=True, amp=False).shape == (0, 7)  # argmax(1) works
