@@ -65,24 +65,33 @@ def data_source_picker(key: str, default: str = "synthetic") -> str | None:
     Raises UserError for a refused upload, OSError when it cannot be stored.
     """
     kinds = list(SOURCE_KINDS)
+    kept = {"persist_state": "page"}  # while the page shows another tab (Train's Live, Runs), the choice stays
     kind = st.radio("Data", kinds, index=0 if is_synthetic(default) else 1, format_func=SOURCE_KINDS.get,
-                    horizontal=True, key=f"{key}-kind")
+                    horizontal=True, key=f"{key}-kind", **kept)
     if kind == "synthetic":
         _, _, size = default.partition(":") if is_synthetic(default) else ("", "", "")
         count = st.number_input("Number of synthetic faces (7 expressions, balanced)", 70, 200_000,
-                                int(size or DEFAULT_SYNTHETIC_SIZE), step=700, key=f"{key}-synthetic")
+                                int(size or DEFAULT_SYNTHETIC_SIZE), step=700, key=f"{key}-synthetic", **kept)
         return f"synthetic:{count}"
     if kind == "path":
-        path = st.text_input("Path", "" if is_synthetic(default) else default, key=f"{key}-path",
+        path = st.text_input("Path", "" if is_synthetic(default) else default, key=f"{key}-path", **kept,
                              placeholder="/data/fer2013/train  (emotion folders), archive.zip or fer2013.csv",
                              help=f"Allowed under: {', '.join(map(str, settings.data_roots()))} "
                                   f"(more with {settings.DATA_ROOTS_ENV})")
         return str(settings.allowed_data_path(path.strip())) if path.strip() else None
     upload = st.file_uploader("archive.zip (Kaggle) or fer2013.csv", type=["zip", "csv"], key=f"{key}-upload",
                               max_upload_size=data_views.MAX_DATA_UPLOAD_MB)
-    if upload is None:
-        return None
     stored: dict[str, str] = st.session_state.setdefault(f"{key}-stored", {})  # upload id -> stored path
+    if upload is None:  # the uploader forgets its file when not drawn (another tab): the stored copy stays in use
+        last = st.session_state.get(f"{key}-last-upload")
+        if not last or not Path(last[1]).is_file():
+            return None
+        note, forget = st.columns([4, 1], vertical_alignment="center")
+        if forget.button("Forget it", key=f"{key}-forget"):
+            del st.session_state[f"{key}-last-upload"]
+            st.rerun()  # drawn anew without it
+        note.caption(f"Using {last[0]}, uploaded earlier (stored as {last[1]}); upload another to replace it")
+        return last[1]
     if upload.file_id not in stored:
         path = data_views.store_upload(upload.name, upload.getvalue())
         try:
@@ -92,6 +101,7 @@ def data_source_picker(key: str, default: str = "synthetic") -> str | None:
             raise UserError(str(exc).replace(path.name, upload.name)) from None
         stored[upload.file_id] = str(path)
     st.caption(f"Stored as {stored[upload.file_id]}")
+    st.session_state[f"{key}-last-upload"] = (upload.name, stored[upload.file_id])
     return stored[upload.file_id]
 
 

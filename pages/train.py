@@ -36,6 +36,9 @@ RESUMABLE_STATES = ("stopped", "interrupted", "failed")
 # The server and the browser spend CPU on every refresh, and the run loses about twice that: with the Live tab open
 # they took 0.23-0.26 cores at 2 s (curves included, or apart at 6 s) and 0.17 at 3 s / 6 s (2 cores, 2 threads).
 STATUS_REFRESH_S, CURVES_REFRESH_S = 3, 6
+# The New run tab's widgets keep their values while another tab is open (only the open tab runs; Streamlit drops
+# the state of a widget it does not draw)
+KEPT: dict[str, Any] = {"persist_state": "page"}
 LAUNCH_GRACE_S = 60  # how long to wait for a launched process's first status before giving up polling
 
 
@@ -177,7 +180,8 @@ def augmentation_choices(base: TrainConfig, faces: FaceSet, key: str) -> dict[st
     values = {}
     for field, (label, top, step) in AUGMENTATIONS.items():
         left, right = st.columns([1, 2], vertical_alignment="center")
-        values[field] = left.slider(label, 0.0, top, float(getattr(base.augment, field)), step, key=f"{key}{field}")
+        values[field] = left.slider(label, 0.0, top, float(getattr(base.augment, field)), step, key=f"{key}{field}",
+                                    **KEPT)
         right.image(data_views.face_grid(data_views.augmented(
             samples, data_views.single_augmentation(field, values[field])), PREVIEW_FACES))
     all_on = dataclasses.replace(base.augment, **values)
@@ -189,12 +193,14 @@ def augmentation_choices(base: TrainConfig, faces: FaceSet, key: str) -> dict[st
 def warm_start_picker(classes: tuple[str, ...]) -> tuple[Path, dict[str, Any]] | None:
     """Random weights, or a checkpoint over the same classes to continue from (its card with it)."""
     choices = model_menu.warm_start_choices(classes, checkpoint_card)
-    picked = st.selectbox("Start from", [None, *choices], key="warm-start",
-                          format_func=lambda c: "random weights (from scratch)" if c is None else
-                          f"{c[0].label}: {c[1]['arch']} (continue training it)",
+    # options are paths, labels looked up: a label that changes (a run's accuracy so far) keeps the choice
+    cards = {str(choice.path): card for choice, card in choices}
+    labels = {str(choice.path): f"{choice.label}: {card['arch']} (continue training it)" for choice, card in choices}
+    picked = st.selectbox("Start from", [None, *cards], key="warm-start", **KEPT,
+                          format_func=lambda p: "random weights (from scratch)" if p is None else labels.get(p, p),
                           help="Continue a trained model with a fresh learning-rate cycle (a warm restart); on "
                                "FER2013 data the recipe defaults become the fer2013-restart preset's.")
-    return (picked[0].path, picked[1]) if picked else None
+    return (Path(picked), cards[picked]) if picked in cards else None
 
 
 def teachers_picker(base: TrainConfig, fingerprint: str, key: str, weight: float) -> tuple[list[str], float]:
@@ -204,22 +210,24 @@ def teachers_picker(base: TrainConfig, fingerprint: str, key: str, weight: float
     if not choices:
         st.caption("No trained model of these classes on this data, with the same validation split, to learn from.")
         return [], base.distill
-    picked = st.multiselect("Teachers", choices, key="teachers", format_func=lambda c: c.label,
+    labels = {str(choice.path): choice.label for choice in choices}  # paths as options, as in warm_start_picker
+    picked = st.multiselect("Teachers", list(labels), key="teachers", **KEPT,
+                            format_func=lambda p: labels.get(p, p),
                             help="Models trained here on the same faces: the new model learns from the average of "
                                  "their predictions as well as from the labels (knowledge distillation).")
     weight = st.slider("Weight of the teachers' predictions in the loss", 0.05, 1.0, weight, 0.05,
-                       key=key + "distill", disabled=not picked)
-    return [str(choice.path) for choice in picked], weight
+                       **KEPT, key=key + "distill", disabled=not picked)
+    return [p for p in picked if p in labels], weight
 
 
 def class_picker() -> tuple[str, ...] | None:
     """The emotions to train on, in the canonical order whatever order they were picked in; None (with the one-line
     reason shown) for a set that cannot be trained."""
-    set_name = st.selectbox("Classes", [*CLASS_SETS, "custom"], key="class-set",
+    set_name = st.selectbox("Classes", [*CLASS_SETS, "custom"], **KEPT, key="class-set",
                             format_func=lambda s: f"{s}: {', '.join(CLASS_SETS[s])}" if s in CLASS_SETS else s)
     try:
         return resolve_classes(CLASS_SETS.get(set_name) or st.multiselect("Emotions", EMOTIONS, default=EMOTIONS,
-                                                                          key="emotions"))
+                                                                          **KEPT, key="emotions"))
     except ValueError as exc:
         st.error(str(exc))
         return None
@@ -250,36 +258,36 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
         return f"{parameter_count(arch, classes, arch_args) / 1e6:.2f} M parameters"
 
     arch = first.selectbox("Architecture", archs, index=archs.index(base.arch), disabled=warm_start,
-                           key=key + ("arch-of-start" if warm_start else "arch"),
+                           **KEPT, key=key + ("arch-of-start" if warm_start else "arch"),
                            format_func=lambda a: f"{a} ({size(a, start_args)})",
                            help="\n\n".join(f"**{a.name}**: {a.description}" for a in models.ARCHITECTURES.values()))
     base_width = models.width_factor(base.arch, base.arch_args)
     widths = [base_width] if warm_start else sorted({*models.WIDTHS, base_width})
     width = second.selectbox("Width", widths, index=widths.index(base_width), disabled=warm_start,
-                             key=key + ("width-of-start" if warm_start else f"width-{arch}"),  # label per arch
+                             **KEPT, key=key + ("width-of-start" if warm_start else f"width-{arch}"),  # label per arch
                              format_func=lambda w: f"{w:g}x ({size(arch, start_args or models.width_args(arch, w))})",
                              help="every stage's channels times this: wider learns more and costs about its "
                                   "square in time (the fer2013-wide preset, the shipped model's, is 1.5x fernet)")
-    epochs = third.number_input("Epochs", 1, 500, base.epochs, key=key + "epochs")
-    batch_size = first.number_input("Batch size", 2, 2048, base.batch_size, key=key + "batch")
-    optimizer = second.selectbox("Optimizer", OPTIMIZERS, OPTIMIZERS.index(base.optimizer), key=key + "opt")
-    lr = third.number_input("Learning rate", 1e-6, 1.0, base.lr, format="%.2e", step=1e-3, key=key + "lr",
+    epochs = third.number_input("Epochs", 1, 500, base.epochs, **KEPT, key=key + "epochs")
+    batch_size = first.number_input("Batch size", 2, 2048, base.batch_size, **KEPT, key=key + "batch")
+    optimizer = second.selectbox("Optimizer", OPTIMIZERS, OPTIMIZERS.index(base.optimizer), **KEPT, key=key + "opt")
+    lr = third.number_input("Learning rate", 1e-6, 1.0, base.lr, format="%.2e", step=1e-3, **KEPT, key=key + "lr",
                             help="the peak of the onecycle schedule; the start of the others")
-    schedule = first.selectbox("Schedule", SCHEDULES, SCHEDULES.index(base.schedule), key=key + "schedule")
+    schedule = first.selectbox("Schedule", SCHEDULES, SCHEDULES.index(base.schedule), **KEPT, key=key + "schedule")
     weight_decay = second.number_input("Weight decay", 0.0, 0.1, base.weight_decay, format="%.5f", step=1e-4,
-                                       key=key + "wd")
-    label_smoothing = third.slider("Label smoothing", 0.0, 0.5, base.label_smoothing, 0.05, key=key + "ls")
+                                       **KEPT, key=key + "wd")
+    label_smoothing = third.slider("Label smoothing", 0.0, 0.5, base.label_smoothing, 0.05, **KEPT, key=key + "ls")
     class_weights = first.selectbox("Class weights", CLASS_WEIGHTS, CLASS_WEIGHTS.index(base.class_weights),
-                                    key=key + "cw", help="sqrt or balanced weigh rare classes up in the loss")
-    device = second.selectbox("Device", hardware.available_devices(), key=key + "device")
-    seed = third.number_input("Seed", 0, 2**31 - 1, base.seed, key=key + "seed")
+                                    **KEPT, key=key + "cw", help="sqrt or balanced weigh rare classes up in the loss")
+    device = second.selectbox("Device", hardware.available_devices(), **KEPT, key=key + "device")
+    seed = third.number_input("Seed", 0, 2**31 - 1, base.seed, **KEPT, key=key + "seed")
     swa_epochs = first.number_input("Average the last epochs", 0, int(epochs), min(base.swa_epochs, int(epochs)),
-                                    key=key + "swa",
+                                    **KEPT, key=key + "swa",
                                     help="stochastic weight averaging over the last this many epochs (0 = off), "
                                          "usually epochs at a constant learning rate: in them, the model validated "
                                          "(and kept as best.pt when it validates best) is the mean of the weights "
                                          "at the end of each so far")
-    name = st.text_input("Run name", key="run-name", placeholder=f"{default_run_name(arch)} (automatic)")
+    name = st.text_input("Run name", **KEPT, key="run-name", placeholder=f"{default_run_name(arch)} (automatic)")
     with st.expander("Augmentation: what each one does to the training faces"):
         augment = augmentation_choices(base, faces, key)
     with st.expander("Distillation: learn from trained models as well as from the labels"):

@@ -323,6 +323,26 @@ def test_a_rejected_upload_is_named_as_uploaded_and_not_kept(open_page: OpenPage
     assert not list((tmp_path / "data").glob("upload-*"))
 
 
+def test_the_new_run_form_and_its_upload_outlast_a_look_at_another_tab(open_page: OpenPage) -> None:
+    rows = "\n".join(f"{label},{' '.join([str(40 * label)] * 2304)},Training" for label in range(7) for _ in range(4))
+    at = open_page("pages/train.py")
+    at.radio(key="train-kind").set_value("upload").run()
+    at.file_uploader(key="train-upload").set_value([("faces.csv", f"emotion,pixels,Usage\n{rows}\n".encode(),
+                                                    "text/csv")]).run()
+    at.number_input(key="fer2013-epochs").set_value(7).run()
+    at.session_state["train-tab"] = "Runs"
+    at.run()
+    at.session_state["train-tab"] = "New run"
+    at.run()
+    assert not at.exception and not at.error
+    assert at.radio(key="train-kind").value == "upload" and at.number_input(key="fer2013-epochs").value == 7
+    assert any(c.value.startswith("Using faces.csv, uploaded earlier") for c in at.caption)
+    at.button(key="train-forget").click().run()
+    assert not any(c.value.startswith("Using faces.csv") for c in at.caption)
+    assert "train-forget" not in [b.key for b in at.button]
+    assert not [n for n in at.number_input if n.key == "fer2013-epochs"]  # no data: no recipe
+
+
 def test_evaluate_shows_the_engines_numbers(open_page: OpenPage, with_tiny_run: Path) -> None:
     at = open_page("pages/evaluate.py")
     report = evaluate(with_tiny_run, model_menu.read_card(with_tiny_run)["data_source"], "test")
