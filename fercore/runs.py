@@ -256,8 +256,13 @@ def list_runs(root: Path) -> list[RunDir]:
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and (p / CONFIG).exists()]
-    return sorted(runs, key=lambda r: r.file(CONFIG).stat().st_mtime, reverse=True)
+    started = []
+    for path in root.iterdir():
+        try:  # a run deleted meanwhile (another session, the CLI) is left out
+            started.append(((path / CONFIG).stat().st_mtime, RunDir(path)))
+        except OSError:
+            continue
+    return [run for _, run in sorted(started, key=lambda item: item[0], reverse=True)]
 
 
 def delete_run(run: RunDir) -> None:

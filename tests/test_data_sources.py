@@ -189,6 +189,18 @@ def test_a_zipped_csv_that_expands_like_a_bomb_is_refused_unread(tmp_path: Path)
         load_data(tmp_path / "bomb.zip")
 
 
+def test_a_zipped_csv_with_damaged_compressed_data_is_one_line(tmp_path: Path) -> None:
+    rows = "".join(f"{label},{' '.join(str((label * 37 + i) % 256) for i in range(2304))},Training\n"
+                   for label in range(7))
+    with zipfile.ZipFile(tmp_path / "damaged.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("fer2013.csv", "emotion,pixels,Usage\n" + rows)
+    raw = bytearray((tmp_path / "damaged.zip").read_bytes())
+    raw[200:260] = bytes(60)  # inside the member's compressed data (its local header ends at 41)
+    (tmp_path / "damaged.zip").write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="^damaged.zip (is damaged|is not a valid zip file)"):
+        load_data(tmp_path / "damaged.zip")
+
+
 def test_not_a_zip(tmp_path: Path) -> None:
     path = tmp_path / "archive.zip"
     path.write_bytes(b"PK not really")
@@ -230,6 +242,12 @@ def test_csv_without_usage(tmp_path: Path) -> None:
 def test_csv_bad_rows_are_reported_by_line(tmp_path: Path, row: str, message: str) -> None:
     path = _csv(tmp_path / "f.csv", [f"0,{_pixels(5)},Training", row])
     with pytest.raises(UserError, match=message):
+        load_data(path)
+
+
+def test_a_csv_pixel_too_large_for_any_integer_is_a_bad_row(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "f.csv", [f"0,{_pixels(5)},Training", f"0,{_pixels(5, 2303)} 99999999999999999999,Training"])
+    with pytest.raises(UserError, match="^f.csv: bad rows: line 3: pixel values outside 0-255$"):
         load_data(path)
 
 

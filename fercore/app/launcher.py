@@ -27,7 +27,8 @@ def training_threads() -> int:
 
     Measured on 2 cores (benchmarks, row 8): with the server and a browser on the Live tab (0.2 of a core), a run
     on both cores reached 0.80x a lone CLI run, one on a single core 0.55x; but two threads sharing a core with
-    another busy process collapsed to 1/7 of one thread's speed. So: all free cores, never an occupied one.
+    another busy process collapsed to 1/7 of one thread's speed. So: all free cores, and never more than one
+    thread on occupied ones (when every core is taken, one thread: the page warns that the runs will share).
     A run started with --threads 0 holds every core.
     """
     from fercore.hardware import usable_cores

@@ -41,7 +41,7 @@ def warm_start_choices(classes: tuple[str, ...], read: Callable[[Path], dict[str
     for choice in checkpoint_choices():
         try:
             card = read(choice.path)
-        except UserError:
+        except (UserError, OSError):  # unreadable, or deleted since it was listed
             continue
         if tuple(card.get("classes", ())) == tuple(classes):
             found.append((choice, card))

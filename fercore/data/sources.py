@@ -8,8 +8,10 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import lzma
 import os
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -212,7 +214,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     """A member's bytes; an encrypted, unsupported or corrupt member raises OSError (and is skipped)."""
     try:
         return archive.read(info)
-    except (RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
+    except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError) as exc:
         raise OSError(str(exc)) from None
 
 
@@ -240,6 +242,8 @@ def read_zip(path: Path) -> RawFaces:
                 raw = _decode_entries(entries, path.name)
     except zipfile.BadZipFile:
         raise UserError(f"{path.name} is not a valid zip file") from None
+    except (zlib.error, lzma.LZMAError, EOFError) as exc:  # a damaged member read whole (the zipped csv)
+        raise UserError(f"{path.name} is damaged: {exc}") from None
     raw.report.unsafe_members += unsafe
     return raw
 
@@ -279,6 +283,8 @@ def _read_table(lines: Iterable[str], name: str) -> RawFaces:
             pixels = np.array((row.get("pixels") or "").split(), dtype=np.int64)
         except ValueError:
             problem = "non-numeric emotion or pixels"
+        except OverflowError:
+            problem = "pixel values outside 0-255"
         else:
             if not 0 <= label < len(FER2013_CSV_ORDER):
                 problem = f"emotion {label} out of range 0-6"
