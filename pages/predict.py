@@ -13,6 +13,7 @@ from pages._common import enter_app, load_predictor, mtime, picked_checkpoint
 enter_app()
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
+MAX_PHOTOS = 20  # shown per upload batch: each is decoded, detected and drawn at full size
 
 
 @st.cache_data(max_entries=16, ttl=1800, show_spinner=False)  # full-size images: a 12 MP photo is 36 MB
@@ -95,7 +96,13 @@ photos, snapshot, webcam = st.tabs(["Photos", "Camera snapshot", "Live webcam"])
 with photos:
     uploads = st.file_uploader("Drop photos here", type=IMAGE_TYPES, accept_multiple_files=True,
                                max_upload_size=outputs.MAX_IMAGE_UPLOAD_MB)
-    for index, upload in enumerate(uploads or []):
+    if len(uploads or []) > MAX_PHOTOS:
+        st.info(f"Showing the first {MAX_PHOTOS} of {len(uploads)} photos.")
+    for index, upload in enumerate((uploads or [])[:MAX_PHOTOS]):
+        if upload.size > outputs.MAX_IMAGE_UPLOAD_MB * 1024**2:  # the uploader's cap is the browser's: check here
+            st.error(f"{upload.name} is {upload.size / 1024**2:.0f} MB, over the limit of "
+                     f"{outputs.MAX_IMAGE_UPLOAD_MB} MB")
+            continue
         show_photo(predictor, checkpoint, upload.getvalue(), upload.name, key=f"photo{index}")
 with snapshot:
     picture = st.camera_input("Take a snapshot")

@@ -405,6 +405,9 @@ def test_predict_labels_a_photo_and_reports_a_bad_file(open_page: OpenPage, with
     Image.new("RGB", (320, 240), (128, 128, 128)).save(blank, "PNG")
     at.file_uploader[0].set_value([("grey.png", blank.getvalue(), "image/png")]).run()
     assert [spec["layout"]["title"]["text"].split(":")[0] for spec in chart_specs(at)] == ["the whole image"]
+    huge = astronaut_jpeg + bytes(26 * 1024**2)  # past the browser's cap, as a client that ignores it sends it
+    at.file_uploader[0].set_value([("huge.jpg", huge, "image/jpeg")]).run()
+    assert [e.value for e in at.error] == ["huge.jpg is 26 MB, over the limit of 25 MB"] and not at.image
 
 
 def test_live_webcam_annotates_frames_with_no_outside_ice_servers(open_page: OpenPage, with_tiny_run: Path,
