@@ -269,7 +269,7 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
                              help="every stage's channels times this: wider learns more and costs about its "
                                   "square in time (the fer2013-wide preset, the shipped model's, is 1.5x fernet)")
     epochs = third.number_input("Epochs", 1, 500, base.epochs, **KEPT, key=key + "epochs")
-    batch_size = first.number_input("Batch size", 2, 2048, base.batch_size, **KEPT, key=key + "batch")
+    batch_size = first.number_input("Batch size", 2, 2048, base.batch_size, step=16, **KEPT, key=key + "batch")
     optimizer = second.selectbox("Optimizer", OPTIMIZERS, OPTIMIZERS.index(base.optimizer), **KEPT, key=key + "opt")
     lr = third.number_input("Learning rate", 1e-6, 1.0, base.lr, format="%.2e", step=1e-3, **KEPT, key=key + "lr",
                             help="the peak of the onecycle schedule; the start of the others")
@@ -305,14 +305,20 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
 
 def start_button(cfg: TrainConfig, name: str, train_faces: int) -> None:
     """The time an epoch will take here, a warning when another run is training, and the Start button."""
-    threads = launcher.training_threads()
-    step_s = step_seconds(cfg.arch, cfg.arch_args, cfg.batch_size, cfg.device, len(cfg.classes), threads)
-    steps = max(1, train_faces // cfg.batch_size)
-    st.caption(f"About **{eta(step_s * steps)} per epoch** on this machine ({steps} steps of {cfg.batch_size} faces "
-               f"at {step_s * 1000:.0f} ms, measured with {threads} thread(s), as the run will use).")
     busy = [r.name for r in list_runs(paths.runs_dir()) if r.is_active()]
-    if busy:
+    if busy:  # a step timed now would take CPU from the run and say little of the time alone
         st.warning(f"Already training: {', '.join(busy)}. A second run shares the CPU with it and both slow down.")
+    else:
+        threads = launcher.training_threads()
+        steps = max(1, train_faces // cfg.batch_size)
+        try:
+            step_s = step_seconds(cfg.arch, cfg.arch_args, cfg.batch_size, cfg.device, len(cfg.classes), threads)
+        except (RuntimeError, MemoryError) as exc:  # out of memory at this batch, say
+            st.caption(f"Could not time a training step here ({str(exc).splitlines()[0][:120]}).")
+        else:
+            st.caption(f"About **{eta(step_s * steps)} per epoch** on this machine ({steps} steps of "
+                       f"{cfg.batch_size} faces at {step_s * 1000:.0f} ms, measured with {threads} thread(s), as the "
+                       "run will use).")
     if st.button("Start training", type="primary", icon=":material/play_arrow:"):
         launch(lambda: launcher.start_training(cfg, name or default_run_name(cfg.arch)))
 

@@ -147,6 +147,26 @@ def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
     assert at.dataframe[0].value.set_index("name").loc["first", "state"] == "finished"
 
 
+def test_train_page_times_no_step_beside_a_training_run_and_says_when_it_cannot(
+        open_page: OpenPage, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fercore.train
+
+    def out_of_memory(*args: object) -> float:
+        raise RuntimeError("DefaultCPUAllocator: not enough memory\nmore detail")
+    monkeypatch.setattr(fercore.train, "measure_step_seconds", out_of_memory)
+    at = open_page("pages/train.py")
+    at.number_input(key="demo-batch").set_value(2047).run()
+    assert not at.exception
+    assert any(c.value == "Could not time a training step here (DefaultCPUAllocator: not enough memory)."
+               for c in at.caption)
+    busy = RunDir(paths.runs_dir() / "busy")
+    busy.write_config({"arch": "basic", "epochs": 3, "threads": 1})
+    busy.write_status(state="running", pid=os.getpid())  # this test's process stands in for the trainer
+    at.run()
+    assert [w.value for w in at.warning][-1].startswith("Already training: busy.")
+    assert not any("per epoch** on this machine" in c.value or "Could not time" in c.value for c in at.caption)
+
+
 def test_train_page_trains_a_wider_network(open_page: OpenPage) -> None:
     at = open_page("pages/train.py")
     at.number_input(key="train-synthetic").set_value(300)
