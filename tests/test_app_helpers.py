@@ -50,11 +50,20 @@ def test_run_names_cannot_leave_the_runs_folder(folders: Path, name: str) -> Non
         launcher.new_run_dir(name)
 
 
-def test_a_run_name_is_not_reused(folders: Path) -> None:
+def test_a_run_name_is_not_reused_unless_its_run_saved_nothing(folders: Path) -> None:
     assert launcher.new_run_dir("fine-1.0_b") == folders / "runs" / "fine-1.0_b"
-    (folders / "runs" / "taken").mkdir(parents=True)
+    (folders / "runs" / "taken").mkdir(parents=True)  # not a run: never taken over
     with pytest.raises(UserError, match="already exists"):
         launcher.new_run_dir("taken")
+    done = RunDir(folders / "runs" / "done")
+    done.write_config({"arch": "basic"})
+    done.file("last.pt").write_bytes(b"saved")
+    with pytest.raises(UserError, match="already exists"):
+        launcher.new_run_dir("done")
+    died = RunDir(folders / "runs" / "died")  # its process ended before writing anything but its launch file
+    died.path.mkdir()
+    died.file(launcher.LAUNCH_CONFIG).write_text("{}")
+    assert launcher.new_run_dir("died") == died.path  # started again under its name, as the CLI would
 
 
 def test_an_invalid_recipe_is_refused_before_anything_starts(folders: Path) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from fercore.atomic import atomic_write_json
 from fercore.errors import UserError
 from fercore.paths import PROJECT_ROOT, runs_dir
-from fercore.runs import LAST, RunDir, list_runs
+from fercore.runs import CONFIG, LAST, RunDir, list_runs
 
 if TYPE_CHECKING:
     from fercore.config import TrainConfig
@@ -43,9 +43,16 @@ def new_run_dir(name: str) -> Path:
     if not RUN_NAME.fullmatch(name):
         raise UserError("a run name uses letters, digits, '.', '_' and '-' only (at most 80, no leading dot)")
     path = runs_dir() / name
-    if path.exists():
+    if path.exists() and not _restartable(RunDir(path)):
         raise UserError(f"a run named {name} already exists: choose another name")
     return path
+
+
+def _restartable(run: RunDir) -> bool:
+    """A run directory a new run may take: one that ended before saving anything (a launch whose process died,
+    a run stopped while starting), as `fercore train` would take it."""
+    launched = run.file(LAUNCH_CONFIG).is_file() or run.file(CONFIG).is_file()
+    return run.path.is_dir() and launched and run.reusable()
 
 
 _children: list[subprocess.Popen] = []  # launched processes, kept so that finished ones are reaped
@@ -69,7 +76,7 @@ def start_training(cfg: TrainConfig, name: str) -> RunDir:
     """Launch a training process for cfg into a new run called name; invalid recipes and names fail here."""
     cfg.validate()
     run = RunDir(new_run_dir(name))
-    run.path.mkdir(parents=True)
+    run.path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.file(LAUNCH_CONFIG), cfg.to_dict())
     _launch(["train", "--config", str(run.file(LAUNCH_CONFIG)), "--run-dir", str(run.path),
              "--threads", str(training_threads())], run)
