@@ -13,10 +13,10 @@ from pages._common import enter_app, load_predictor, mtime, picked_checkpoint
 enter_app()
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
-MAX_PHOTOS = 20  # shown per upload batch: each is decoded, detected and drawn at full size
+MAX_PHOTOS = 20  # shown per upload batch: each is decoded, detected and drawn
 
 
-@st.cache_data(max_entries=16, ttl=1800, show_spinner=False)  # full-size images: a 12 MP photo is 36 MB
+@st.cache_data(max_entries=2 * MAX_PHOTOS, ttl=1800, show_spinner=False)  # images of at most 1600 px: 8 MB
 def annotated_photo(_predictor: Predictor, checkpoint: str, checkpoint_mtime: float, content: bytes,
                     name: str) -> outputs.AnnotatedPhoto:
     """Cached per model file and photo bytes (the predictor itself is not hashed: the checkpoint names it)."""
@@ -34,7 +34,7 @@ def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str
         left, right = st.columns([3, 2])
         found = "no face found" if prediction.no_face_found else f"{len(prediction.faces)} face(s)"
         left.image(result.image, caption=f"{name}: {found}")
-        left.download_button("Download annotated image", lambda: outputs.png_bytes(result.image),
+        left.download_button("Download annotated image", lambda: outputs.annotated_png(content, prediction),
                              f"{Path(name).stem}-annotated.png", "image/png", on_click="ignore", key=f"{key}-png")
         if prediction.no_face_found:
             right.info("No face found. Shown instead: the whole image classified as one face, which is only "

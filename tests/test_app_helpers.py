@@ -1,12 +1,14 @@
 """The app's helpers in fercore.app: settings, launching runs, checkpoints, uploads, grids, outputs."""
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fercore import paths
 from fercore.app import data_views, launcher, model_menu, outputs, settings
@@ -200,6 +202,12 @@ def test_annotate_photo(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:
     photo = outputs.annotate_photo(predictor, astronaut_jpeg, "astronaut.jpg")
     assert photo.image.shape == (512, 512, 3) and len(photo.prediction.faces) == 1
     assert outputs.png_bytes(photo.image).startswith(b"\x89PNG")
+    large = io.BytesIO()
+    Image.open(io.BytesIO(astronaut_jpeg)).resize((3200, 2400)).save(large, "JPEG")
+    shown = outputs.annotate_photo(predictor, large.getvalue(), "large.jpg")
+    assert shown.image.shape == (1200, 1600, 3)  # kept and shown at most 1600 px wide
+    download = Image.open(io.BytesIO(outputs.annotated_png(large.getvalue(), shown.prediction)))
+    assert download.size == (3200, 2400) and len(shown.prediction.faces) == 1
     bad = outputs.annotate_photo(predictor, b"not an image", "notes.jpg")
     assert bad.image is None and bad.prediction.error
 

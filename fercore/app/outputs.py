@@ -14,6 +14,8 @@ import numpy as np
 from fercore.errors import UserError
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from fercore.evaluate import EvalReport
     from fercore.predict import ImagePrediction, Predictor
 
@@ -56,16 +58,21 @@ def predictions_csv(report: EvalReport) -> str:
     return buffer.getvalue()
 
 
+DISPLAY_SIDE = 1600  # the longest side of an annotated photo as the page keeps and shows it
+
+
 @dataclass
 class AnnotatedPhoto:
     prediction: ImagePrediction
-    image: np.ndarray | None  # the photo (RGB) with every face boxed and labelled; None for a bad file
+    image: np.ndarray | None  # the photo (RGB) with every face boxed and labelled, at most DISPLAY_SIDE on its
+    # longest side (a 12 MP photo would hold 36 MB in the page's cache); None for a bad file
 
 
 def annotate_photo(predictor: Predictor, content: bytes, name: str) -> AnnotatedPhoto:
     """Predict the faces of a photo file's bytes and draw them on it; a bad file gives an error, not an exception."""
-    from fercore.data.images import as_rgb, open_image
-    from fercore.draw import annotate
+    from PIL import Image
+
+    from fercore.data.images import as_rgb, downscale, open_image
     from fercore.predict import ImagePrediction
 
     try:
@@ -73,8 +80,23 @@ def annotate_photo(predictor: Predictor, content: bytes, name: str) -> Annotated
     except UserError as exc:
         return AnnotatedPhoto(ImagePrediction(name, error=str(exc)), None)
     prediction = predictor.predict_photo(photo, name)
+    shown, _ = downscale(Image.fromarray(_drawn(photo, prediction)), DISPLAY_SIDE)
+    return AnnotatedPhoto(prediction, np.asarray(shown))
+
+
+def annotated_png(content: bytes, prediction: ImagePrediction) -> bytes:
+    """The photo file's bytes annotated with its prediction at full size, as PNG (the download)."""
+    from fercore.data.images import as_rgb, open_image
+
+    return png_bytes(_drawn(as_rgb(open_image(content)), prediction))
+
+
+def _drawn(photo: Image.Image, prediction: ImagePrediction) -> np.ndarray:
+    """The RGB photo with the prediction's faces boxed and labelled."""
+    from fercore.draw import annotate
+
     note = "no face found: whole image classified" if prediction.no_face_found else None
-    return AnnotatedPhoto(prediction, annotate(np.asarray(photo), prediction.faces, note))
+    return annotate(np.asarray(photo), prediction.faces, note)
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
