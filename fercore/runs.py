@@ -15,10 +15,13 @@ from typing import Any
 
 from fercore.atomic import atomic_write_json, atomic_write_jsonl, read_json
 from fercore.errors import UserError
+from fercore.latest import LatestKept
 
 CONFIG, METRICS, STATUS, BEST, LAST, STOP, LOCK = (
     "config.json", "metrics.jsonl", "status.json", "best.pt", "last.pt", "STOP", "run.lock")
 ACTIVE_STATES = ("starting", "running")
+# metrics.jsonl parsed, by path: (its size and mtime then, its records); one entry per file, however often it grows
+_PARSED: LatestKept[tuple[tuple[int, int], list[dict[str, Any]]]] = LatestKept(64)
 
 
 def process_token(pid: int) -> str:
@@ -152,9 +155,15 @@ class RunDir:
         return status
 
     def metrics(self) -> list[dict[str, Any]]:
-        """metrics.jsonl records; a half-written last line is ignored."""
+        """metrics.jsonl records (parsed once per change of the file: the pages list every run on each rerun, and a
+        long run's log holds tens of thousands of progress lines); a half-written last line is ignored."""
+        path = self.file(METRICS)
         try:
-            lines = self.file(METRICS).read_text().splitlines()
+            stat = path.stat()
+            stamp = (stat.st_size, stat.st_mtime_ns)
+            if (kept := _PARSED.get(path)) is not None and kept[0] == stamp:
+                return list(kept[1])
+            lines = path.read_text().splitlines()
         except OSError:
             return []
         records = []
@@ -163,7 +172,8 @@ class RunDir:
                 records.append(json.loads(line))
             except ValueError:
                 continue
-        return records
+        _PARSED.put(path, (stamp, records))
+        return list(records)
 
     def epochs(self) -> list[dict[str, Any]]:
         return [r for r in self.metrics() if r.get("type") == "epoch"]

@@ -11,6 +11,7 @@ from fercore.app import data_views, outputs, settings
 from fercore.data import is_synthetic
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.evaluate import EvalReport, evaluate
+from fercore.latest import LatestKept
 from fercore.runs import RunDir
 from pages._common import (
     checkpoint_card,
@@ -32,10 +33,10 @@ REPORTS_KEPT = 8
 
 
 @st.cache_resource
-def _reports() -> outputs.LatestKept[EvalReport]:
+def _reports() -> LatestKept[EvalReport]:
     """The latest reports, shared by the sessions (a plain store, not st.cache_data: that cannot show progress in
     an element made outside the cached function)."""
-    return outputs.LatestKept(REPORTS_KEPT)
+    return LatestKept(REPORTS_KEPT)
 
 
 def evaluation(checkpoint: Path, source: str, split: str, tta: bool, precision: str) -> EvalReport:

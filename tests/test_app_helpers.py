@@ -265,7 +265,9 @@ def test_durations_read_as_people_say_them(seconds: float, said: str) -> None:
 def test_latest_kept_keeps_the_most_recently_used_values() -> None:
     import threading
 
-    kept = outputs.LatestKept[int](2)
+    from fercore.latest import LatestKept
+
+    kept = LatestKept[int](2)
     kept.put("a", 1)
     kept.put("b", 2)
     assert kept.get("a") == 1  # used: now the newest

@@ -83,3 +83,18 @@ def test_delete_refuses_a_training_run_and_removes_a_finished_one(tmp_path: Path
     done.write_status(state="finished", pid=None)
     delete_run(done)
     assert not done.path.exists() and busy.path.is_dir()
+
+
+def test_a_runs_log_is_parsed_once_per_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.log({"type": "epoch", "epoch": 1, "val_acc": 0.5})
+    assert len(run.epochs()) == 1
+    reads: list[str] = []
+    read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda path, *args, **kwargs: reads.append(path.name)
+                        or read_text(path, *args, **kwargs))
+    assert run.summary()["best_val_acc"] == 0.5 and len(run.history()) == 1
+    assert "metrics.jsonl" not in reads  # served parsed
+    run.log({"type": "epoch", "epoch": 2, "val_acc": 0.75})
+    assert [e["epoch"] for e in run.epochs()] == [1, 2] and reads.count("metrics.jsonl") == 1

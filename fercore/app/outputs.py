@@ -1,13 +1,9 @@
-"""What the app hands back: evaluation predictions as CSV, photos annotated with their faces, PNG bytes, and the
-store that keeps the latest reports for every session."""
+"""What the app hands back: evaluation predictions as CSV, photos annotated with their faces, PNG bytes."""
 from __future__ import annotations
 
 import io
-import threading
-from collections import OrderedDict
-from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,32 +16,6 @@ if TYPE_CHECKING:
     from fercore.predict import ImagePrediction, Predictor
 
 MAX_IMAGE_UPLOAD_MB = 25
-
-Value = TypeVar("Value")
-
-
-class LatestKept(Generic[Value]):
-    """The last `size` values put, by key, for the sessions' threads at once (the least recently used leaves)."""
-
-    def __init__(self, size: int):
-        self.size, self._values, self._lock = size, OrderedDict[Hashable, Value](), threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def get(self, key: Hashable) -> Value | None:
-        with self._lock:
-            if key not in self._values:
-                return None
-            self._values.move_to_end(key)
-            return self._values[key]
-
-    def put(self, key: Hashable, value: Value) -> None:
-        with self._lock:
-            self._values[key] = value
-            self._values.move_to_end(key)
-            while len(self._values) > self.size:
-                self._values.popitem(last=False)
 
 
 def predictions_csv(report: EvalReport) -> str:
