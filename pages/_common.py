@@ -109,7 +109,7 @@ def mtime(path: Path) -> float:
     return path.stat().st_mtime
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_data(max_entries=512, show_spinner=False)  # cards are small; every run's best and last are listed
 def _card(path: str, modified: float) -> dict[str, Any]:
     return model_menu.read_card(Path(path))
 
