@@ -280,3 +280,12 @@ def test_latest_kept_keeps_the_most_recently_used_values() -> None:
     for worker in workers:
         worker.join()
     assert len(kept) == 2
+
+
+def test_the_servers_settings_match_what_the_pages_promise() -> None:
+    import tomllib
+
+    server = tomllib.loads((paths.PROJECT_ROOT / ".streamlit" / "config.toml").read_text())["server"]
+    assert server["address"] == "127.0.0.1"  # local only, unless the user says otherwise
+    assert server["maxUploadSize"] == data_views.MAX_DATA_UPLOAD_MB  # the data uploader's cap is the server's
+    assert server["maxUploadSize"] > outputs.MAX_IMAGE_UPLOAD_MB
