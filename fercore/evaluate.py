@@ -84,11 +84,12 @@ def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None,
     return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta, loaded.dtype)
 
 
-def evaluate(checkpoint: str | Path, data: str | Path, split: str = "test", tta: bool | None = None,
+def evaluate(checkpoint: str | Path, data: str | Path | FaceData, split: str = "test", tta: bool | None = None,
              precision: str = "auto", device: str = "auto", on_progress: Progress | None = None) -> EvalReport:
-    """Load a checkpoint and a data source and evaluate one split (val uses the checkpoint's own carve)."""
+    """Load a checkpoint and a data source (or take data already loaded) and evaluate one split (val uses the
+    checkpoint's own carve)."""
     loaded = load_model(checkpoint, device, precision)
-    source = load_data(data)
+    source = data if isinstance(data, FaceData) else load_data(data)
     report = evaluate_faces(loaded, own_split(loaded.info, source, split), tta, on_progress)
-    report.split, report.data, report.data_note = split, str(data), source.raw.report.summary()
+    report.split, report.data, report.data_note = split, source.source, source.raw.report.summary()
     return report

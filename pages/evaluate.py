@@ -8,7 +8,7 @@ import streamlit as st
 
 from fercore import plots
 from fercore.app import data_views, outputs, settings
-from fercore.data import is_synthetic
+from fercore.data import FaceData, is_synthetic
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.evaluate import EvalReport, evaluate
 from fercore.latest import LatestKept
@@ -16,7 +16,6 @@ from fercore.runs import RunDir
 from pages._common import (
     checkpoint_card,
     data_source_picker,
-    data_stamp,
     enter_app,
     load_faces,
     mtime,
@@ -39,9 +38,9 @@ def _reports() -> LatestKept[EvalReport]:
     return LatestKept(REPORTS_KEPT)
 
 
-def evaluation(checkpoint: Path, source: str, split: str, tta: bool, precision: str) -> EvalReport:
-    """The report, kept while the checkpoint and the data are unchanged; a progress bar while it is computed."""
-    key = (str(checkpoint), mtime(checkpoint), source, data_stamp(source), split, tta, precision)
+def evaluation(checkpoint: Path, data: FaceData, split: str, tta: bool, precision: str) -> EvalReport:
+    """The report, kept while the checkpoint and the faces are unchanged; a progress bar while it is computed."""
+    key = (str(checkpoint), mtime(checkpoint), data.source, data.fingerprint, split, tta, precision)
     if (kept := _reports().get(key)) is not None:
         return kept
     bar, shown = st.empty(), [0.0]
@@ -51,7 +50,7 @@ def evaluation(checkpoint: Path, source: str, split: str, tta: bool, precision: 
             shown[0] = time.monotonic()
             bar.progress(done / total, text=f"Evaluating: {done:,} of {total:,} faces")
     try:
-        report = evaluate(checkpoint, source, split, tta, precision, on_progress=progress)
+        report = evaluate(checkpoint, data, split, tta, precision, on_progress=progress)
     finally:
         bar.empty()
     _reports().put(key, report)
@@ -93,7 +92,7 @@ tta = right.toggle("Test-time augmentation", bool(card.get("tta", True)),
 int8 = right.toggle("int8 on the CPU when the model is calibrated (3-4x faster)", True, key="evaluate-int8")
 precision = "auto" if int8 else "float"
 try:
-    report = evaluation(checkpoint, source, split, tta, precision)
+    report = evaluation(checkpoint, data, split, tta, precision)
 except SHOWN_AS_ONE_LINE as exc:
     st.error(str(exc))
     st.stop()
