@@ -123,7 +123,16 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: n
 
 def measure_step_seconds(cfg: TrainConfig, num_classes: int, threads: int, repeats: int = 3) -> float:
     """Seconds of one training step of cfg's model and batch on this machine (random faces, augmented): the
-    fastest of repeats after two warm-up steps (kernels, allocations), as a busy moment only ever slows one."""
+    fastest of repeats after two warm-up steps (kernels, allocations), as a busy moment only ever slows one.
+    One measurement at a time: torch's thread count is the whole process's (the app's sessions share it)."""
+    with _MEASURING:
+        return _timed_step(cfg, num_classes, threads, repeats)
+
+
+_MEASURING = threading.Lock()
+
+
+def _timed_step(cfg: TrainConfig, num_classes: int, threads: int, repeats: int) -> float:
     previous = torch.get_num_threads()
     hardware.configure_threads(threads)
     try:
