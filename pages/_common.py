@@ -4,6 +4,7 @@ Nothing here imports torch at import time: the home page uses it too.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -81,6 +82,7 @@ def data_source_picker(key: str, default: str = "synthetic") -> str | None:
         return str(settings.allowed_data_path(path.strip())) if path.strip() else None
     upload = st.file_uploader("archive.zip (Kaggle) or fer2013.csv", type=["zip", "csv"], key=f"{key}-upload",
                               max_upload_size=data_views.MAX_DATA_UPLOAD_MB)
+    stored_uploads_manager(key)
     stored: dict[str, str] = st.session_state.setdefault(f"{key}-stored", {})  # upload id -> stored path
     if upload is None:  # the uploader forgets its file when not drawn (another tab): the stored copy stays in use
         last = st.session_state.get(f"{key}-last-upload")
@@ -103,6 +105,30 @@ def data_source_picker(key: str, default: str = "synthetic") -> str | None:
     st.caption(f"Stored as {stored[upload.file_id]}")
     st.session_state[f"{key}-last-upload"] = (upload.name, stored[upload.file_id])
     return stored[upload.file_id]
+
+
+def stored_uploads_manager(key: str) -> None:
+    """The data sets uploaded so far (kept, as runs read them), with a way to delete one."""
+    uploads = data_views.stored_uploads()
+    if not uploads:
+        return
+    sizes = {path: path.stat().st_size / 1024**2 for path in uploads}
+    with st.expander(f"Stored uploads: {len(uploads)}, {sum(sizes.values()):.0f} MB on disk"):
+        doomed = st.selectbox("Upload to delete", uploads, index=None, key=f"{key}-doomed-upload",
+                              format_func=lambda p: f"{p.name} ({sizes[p]:.1f} MB, "
+                                                    f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(mtime(p)))})",
+                              help="Runs trained on it can then neither resume nor be evaluated on it.")
+        if st.button("Delete for good", key=f"{key}-delete-upload", disabled=doomed is None):
+            try:
+                data_views.delete_upload(doomed)
+            except UserError as exc:
+                st.error(str(exc))
+                return
+            last = st.session_state.get(f"{key}-last-upload")
+            if last and last[1] == str(doomed):
+                del st.session_state[f"{key}-last-upload"]
+            st.toast(f"Deleted {doomed.name}")
+            st.rerun()
 
 
 def mtime(path: Path) -> float:

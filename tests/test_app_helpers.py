@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -162,6 +163,24 @@ def test_uploads_are_stored_once_under_a_generated_name(folders: Path) -> None:
     assert first.read_bytes() == b"emotion,pixels,Usage\n"
     assert data_views.store_upload("other name.CSV", b"emotion,pixels,Usage\n") == first
     assert data_views.store_upload("archive.zip", b"PK") != first
+
+
+def test_a_stored_upload_can_be_deleted_unless_a_run_trains_on_it(folders: Path) -> None:
+    older = data_views.store_upload("a.csv", b"emotion,pixels\n")
+    time.sleep(0.05)
+    newer = data_views.store_upload("b.zip", b"PK")
+    (folders / "data" / "notes.csv").write_text("mine")  # not an upload: never listed nor deleted
+    assert data_views.stored_uploads() == [newer, older]
+    with pytest.raises(UserError, match="notes.csv is not a stored upload"):
+        data_views.delete_upload(folders / "data" / "notes.csv")
+    run = RunDir(paths.runs_dir() / "busy")
+    run.write_config({"data": str(older)})
+    run.write_status(state="running", pid=os.getpid())  # this test's process stands in for the trainer
+    with pytest.raises(UserError, match=f"{older.name} is being trained on by busy: stop the run first"):
+        data_views.delete_upload(older)
+    run.write_status(state="stopped", pid=None)
+    data_views.delete_upload(older)
+    assert data_views.stored_uploads() == [newer] and (folders / "data" / "notes.csv").exists()
 
 
 def test_uploads_must_be_a_zip_or_csv_within_the_limit(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:

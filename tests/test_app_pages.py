@@ -363,6 +363,19 @@ def test_the_new_run_form_and_its_upload_outlast_a_look_at_another_tab(open_page
     assert not [n for n in at.number_input if n.key == "fer2013-epochs"]  # no data: no recipe
 
 
+def test_a_stored_upload_is_deleted_from_the_data_picker(open_page: OpenPage, tmp_path: Path) -> None:
+    from fercore.app import data_views
+
+    stored = data_views.store_upload("faces.csv", b"emotion,pixels,Usage\n")
+    at = open_page("pages/train.py")
+    at.radio(key="train-kind").set_value("upload").run()
+    assert any(e.label.startswith("Stored uploads: 1,") for e in at.expander)
+    at.selectbox(key="train-doomed-upload").set_value(stored).run()
+    at.button(key="train-delete-upload").click().run()
+    assert not at.exception and not stored.exists() and not data_views.stored_uploads()
+    assert not any(e.label.startswith("Stored uploads") for e in at.expander)
+
+
 def test_evaluate_shows_the_engines_numbers(open_page: OpenPage, with_tiny_run: Path) -> None:
     at = open_page("pages/evaluate.py")
     report = evaluate(with_tiny_run, model_menu.read_card(with_tiny_run)["data_source"], "test")

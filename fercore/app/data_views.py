@@ -11,6 +11,8 @@ import numpy as np
 from fercore.app.settings import data_dir
 from fercore.atomic import atomic_write_bytes
 from fercore.errors import UserError
+from fercore.paths import runs_dir
+from fercore.runs import list_runs
 
 if TYPE_CHECKING:
     from fercore.augment import AugmentConfig
@@ -32,6 +34,22 @@ def store_upload(name: str, content: bytes) -> Path:
     if not path.exists():
         atomic_write_bytes(path, content)
     return path
+
+
+def stored_uploads() -> list[Path]:
+    """The data sets uploaded so far (store_upload), newest first."""
+    found = [p for p in data_dir().glob("upload-*") if p.suffix in DATA_UPLOAD_SUFFIXES and p.is_file()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def delete_upload(path: Path) -> None:
+    """Remove a stored upload; refused for anything else, and while a run trains on it."""
+    if path not in stored_uploads():
+        raise UserError(f"{path.name} is not a stored upload")
+    busy = [run.name for run in list_runs(runs_dir()) if run.is_active() and run.config().get("data") == str(path)]
+    if busy:
+        raise UserError(f"{path.name} is being trained on by {', '.join(busy)}: stop the run first")
+    path.unlink(missing_ok=True)
 
 
 def class_samples(faces: FaceSet, per_class: int = 4, seed: int = 0) -> tuple[np.ndarray, list[str]]:
