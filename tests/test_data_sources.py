@@ -329,3 +329,27 @@ def test_missing_source_and_unknown_split(image_tree: Path, tmp_path: Path) -> N
         load_data(image_tree).split("validation")
     with pytest.raises(UserError, match="has no test split"):
         load_data(write_image_tree(tmp_path / "b", splits=("train",))).split("test")
+
+
+def test_an_interrupt_while_decoding_drops_the_images_not_begun(monkeypatch: pytest.MonkeyPatch) -> None:
+    import _thread
+    import threading
+
+    from fercore.data import sources
+
+    decoded: list[int] = []
+    lock = threading.Lock()
+
+    def slow_decode(data: bytes) -> np.ndarray:
+        with lock:
+            decoded.append(1)
+            if len(decoded) == 1:
+                _thread.interrupt_main()  # Ctrl-C, a SIGTERM or the run's STOP file, while the pool works
+        time.sleep(0.001)
+        return np.zeros((48, 48), np.uint8)
+
+    monkeypatch.setattr(sources, "decode_face", slow_decode)
+    entries = [sources._Entry(("train", "happy"), f"{i}.jpg", lambda: b"") for i in range(20 * sources.DECODE_CHUNK)]
+    with pytest.raises(KeyboardInterrupt):
+        sources._decode_entries(entries, "big")
+    assert len(decoded) <= 8 * sources.DECODE_CHUNK  # the chunks running then, not all 20 (map cancels the rest)
