@@ -189,6 +189,8 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
                    f"{_schedule(recipe)}, weight decay {recipe['weight_decay']}, "
                    f"batch {recipe['batch_size']}, {recipe['epochs']} epochs, label smoothing "
                    f"{recipe['label_smoothing']}, class weights {recipe['class_weights']}, seed {recipe['seed']}.")
+    curves = ("\nHow it learned: `metrics.jsonl` beside this file (one line per epoch; the app's Evaluate page plots "
+              "it).\n" if card["training"]["epochs"] else "")
     return f"""{CARD_TITLE}`{name}`
 
 **{card['architecture']}** ({card['parameters']:,} parameters): {card['description']}.
@@ -210,9 +212,7 @@ Augmentation (batched on tensors): {aug}.
 ## Confusion matrix (validation, TTA, {inf['dtype']}; rows = true class)
 {header}
 {confusion}
-
-How it learned: `metrics.jsonl` beside this file (one line per epoch; the app's Evaluate page plots it).
-"""
+{curves}"""
 
 
 def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None) -> dict[str, Any]:

@@ -107,10 +107,10 @@ def _anchor_paths(cfg: TrainConfig) -> None:
     from fercore.data.dataset import is_synthetic
 
     def anchored(path: str) -> str:
-        return os.path.abspath(checkpoint_file(path))
+        return os.path.abspath(checkpoint_file(os.path.expanduser(path)))
 
     if not is_synthetic(cfg.data):
-        cfg.data = os.path.abspath(cfg.data)
+        cfg.data = os.path.abspath(os.path.expanduser(cfg.data))
     cfg.init_from = anchored(cfg.init_from) if cfg.init_from else None
     cfg.teachers = [anchored(t) for t in cfg.teachers]
 

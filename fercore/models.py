@@ -134,9 +134,9 @@ def build(name: str, num_classes: int = 7, **kwargs: object) -> nn.Module:
 def check_args(name: str, num_classes: int, arch_args: dict[str, object]) -> None:
     """Raise ValueError unless arch_args build a network of name that maps 48x48 faces to num_classes scores
     (built and run on the meta device: shapes only, no memory, milliseconds)."""
-    widths = arch_args.get("widths", ())
-    if not isinstance(widths, (list, tuple)) or not all(isinstance(w, int) and w > 0 for w in widths):
-        raise ValueError("widths must be positive whole numbers")
+    widths = arch_args.get("widths", default_widths(name))
+    if not isinstance(widths, (list, tuple)) or not widths or not all(isinstance(w, int) and w > 0 for w in widths):
+        raise ValueError("widths must be a list of positive whole numbers")
     try:
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")

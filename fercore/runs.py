@@ -20,8 +20,8 @@ from fercore.latest import LatestKept
 CONFIG, METRICS, STATUS, BEST, LAST, STOP, LOCK = (
     "config.json", "metrics.jsonl", "status.json", "best.pt", "last.pt", "STOP", "run.lock")
 ACTIVE_STATES = ("starting", "running")
-# metrics.jsonl parsed, by path: (its size and mtime then, its records); one entry per file, however often it grows
-_PARSED: LatestKept[tuple[tuple[int, int], list[dict[str, Any]]]] = LatestKept(64)
+# each metrics.jsonl's epoch records, by path: (the file's size and mtime then, the records)
+_EPOCHS: LatestKept[tuple[tuple[int, int], list[dict[str, Any]]]] = LatestKept(256)
 
 
 def process_token(pid: int) -> str:
@@ -155,15 +155,9 @@ class RunDir:
         return status
 
     def metrics(self) -> list[dict[str, Any]]:
-        """metrics.jsonl records (parsed once per change of the file: the pages list every run on each rerun, and a
-        long run's log holds tens of thousands of progress lines); a half-written last line is ignored."""
-        path = self.file(METRICS)
+        """metrics.jsonl records; a half-written last line is ignored."""
         try:
-            stat = path.stat()
-            stamp = (stat.st_size, stat.st_mtime_ns)
-            if (kept := _PARSED.get(path)) is not None and kept[0] == stamp:
-                return list(kept[1])
-            lines = path.read_text().splitlines()
+            lines = self.file(METRICS).read_text().splitlines()
         except OSError:
             return []
         records = []
@@ -172,11 +166,22 @@ class RunDir:
                 records.append(json.loads(line))
             except ValueError:
                 continue
-        _PARSED.put(path, (stamp, records))
-        return list(records)
+        return records
 
     def epochs(self) -> list[dict[str, Any]]:
-        return [r for r in self.metrics() if r.get("type") == "epoch"]
+        """The epoch records of metrics.jsonl, parsed once per change of the file: the pages list every run on each
+        rerun, and a long run's log holds tens of thousands of progress lines."""
+        path = self.file(METRICS)
+        try:
+            stat = path.stat()
+        except OSError:
+            return []
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        if (kept := _EPOCHS.get(path)) is not None and kept[0] == stamp:
+            return list(kept[1])
+        epochs = [r for r in self.metrics() if r.get("type") == "epoch"]
+        _EPOCHS.put(path, (stamp, epochs))
+        return list(epochs)
 
     def lineage(self) -> list[RunDir]:
         """The runs that made this run's weights, oldest first and this one last: a warm-started run

@@ -237,6 +237,7 @@ class Trainer:
         if note := data.raw.report.summary():  # what the reader skipped, for the user to see (not logged)
             self._report({"type": "data", "note": note}, log=False)
         self.fingerprint = data.fingerprint
+        self.carved = "val" not in data.splits_present()  # the validation faces are cut from train by the carve
         self.train_set = data.split("train", self.classes, cfg.val_fraction, cfg.split_seed)
         self.val_set = data.split("val", self.classes, cfg.val_fraction, cfg.split_seed)
         self.mean, self.std = _pixel_mean_std(self.train_set.images)
@@ -303,11 +304,13 @@ class Trainer:
             raise UserError(f"--init {path} is {_describe(data['arch'], data.get('arch_args', {}), data['classes'])}; "
                             f"this run is {_describe(self.cfg.arch, self.cfg.arch_args, self.classes)}: they must "
                             "match")
-        if data.get("data_fingerprint") == self.fingerprint and data.get("val_split") != self.cfg.val_split():
+        if (self.carved and data.get("data_fingerprint") == self.fingerprint
+                and data.get("val_split") != self.cfg.val_split()):
             carve = data.get("val_split") or {}
             raise UserError(f"--init {path} learned these faces with another validation carve: it has seen this "
                             "run's validation faces, whose accuracy would then mean nothing; train with its carve "
-                            f"(--val-fraction {carve.get('fraction')}, split seed {carve.get('seed')})")
+                            f"(--val-fraction {carve.get('fraction')}, and split_seed {carve.get('seed')} in "
+                            "--config)")
         self.model.load_state_dict(data["state_dict"])
         self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
 

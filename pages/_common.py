@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# Widgets that keep their values while the page shows another tab (only the open tab runs, and Streamlit drops the
+# state of a widget it does not draw): the data picker, and Train's New run form
+KEPT: dict[str, Any] = {"persist_state": "page"}
 SOURCE_KINDS = {
     "synthetic": "Built-in synthetic demo faces",
     "path": "A folder, .zip or .csv on this machine",
@@ -66,16 +69,15 @@ def data_source_picker(key: str, default: str = "synthetic") -> str | None:
     Raises UserError for a refused upload, OSError when it cannot be stored.
     """
     kinds = list(SOURCE_KINDS)
-    kept = {"persist_state": "page"}  # while the page shows another tab (Train's Live, Runs), the choice stays
     kind = st.radio("Data", kinds, index=0 if is_synthetic(default) else 1, format_func=SOURCE_KINDS.get,
-                    horizontal=True, key=f"{key}-kind", **kept)
+                    horizontal=True, key=f"{key}-kind", **KEPT)
     if kind == "synthetic":
         _, _, size = default.partition(":") if is_synthetic(default) else ("", "", "")
         count = st.number_input("Number of synthetic faces (7 expressions, balanced)", 70, 200_000,
-                                int(size or DEFAULT_SYNTHETIC_SIZE), step=700, key=f"{key}-synthetic", **kept)
+                                int(size or DEFAULT_SYNTHETIC_SIZE), step=700, key=f"{key}-synthetic", **KEPT)
         return f"synthetic:{count}"
     if kind == "path":
-        path = st.text_input("Path", "" if is_synthetic(default) else default, key=f"{key}-path", **kept,
+        path = st.text_input("Path", "" if is_synthetic(default) else default, key=f"{key}-path", **KEPT,
                              placeholder="/data/fer2013/train  (emotion folders), archive.zip or fer2013.csv",
                              help=f"Allowed under: {', '.join(map(str, settings.data_roots()))} "
                                   f"(more with {settings.DATA_ROOTS_ENV})")

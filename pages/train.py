@@ -16,7 +16,7 @@ from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.labels import CLASS_SETS, EMOTIONS, resolve_classes
 from fercore.runs import ACTIVE_STATES, LAST, RunDir, default_run_name, delete_run, list_runs
 from fercore.train import measure_step_seconds
-from pages._common import checkpoint_card, data_source_picker, enter_app, load_faces, runs_table
+from pages._common import KEPT, checkpoint_card, data_source_picker, enter_app, load_faces, runs_table
 
 enter_app()
 
@@ -36,10 +36,6 @@ RESUMABLE_STATES = ("stopped", "interrupted", "failed")
 # The server and the browser spend CPU on every refresh, and the run loses about twice that: with the Live tab open
 # they took 0.23-0.26 cores at 2 s (curves included, or apart at 6 s) and 0.17 at 3 s / 6 s (2 cores, 2 threads).
 STATUS_REFRESH_S, CURVES_REFRESH_S = 3, 6
-# The New run tab's widgets keep their values while another tab is open (only the open tab runs; Streamlit drops
-# the state of a widget it does not draw)
-KEPT: dict[str, Any] = {"persist_state": "page"}
-LAUNCH_GRACE_S = 60  # how long to wait for a launched process's first status before giving up polling
 
 
 @st.cache_data(show_spinner=False)
@@ -75,7 +71,7 @@ def launch(start: Callable[[], RunDir]) -> None:
 def awaiting_report(run: RunDir) -> bool:
     """Whether this session launched the run and its process has not written its status since (a minute at most)."""
     path, launched_at = st.session_state.get("launched", (None, 0.0))
-    if path != run.path or time.time() - launched_at > LAUNCH_GRACE_S:
+    if path != run.path or time.time() - launched_at > launcher.LAUNCH_GRACE_S:
         return False
     return run.status_raw().get("updated", 0) < launched_at and launcher.launch_problem(run) is None
 
@@ -137,7 +133,7 @@ def live_panel(run: RunDir, polling: bool) -> None:
 def live_section() -> None:
     runs = list_runs(paths.runs_dir())
     launched, launched_at = st.session_state.get("launched", (None, 0.0))
-    if launched and launched not in [r.path for r in runs] and time.time() - launched_at < LAUNCH_GRACE_S:
+    if launched and launched not in [r.path for r in runs] and time.time() - launched_at < launcher.LAUNCH_GRACE_S:
         runs.insert(0, RunDir(launched))  # launched a moment ago: it has no config.json yet
     if not runs:
         st.info("No runs yet: start one under New run.")

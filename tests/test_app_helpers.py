@@ -53,7 +53,8 @@ def test_run_names_cannot_leave_the_runs_folder(folders: Path, name: str) -> Non
         launcher.new_run_dir(name)
 
 
-def test_a_run_name_is_not_reused_unless_its_run_saved_nothing(folders: Path) -> None:
+def test_a_run_name_is_not_reused_unless_its_run_saved_nothing(folders: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     assert launcher.new_run_dir("fine-1.0_b") == folders / "runs" / "fine-1.0_b"
     (folders / "runs" / "taken").mkdir(parents=True)  # not a run: never taken over
     with pytest.raises(UserError, match="already exists"):
@@ -63,10 +64,21 @@ def test_a_run_name_is_not_reused_unless_its_run_saved_nothing(folders: Path) ->
     done.file("last.pt").write_bytes(b"saved")
     with pytest.raises(UserError, match="already exists"):
         launcher.new_run_dir("done")
-    died = RunDir(folders / "runs" / "died")  # its process ended before writing anything but its launch file
-    died.path.mkdir()
-    died.file(launcher.LAUNCH_CONFIG).write_text("{}")
-    assert launcher.new_run_dir("died") == died.path  # started again under its name, as the CLI would
+    starting = RunDir(folders / "runs" / "starting")  # launched a moment ago: its process is still importing
+    starting.path.mkdir()
+    starting.file(launcher.LAUNCH_CONFIG).write_text("{}")
+    with pytest.raises(UserError, match="already exists"):
+        launcher.new_run_dir("starting")
+    old = time.time() - launcher.LAUNCH_GRACE_S - 1  # ... or long ago, and it died without a status
+    os.utime(starting.file(launcher.LAUNCH_CONFIG), (old, old))
+    assert launcher.new_run_dir("starting") == starting.path  # started again under its name, as the CLI would
+    failed = RunDir(folders / "runs" / "failed")
+    failed.write_config({"arch": "basic"})
+    failed.write_status(state="failed", error="data not found")
+    failed.file(launcher.TRAIN_LOG).write_text("fercore: error: data not found\n")
+    monkeypatch.setattr(launcher, "_launch", lambda args, run: None)  # the process itself is not the point here
+    assert launcher.start_training(TrainConfig(data="synthetic:700"), "failed") == failed
+    assert launcher.launch_problem(failed) is None  # the earlier attempt's error is not this one's
 
 
 def test_an_invalid_recipe_is_refused_before_anything_starts(folders: Path) -> None:
@@ -181,6 +193,15 @@ def test_a_stored_upload_can_be_deleted_unless_a_run_trains_on_it(folders: Path)
     run.write_status(state="stopped", pid=None)
     data_views.delete_upload(older)
     assert data_views.stored_uploads() == [newer] and (folders / "data" / "notes.csv").exists()
+    launched = RunDir(paths.runs_dir() / "launched")  # started by the app a moment ago: no config.json yet
+    launched.path.mkdir()
+    launched.file(launcher.LAUNCH_CONFIG).write_text(json.dumps({"data": str(newer)}))
+    with pytest.raises(UserError, match="is being trained on by launched"):
+        data_views.delete_upload(newer)
+    old = time.time() - launcher.LAUNCH_GRACE_S - 1  # its process never reported: it died
+    os.utime(launched.file(launcher.LAUNCH_CONFIG), (old, old))
+    data_views.delete_upload(newer)
+    assert data_views.stored_uploads() == []
 
 
 def test_uploads_must_be_a_zip_or_csv_within_the_limit(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -292,19 +313,30 @@ def test_latest_kept_keeps_the_most_recently_used_values() -> None:
     assert kept.get("a") == 1  # used: now the newest
     kept.put("c", 3)
     assert (kept.get("a"), kept.get("b"), kept.get("c")) == (1, None, 3)
-    workers = [threading.Thread(target=lambda n=n: [kept.put(i % 5, n) or kept.get(i % 3) for i in range(2000)])
-               for n in range(4)]
+    failures: list[BaseException] = []
+
+    def use(n: int) -> None:
+        try:
+            for i in range(2000):
+                kept.put(i % 5, n)
+                kept.get(i % 3)
+        except BaseException as exc:  # an unlocked OrderedDict races into KeyError or RuntimeError here
+            failures.append(exc)
+    workers = [threading.Thread(target=use, args=(n,)) for n in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    assert len(kept) == 2
+    assert not failures and len(kept) == 2
 
 
 def test_the_servers_settings_match_what_the_pages_promise() -> None:
-    import tomllib
+    import re
 
-    server = tomllib.loads((paths.PROJECT_ROOT / ".streamlit" / "config.toml").read_text())["server"]
-    assert server["address"] == "127.0.0.1"  # local only, unless the user says otherwise
-    assert server["maxUploadSize"] == data_views.MAX_DATA_UPLOAD_MB  # the data uploader's cap is the server's
-    assert server["maxUploadSize"] > outputs.MAX_IMAGE_UPLOAD_MB
+    config = (paths.PROJECT_ROOT / ".streamlit" / "config.toml").read_text()  # tomllib is 3.11+: two lines read
+
+    def setting(name: str) -> str:
+        return re.search(rf"^{name}\s*=\s*\"?([^\"\s]+)", config, re.MULTILINE).group(1)
+    assert setting("address") == "127.0.0.1"  # local only, unless the user says otherwise
+    assert int(setting("maxUploadSize")) == data_views.MAX_DATA_UPLOAD_MB  # the data uploader's cap is the server's
+    assert int(setting("maxUploadSize")) > outputs.MAX_IMAGE_UPLOAD_MB

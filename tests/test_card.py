@@ -44,6 +44,20 @@ def test_ship_names_the_card_after_the_file_and_never_overwrites_another_readme(
     assert (tiny_checkpoint.parent / "metrics.jsonl").read_bytes() == run_log
 
 
+def test_a_checkpoint_shipped_without_its_run_claims_no_curves(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import shutil
+
+    loose = tmp_path / "downloads" / "model.pt"  # no run beside it: no epochs to show
+    loose.parent.mkdir()
+    shutil.copy(tiny_checkpoint, loose)
+    out = tmp_path / "checkpoints" / "fer2013.pt"
+    out.parent.mkdir()
+    (out.parent / "metrics.jsonl").write_text('{"type": "epoch", "epoch": 1}\n')  # an earlier model's curves
+    ship(loose, "synthetic:2100", out)
+    assert not (out.parent / "metrics.jsonl").exists()
+    assert "How it learned" not in (out.parent / "README.md").read_text()
+
+
 def test_shipping_a_warm_started_run_keeps_the_whole_history(tiny_checkpoint: Path, tmp_path: Path) -> None:
     from fercore.augment import AugmentConfig
     from fercore.config import TrainConfig

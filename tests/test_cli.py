@@ -14,8 +14,8 @@ from conftest import write_image_tree
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def fercore(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+def fercore(*args: str, cwd: Path = ROOT, home: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **({"HOME": str(home)} if home else {})}
     return subprocess.run([sys.executable, "-m", "fercore", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=300)
 
@@ -54,6 +54,9 @@ def test_relative_paths_are_kept_absolute_and_a_run_dir_stands_for_its_best(tmp_
     assert config["data"] == str(tmp_path / "tree")
     assert config["init_from"] == str(tmp_path / "a" / "best.pt") == config["teachers"][0]
     assert [run.name for run in RunDir(tmp_path / "b").lineage()] == ["a", "b"]  # read from another directory
+    assert fercore("train", *common[2:], "--data", "~/tree", "--run-dir", "c", cwd=tmp_path, home=tmp_path
+                   ).returncode == 0
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["data"] == str(tmp_path / "tree")  # ~ expanded
     shipped = fercore("ship", "--checkpoint", "b", "--data", "tree", "--out", "out/model.pt", cwd=tmp_path)
     assert shipped.returncode == 0, shipped.stderr
     assert torch.load(tmp_path / "out" / "model.pt", weights_only=True)["card"]["training"]["epochs"] == 2
@@ -258,8 +261,8 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path, tiny_checkpoint: Path,
     ({"arch": "resnet"}, "unknown architecture 'resnet'"),
     ({"arch_args": {"depth": 3}}, "arch_args {'depth': 3} do not fit fernet: "),
     ({"arch_args": {"widths": [32, 64, 128, 256, 512]}}, "do not fit fernet: a and b must have same reduction dim"),
-    ({"arch_args": {"widths": [32.5, 64, 128, 256]}}, "do not fit fernet: widths must be positive whole numbers"),
-    ({"arch_args": {"widths": []}}, "arch_args {'widths': []} do not fit fernet: list index out of range"),
+    ({"arch_args": {"widths": [32.5, 64, 128, 256]}}, "do not fit fernet: widths must be a list of positive whole"),
+    ({"arch_args": {"widths": []}}, "arch_args {'widths': []} do not fit fernet: widths must be a list of positive"),
     ({"epochs": "10"}, "training option epochs must be of type int, not '10'"),
     ({"nesterov": 1}, "training option nesterov must be of type bool"),
     ({"classes": ["sad"]}, "at least two different emotions"),

@@ -95,6 +95,6 @@ def test_a_runs_log_is_parsed_once_per_change(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(Path, "read_text", lambda path, *args, **kwargs: reads.append(path.name)
                         or read_text(path, *args, **kwargs))
     assert run.summary()["best_val_acc"] == 0.5 and len(run.history()) == 1
-    assert "metrics.jsonl" not in reads  # served parsed
+    assert "metrics.jsonl" not in reads  # its epochs served parsed
     run.log({"type": "epoch", "epoch": 2, "val_acc": 0.75})
     assert [e["epoch"] for e in run.epochs()] == [1, 2] and reads.count("metrics.jsonl") == 1

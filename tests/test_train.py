@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -356,6 +357,14 @@ def test_init_from_a_checkpoint_starts_from_its_weights(tiny_checkpoint: Path, t
     with pytest.raises(UserError, match=f"--init {tiny_checkpoint} learned these faces with another validation "
                                         "carve: it has seen this run's validation faces"):
         run_training(_cfg(data="synthetic:2100", val_fraction=0.2, init_from=str(tiny_checkpoint)), tmp_path / "leaky")
+    rng = np.random.default_rng(0)  # data with its own validation rows: no carve, so any fraction will do
+    rows = [f"{label},{' '.join(map(str, rng.integers(0, 256, 2304)))},{usage}" for label in range(7)
+            for usage in ["Training"] * 8 + ["PublicTest"] * 2]
+    (tmp_path / "faces.csv").write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    run_training(_cfg(data=str(tmp_path / "faces.csv"), epochs=1), tmp_path / "csv")
+    warm = _cfg(data=str(tmp_path / "faces.csv"), epochs=1, val_fraction=0.2,
+                init_from=str(tmp_path / "csv" / "best.pt"))
+    assert run_training(warm, tmp_path / "csv-warm")["epochs"] == 1
 
 
 def test_measuring_a_step_restores_the_thread_count() -> None:

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fercore.app.launcher import LAUNCH_CONFIG, launching
 from fercore.app.settings import data_dir
 from fercore.atomic import atomic_write_bytes
 from fercore.errors import UserError
 from fercore.paths import runs_dir
-from fercore.runs import list_runs
+from fercore.runs import CONFIG, RunDir
 
 if TYPE_CHECKING:
     from fercore.augment import AugmentConfig
@@ -46,10 +48,23 @@ def delete_upload(path: Path) -> None:
     """Remove a stored upload; refused for anything else, and while a run trains on it."""
     if path not in stored_uploads():
         raise UserError(f"{path.name} is not a stored upload")
-    busy = [run.name for run in list_runs(runs_dir()) if run.is_active() and run.config().get("data") == str(path)]
+    busy = [run.name for run in _runs_reading(path) if run.is_active() or launching(run)]
     if busy:
         raise UserError(f"{path.name} is being trained on by {', '.join(busy)}: stop the run first")
     path.unlink(missing_ok=True)
+
+
+def _runs_reading(path: Path) -> list[RunDir]:
+    """The runs whose recipe (config.json, or the app's launch.json before it) reads the data file at path."""
+    def reads(recipe: Path) -> bool:
+        try:
+            data = json.loads(recipe.read_text()).get("data")
+        except (OSError, ValueError, AttributeError):
+            return False
+        return isinstance(data, str) and Path(data).expanduser().resolve() == path.resolve()
+    root = runs_dir()
+    folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    return [RunDir(p) for p in folders if any(reads(p / name) for name in (CONFIG, LAUNCH_CONFIG))]
 
 
 def class_samples(faces: FaceSet, per_class: int = 4, seed: int = 0) -> tuple[np.ndarray, list[str]]:

@@ -6,19 +6,21 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fercore.atomic import atomic_write_json
 from fercore.errors import UserError
 from fercore.paths import PROJECT_ROOT, runs_dir
-from fercore.runs import CONFIG, LAST, RunDir, list_runs
+from fercore.runs import LAST, STATUS, RunDir, list_runs
 
 if TYPE_CHECKING:
     from fercore.config import TrainConfig
 
 LAUNCH_CONFIG = "launch.json"  # the recipe the app asked for; the run's own config.json follows it
 TRAIN_LOG = "train.log"  # the training process's stdout and stderr
+LAUNCH_GRACE_S = 60  # how long a launched process may take to write its first status
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 
 
@@ -49,10 +51,22 @@ def new_run_dir(name: str) -> Path:
 
 
 def _restartable(run: RunDir) -> bool:
-    """A run directory a new run may take: one that ended before saving anything (a launch whose process died,
-    a run stopped while starting), as `fercore train` would take it."""
-    launched = run.file(LAUNCH_CONFIG).is_file() or run.file(CONFIG).is_file()
-    return run.path.is_dir() and launched and run.reusable()
+    """A run directory a new run may take, as `fercore train` would: a run that failed or was interrupted before
+    saving anything, or a launch whose process ended without a word (no status LAUNCH_GRACE_S after it)."""
+    if not run.path.is_dir() or not run.reusable():
+        return False
+    state = run.status().get("state")
+    return state in ("failed", "interrupted") or (
+        state is None and run.file(LAUNCH_CONFIG).is_file() and not launching(run))
+
+
+def launching(run: RunDir) -> bool:
+    """Whether the app launched run's process moments ago and it has not written its status yet."""
+    try:
+        launched = run.file(LAUNCH_CONFIG).stat().st_mtime
+    except OSError:
+        return False
+    return not run.status_raw() and time.time() - launched <= LAUNCH_GRACE_S
 
 
 _children: list[subprocess.Popen] = []  # launched processes, kept so that finished ones are reaped
@@ -77,6 +91,8 @@ def start_training(cfg: TrainConfig, name: str) -> RunDir:
     cfg.validate()
     run = RunDir(new_run_dir(name))
     run.path.mkdir(parents=True, exist_ok=True)
+    for left in (TRAIN_LOG, STATUS):  # of an attempt that saved nothing: its error must not pass for this one's
+        run.file(left).unlink(missing_ok=True)
     atomic_write_json(run.file(LAUNCH_CONFIG), cfg.to_dict())
     _launch(["train", "--config", str(run.file(LAUNCH_CONFIG)), "--run-dir", str(run.path),
              "--threads", str(training_threads())], run)
