@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fercore import hardware, models
+from fercore import hardware, leakage, models
 from fercore.atomic import atomic_write_bytes, atomic_write_jsonl
 from fercore.checkpoint import LoadedModel, model_from_checkpoint, read_checkpoint, save_checkpoint, with_calibration
 from fercore.config import matching_preset
@@ -168,7 +168,9 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
         "classes": ", ".join(card["classes"]),
         "data": (f"`{shown(recipe['data'])}`, {data['train']:,} train / {data['val']:,} validation faces (stratified, "
                  f"seed {data['val_split']['seed']}, {data['val_split']['fraction']:.0%}); "
-                 f"fingerprint `{card['data_fingerprint']}`"),
+                 f"fingerprint `{card['data_fingerprint']}`"
+                 + (f"; {seen:,} of the validation faces are, pixel for pixel, also training faces (the data "
+                    "repeats them)" if (seen := v.get("seen_in_training")) else "")),
         "validation accuracy": (f"**{v['accuracy']:.2%}** with TTA{tta_default} (face, 10% zoom, both mirrored), "
                                 f"{plain['accuracy']:.2%} without"
                                 + (f"; {as_float['accuracy']:.2%} with TTA in {inf['float_dtype']}"
@@ -225,7 +227,10 @@ def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None) ->
     run = RunDir(run_dir) if run_dir else RunDir(Path(checkpoint).parent)
     source = load_data(data)
     raw = read_checkpoint(checkpoint)
-    raw = with_calibration(raw, _faces(raw, source, "train").images, raw["config"]["seed"])
+    train_faces = _faces(raw, source, "train").images
+    raw = with_calibration(raw, train_faces, raw["config"]["seed"])
+    if leakage.DIGESTS not in raw:  # a checkpoint from before they were kept
+        raw[leakage.DIGESTS] = leakage.stored_form(leakage.digests(train_faces))
     epochs = run.history()
     card = build_card(raw, source, run, Path(checkpoint).name, epochs)
     save_checkpoint(out, {**raw, "card": card})

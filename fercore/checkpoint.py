@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fercore import hardware, models, quantize
+from fercore import hardware, leakage, models, quantize
 from fercore.atomic import atomic_write
 from fercore.errors import UserError
 from fercore.inference import Progress, predict_proba
@@ -41,6 +41,7 @@ class LoadedModel:
     info: dict[str, Any]  # the checkpoint without weights and training state: the model card
     runner: nn.Module  # what inference runs: the int8 version of model, or model itself
     dtype: str  # what inference runs at: int8, bfloat16, float16 or float32
+    learned: np.ndarray | None = None  # digests of the faces it trained on (fercore.leakage), if kept
 
     def proba(self, faces: np.ndarray | torch.Tensor, tta: bool | None = None,
               on_progress: Progress | None = None) -> np.ndarray:
@@ -122,8 +123,9 @@ def _missing_fields(data: dict[str, Any]) -> str:
 
 
 def model_card(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint without weights or training state."""
-    return {k: v for k, v in checkpoint.items() if k not in ("state_dict", "train_state", CALIBRATION)}
+    """The checkpoint without weights, training state or the digests of its training faces."""
+    return {k: v for k, v in checkpoint.items()
+            if k not in ("state_dict", "train_state", CALIBRATION, leakage.DIGESTS)}
 
 
 def _runner(model: nn.Module, data: dict[str, Any], device: torch.device, precision: str,
@@ -175,7 +177,7 @@ def model_from_checkpoint(data: dict[str, Any], name: str, device: str | torch.d
     runner, dtype = _runner(model, data, device, precision, name)
     pre = data["preprocessing"]
     return LoadedModel(model, tuple(data["classes"]), pre["mean"], pre["std"], pre["size"],
-                       bool(data.get("tta", True)), model_card(data), runner, dtype)
+                       bool(data.get("tta", True)), model_card(data), runner, dtype, leakage.learned_digests(data))
 
 
 def with_calibration(data: dict[str, Any], train_faces: np.ndarray, seed: int = 0) -> dict[str, Any]:

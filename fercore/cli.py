@@ -157,7 +157,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     _use_threads(args.threads)
     report = evaluate(args.checkpoint, args.data, args.split, args.tta, args.precision, args.device)
-    for note in (report.data_note, report.absent_note()):
+    for note in (report.data_note, report.absent_note(), report.seen_note()):
         if note:
             print(f"data: {note}", file=sys.stderr)
     if args.json:
@@ -302,9 +302,11 @@ def build_parser() -> _Parser:
     train.add_argument("--val-fraction", type=float)
     train.add_argument("--no-augment", action="store_true")
     train.add_argument("--init", metavar="CHECKPOINT",
-                       help="start from a checkpoint's weights (same architecture and classes), fresh schedule")
+                       help="start from a checkpoint's weights (same architecture and classes, not trained on "
+                            "this run's validation faces), fresh schedule")
     train.add_argument("--teachers", nargs="+", metavar="CHECKPOINT",
-                       help="distil: their averaged predictions become soft targets (same data and split)")
+                       help="distil: their averaged predictions become soft targets (same classes; none may have "
+                            "learned this run's validation faces)")
     train.add_argument("--distill", type=float, metavar="WEIGHT",
                        help="weight of the teachers' soft targets in the loss, in (0, 1]")
     train.add_argument("--swa-epochs", type=int, metavar="N",

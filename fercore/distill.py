@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -11,22 +10,21 @@ from torch import nn
 
 from fercore.checkpoint import load_model
 from fercore.errors import UserError
+from fercore.leakage import Holdout
 
 
 def teacher_probabilities(paths: Sequence[str | Path], faces: np.ndarray, classes: Sequence[str],
-                          fingerprint: str, val_split: dict[str, Any], device: torch.device) -> torch.Tensor:
+                          holdout: Holdout, device: torch.device) -> torch.Tensor:
     """The teachers' class probabilities [N,C] for the faces, averaged, each with its own default TTA.
 
-    Each teacher must have the run's classes and have been trained on the same data with the same validation
-    carve: a teacher that had learned the run's validation faces would leak their labels into training."""
+    Each teacher must have the run's classes and must not have learned the run's validation faces (holdout):
+    it would leak their labels into training."""
     teachers = [(path, load_model(path, device)) for path in paths]  # all checked before any runs
     for path, teacher in teachers:
         if tuple(teacher.classes) != tuple(classes):
             raise UserError(f"teacher {path} predicts {', '.join(teacher.classes)}; the run needs "
                             f"{', '.join(classes)}")
-        if teacher.info.get("data_fingerprint") != fingerprint or teacher.info.get("val_split") != val_split:
-            raise UserError(f"teacher {path} was not trained on this data with this validation split: its "
-                            "predictions could carry the validation labels into training")
+        holdout.check(f"teacher {path}", teacher.info, teacher.learned, strict=True)
     total = torch.zeros(len(faces), len(classes))
     for _, teacher in teachers:
         total += torch.as_tensor(teacher.proba(faces))

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from fercore import leakage
 from fercore.checkpoint import LoadedModel, load_model
 from fercore.data import FaceData, FaceSet, load_data
 from fercore.inference import Progress
@@ -26,6 +27,7 @@ class EvalReport:
     split: str = ""
     data: str = ""
     data_note: str = ""  # what the reader skipped in the data (LoadReport.summary), or nothing
+    seen_in_training: int | None = None  # faces here that are, pixel for pixel, the model's training faces
 
     @property
     def predictions(self) -> np.ndarray:
@@ -44,6 +46,14 @@ class EvalReport:
         counts = np.bincount(self.labels, minlength=len(self.classes))
         absent = ", ".join(c for c, n in zip(self.classes, counts) if not n)
         return f"no {absent} faces here: macro F1 averages the classes present or predicted" if absent else ""
+
+    def seen_note(self) -> str:
+        """What to know when the model trained on some of these very faces ('' when none, or unknown)."""
+        if not self.seen_in_training:
+            return ""
+        share = self.seen_in_training / len(self.labels)
+        return (f"{self.seen_in_training:,} of these {len(self.labels):,} faces ({share:.1%}) are, pixel for pixel, "
+                "faces the model trained on: accuracy here overstates it")
 
     def per_class(self) -> dict[str, dict[str, float]]:
         scores = per_class_scores(self.confusion())
@@ -67,7 +77,7 @@ class EvalReport:
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": int(len(self.labels)),
                 "classes": list(self.classes), "per_class": self.per_class(),
                 "confusion": self.confusion().tolist(), "tta": self.tta, "dtype": self.dtype,
-                "split": self.split, "data": self.data}
+                "split": self.split, "data": self.data, "seen_in_training": self.seen_in_training}
 
 
 def own_split(checkpoint: dict[str, Any], source: FaceData, split: str) -> FaceSet:
@@ -81,7 +91,8 @@ def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None,
     """Evaluate a loaded model on faces labelled with the model's own classes."""
     use_tta = loaded.tta if tta is None else tta
     probs = loaded.proba(faces.images, use_tta, on_progress)
-    return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta, loaded.dtype)
+    seen = leakage.count_learned(loaded.learned, leakage.digests(faces.images))
+    return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta, loaded.dtype, seen_in_training=seen)
 
 
 def evaluate(checkpoint: str | Path, data: str | Path | FaceData, split: str = "test", tta: bool | None = None,

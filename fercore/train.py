@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fercore import hardware, models
+from fercore import hardware, leakage, models
 from fercore.atomic import atomic_write
 from fercore.augment import augment_batch
 from fercore.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint, with_calibration
@@ -237,9 +237,12 @@ class Trainer:
         if note := data.raw.report.summary():  # what the reader skipped, for the user to see (not logged)
             self._report({"type": "data", "note": note}, log=False)
         self.fingerprint = data.fingerprint
-        self.carved = "val" not in data.splits_present()  # the validation faces are cut from train by the carve
         self.train_set = data.split("train", self.classes, cfg.val_fraction, cfg.split_seed)
         self.val_set = data.split("val", self.classes, cfg.val_fraction, cfg.split_seed)
+        train_digests = leakage.digests(self.train_set.images)
+        self.learned = leakage.stored_form(train_digests)  # kept in every checkpoint the run saves
+        self.holdout = leakage.Holdout(self.val_set.images, train_digests, data.fingerprint, cfg.val_split(),
+                                       carved="val" not in data.splits_present())
         self.mean, self.std = _pixel_mean_std(self.train_set.images)
         self.images = torch.from_numpy(self.train_set.images).to(self.device)
         self.labels = torch.from_numpy(self.train_set.labels).to(self.device)
@@ -273,7 +276,7 @@ class Trainer:
         extra: dict[str, Any] = {
             "metrics": metrics, "data_fingerprint": self.fingerprint, "data_source": self.cfg.data,
             "config": self.cfg.to_dict(), "parameters": models.parameter_count(model),
-            "val_split": self.cfg.val_split(),
+            "val_split": self.cfg.val_split(), leakage.DIGESTS: self.learned,
             "trained_on": {"device": str(self.device), "processor": hardware.device_name(self.device),
                            "threads": self.threads,
                            "amp": str(self.amp).replace("torch.", "") if self.amp else "float32"},
@@ -304,13 +307,7 @@ class Trainer:
             raise UserError(f"--init {path} is {_describe(data['arch'], data.get('arch_args', {}), data['classes'])}; "
                             f"this run is {_describe(self.cfg.arch, self.cfg.arch_args, self.classes)}: they must "
                             "match")
-        if (self.carved and data.get("data_fingerprint") == self.fingerprint
-                and data.get("val_split") != self.cfg.val_split()):
-            carve = data.get("val_split") or {}
-            raise UserError(f"--init {path} learned these faces with another validation carve: it has seen this "
-                            "run's validation faces, whose accuracy would then mean nothing; train with its carve "
-                            f"(--val-fraction {carve.get('fraction')}, and split_seed {carve.get('seed')} in "
-                            "--config)")
+        self.holdout.check(f"--init {path}", data, leakage.learned_digests(data), strict=False)
         self.model.load_state_dict(data["state_dict"])
         self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
 
@@ -324,8 +321,8 @@ class Trainer:
             kept = torch.load(path, map_location="cpu", weights_only=True)
             if tuple(kept.shape) == expected:
                 return kept
-        targets = teacher_probabilities(self.cfg.teachers, self.train_set.images, self.classes, self.fingerprint,
-                                        self.cfg.val_split(), self.device)
+        targets = teacher_probabilities(self.cfg.teachers, self.train_set.images, self.classes, self.holdout,
+                                        self.device)
         atomic_write(path, lambda handle: torch.save(targets, handle))
         return targets
 

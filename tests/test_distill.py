@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from fercore import leakage
 from fercore import train as train_module
 from fercore.checkpoint import load_model
 from fercore.config import TrainConfig
@@ -15,11 +16,19 @@ from fercore.data import load_data
 from fercore.distill import DistillationLoss, teacher_probabilities
 from fercore.errors import UserError
 from fercore.labels import EMOTIONS
+from fercore.leakage import Holdout
 from fercore.runs import RunDir
 from fercore.train import resume_training, run_training
 
-SPLIT = {"fraction": 0.1, "seed": 0}
 CPU = torch.device("cpu")
+
+
+def _holdout(source: str, fraction: float = 0.1) -> Holdout:
+    """The validation faces of a run on source with the given carve (seed 0)."""
+    data = load_data(source)
+    train, val = (data.split(name, EMOTIONS, fraction, 0) for name in ("train", "val"))
+    return Holdout(val.images, leakage.digests(train.images), data.fingerprint, {"fraction": fraction, "seed": 0},
+                   carved=True)
 
 
 def test_teacher_probabilities_average_the_teachers(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,7 +39,7 @@ def test_teacher_probabilities_average_the_teachers(tiny_checkpoint: Path, monke
     uniform = torch.full_like(alone, 1 / len(EMOTIONS))
     teachers = {"trained.pt": trained, "knows-nothing.pt": _Uniform(trained)}
     monkeypatch.setattr("fercore.distill.load_model", lambda path, _device: teachers[path])
-    averaged = teacher_probabilities(list(teachers), faces, EMOTIONS, data.fingerprint, SPLIT, CPU)
+    averaged = teacher_probabilities(list(teachers), faces, EMOTIONS, _holdout("synthetic:2100"), CPU)
     assert torch.allclose(averaged, (alone + uniform) / 2, atol=1e-5)
     assert torch.allclose(averaged.sum(1), torch.ones(len(faces)), atol=1e-5)
 
@@ -39,23 +48,28 @@ class _Uniform:
     """A loaded model's stand-in that predicts every class equally."""
 
     def __init__(self, loaded: object):
-        self.classes, self.info = loaded.classes, loaded.info
+        self.classes, self.info, self.learned = loaded.classes, loaded.info, loaded.learned
 
     def proba(self, faces: np.ndarray) -> np.ndarray:
         return np.full((len(faces), len(self.classes)), 1 / len(self.classes), dtype=np.float32)
 
 
-def test_a_teacher_from_another_split_or_data_or_classes_is_refused(tiny_checkpoint: Path) -> None:
-    data = load_data("synthetic:2100")
-    faces = data.split("train", EMOTIONS, 0.1, 0).images[:8]
-    with pytest.raises(UserError, match=f"teacher {tiny_checkpoint} was not trained on .* validation split"):
-        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS, data.fingerprint, {"fraction": 0.2, "seed": 0},
-                              CPU)
-    with pytest.raises(UserError, match="validation split"):
-        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS, load_data("synthetic:700").fingerprint, SPLIT,
-                              CPU)
+def test_a_teacher_that_learned_the_validation_faces_or_other_classes_is_refused(tiny_checkpoint: Path) -> None:
+    faces = load_data("synthetic:2100").split("train", EMOTIONS, 0.1, 0).images[:8]
+    with pytest.raises(UserError, match=f"teacher {tiny_checkpoint} learned [0-9,]+ of this run's [0-9,]+ validation "
+                                        "faces"):
+        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS, _holdout("synthetic:2100", 0.2), CPU)
     with pytest.raises(UserError, match="predicts"):
-        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS[:3], data.fingerprint, SPLIT, CPU)
+        teacher_probabilities([tiny_checkpoint], faces, EMOTIONS[:3], _holdout("synthetic:2100"), CPU)
+
+
+def test_a_teacher_trained_on_other_faces_teaches(tiny_checkpoint: Path) -> None:
+    """Its digests show it never saw this run's validation faces, though its data differs (it was refused
+    before the digests: with a fingerprint alone, other data might hold the same faces)."""
+    other = _holdout("synthetic:700")
+    assert leakage.count_learned(load_model(tiny_checkpoint).learned, other.open) == 0
+    faces = load_data("synthetic:700").split("train", EMOTIONS, 0.1, 0).images[:8]
+    assert teacher_probabilities([tiny_checkpoint], faces, EMOTIONS, other, CPU).shape == (8, len(EMOTIONS))
 
 
 def test_distillation_loss_mixes_label_and_teacher_cross_entropy() -> None:

@@ -50,7 +50,9 @@ def warm_start_choices(classes: tuple[str, ...], read: Callable[[Path], dict[str
 
 def teacher_choices(classes: tuple[str, ...], fingerprint: str, val_split: dict[str, Any],
                     read: Callable[[Path], dict[str, Any]]) -> list[CheckpointChoice]:
-    """The checkpoints a new run can distil from (--teachers): same classes, same data, same validation carve."""
+    """The checkpoints the Train page offers as teachers: same classes, same data, same validation carve (the
+    engine would also take a model of other data that never saw the validation faces; the menu keeps to the
+    models sure to pass)."""
     return [choice for choice, card in warm_start_choices(classes, read)
             if card.get("data_fingerprint") == fingerprint and card.get("val_split") == val_split]
 

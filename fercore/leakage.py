@@ -1,0 +1,79 @@
+"""Which faces a model has learned: 64-bit digests of its training faces, kept in its checkpoint, so that a run
+or an evaluation can tell when its validation or test faces are among them, whatever the file format, carve or
+copy they came from. FER2013 itself repeats faces: 7.3% of the default validation carve of its train split are,
+pixel for pixel, also training faces."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from fercore.errors import UserError
+
+DIGESTS = "train_face_digests"  # checkpoint key: the sorted, unique digests of the faces the model trained on
+TOLERANCE = 0.005  # the share of a run's validation faces a model it learns from may have learned (0.5 points)
+
+
+def digests(images: np.ndarray) -> np.ndarray:
+    """One int64 digest (BLAKE2b, 8 bytes) per uint8 face [N,H,W]: equal pixels, equal digest."""
+    rows = np.ascontiguousarray(images).reshape(len(images), -1)
+    return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little", signed=True)
+                     for row in rows], dtype=np.int64)
+
+
+def stored_form(train_digests: np.ndarray) -> torch.Tensor:
+    """What a checkpoint keeps under DIGESTS: sorted and unique (8 bytes a face, 207 KB for FER2013)."""
+    return torch.from_numpy(np.unique(train_digests))
+
+
+def learned_digests(checkpoint: Mapping[str, Any]) -> np.ndarray | None:
+    """The digests a checkpoint keeps, or None for checkpoints saved before they were."""
+    kept = checkpoint.get(DIGESTS)
+    return kept.numpy() if isinstance(kept, torch.Tensor) else None
+
+
+def count_learned(learned: np.ndarray | None, faces: np.ndarray) -> int | None:
+    """How many of the faces (per-face digests) are among the learned digests; None when those are unknown."""
+    return None if learned is None else int(np.isin(faces, learned).sum())
+
+
+class Holdout:
+    """A run's validation faces, to check the models it starts from or learns from against.
+
+    Only the validation faces the run's own training faces do not repeat can leak: a model that learned the
+    others knows nothing about them the run will not learn itself."""
+
+    def __init__(self, val_images: np.ndarray, train_digests: np.ndarray, fingerprint: str,
+                 val_split: dict[str, Any], carved: bool):
+        """carved: the validation faces are cut from train by val_split (not a split of the data's own)."""
+        val = digests(val_images)
+        self.count = len(val)
+        self.open = val[~np.isin(val, train_digests)]
+        self.fingerprint, self.val_split, self.carved = fingerprint, val_split, carved
+
+    def check(self, what: str, card: Mapping[str, Any], learned: np.ndarray | None, strict: bool) -> None:
+        """Raise UserError if the model called `what` learned this run's validation faces.
+
+        With its digests the check is exact. Checkpoints without them are judged by their data fingerprint and
+        carve: the same data carved otherwise is refused; strict also refuses other data, which may hold
+        these faces under another format."""
+        if learned is not None:
+            leaked = count_learned(learned, self.open) or 0
+            if leaked > TOLERANCE * self.count:
+                raise UserError(f"{what} learned {leaked:,} of this run's {self.count:,} validation faces: their "
+                                "accuracy would then mean nothing; use a model trained with this run's data and "
+                                "validation split")
+            return
+        same_fingerprint = card.get("data_fingerprint") == self.fingerprint
+        if same_fingerprint and card.get("val_split") != self.val_split and self.carved:
+            carve = card.get("val_split") or {}
+            raise UserError(f"{what} learned these faces with another validation carve: it has seen this run's "
+                            "validation faces, whose accuracy would then mean nothing; train with its carve "
+                            f"(--val-fraction {carve.get('fraction')}, and split_seed {carve.get('seed')} in "
+                            "--config)")
+        if strict and not same_fingerprint:
+            raise UserError(f"{what} was not trained on this data with this validation split: its predictions "
+                            "could carry the validation labels into training")

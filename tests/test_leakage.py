@@ -1,0 +1,117 @@
+"""Which faces a model learned: digests in its checkpoint, the checks they make exact, and evaluation notes."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fercore import leakage
+from fercore.augment import AugmentConfig
+from fercore.card import ship
+from fercore.checkpoint import load_model, read_checkpoint, save_checkpoint
+from fercore.config import TrainConfig
+from fercore.errors import UserError
+from fercore.evaluate import evaluate
+from fercore.leakage import Holdout
+from fercore.train import run_training
+from tests.conftest import write_image_tree
+
+RNG = np.random.default_rng(0)
+FACES = RNG.integers(0, 256, (12, 48, 48), dtype=np.uint8)
+CARVE = {"fraction": 0.1, "seed": 0}
+
+
+def _cfg(data: Path | str, **overrides: object) -> TrainConfig:
+    return TrainConfig(**{"data": str(data), "arch": "basic", "epochs": 1, "batch_size": 16, "threads": 1,
+                          "amp": "off", "augment": AugmentConfig.off(), **overrides})
+
+
+def test_equal_pixels_give_equal_digests_and_one_changed_pixel_another() -> None:
+    changed = FACES[:2].copy()
+    changed[1, 20, 30] ^= 1
+    digests = leakage.digests(np.concatenate([FACES[:2], changed]))
+    assert digests.dtype == np.int64 and len(set(digests.tolist())) == 3
+    assert digests[0] == digests[2] and digests[1] != digests[3]
+    stored = leakage.stored_form(np.concatenate([digests, digests]))
+    assert stored.tolist() == sorted(set(digests.tolist()))
+    assert leakage.learned_digests({leakage.DIGESTS: stored}).tolist() == stored.tolist()
+    assert leakage.learned_digests({}) is None and leakage.count_learned(None, digests) is None
+
+
+def test_a_holdout_counts_only_the_validation_faces_its_own_training_lacks() -> None:
+    """FER2013's train split repeats faces: a model that learned a validation face the run also trains on
+    knows nothing the run will not."""
+    val, own_train = FACES[:4], np.concatenate([FACES[3:4], FACES[8:]])  # val face 3 is also a training face
+    holdout = Holdout(val, leakage.digests(own_train), "fp", CARVE, carved=True)
+    assert holdout.count == 4 and len(holdout.open) == 3
+    holdout.check("model", {}, np.unique(leakage.digests(FACES[3:])), strict=True)  # of val, only the repeat
+    with pytest.raises(UserError, match="model learned 1 of this run's 4 validation faces"):
+        holdout.check("model", {}, np.unique(leakage.digests(FACES[2:])), strict=True)
+    big = Holdout(RNG.integers(0, 256, (400, 48, 48), dtype=np.uint8), leakage.digests(FACES), "fp", CARVE, True)
+    one_leaked = np.unique(big.open[:2])  # 2 of 400 = the 0.5% tolerated; 3 are refused
+    big.check("model", {}, one_leaked, strict=True)
+    with pytest.raises(UserError, match="learned 3 of this run's 400"):
+        big.check("model", {}, np.unique(big.open[:3]), strict=True)
+
+
+def test_checkpoints_without_digests_are_judged_by_fingerprint_and_carve() -> None:
+    carved = Holdout(FACES[:2], leakage.digests(FACES[2:]), "fp", CARVE, carved=True)
+    same = {"data_fingerprint": "fp", "val_split": CARVE}
+    carved.check("old", same, None, strict=True)
+    with pytest.raises(UserError, match="old learned these faces with another validation carve.*--val-fraction 0.2"):
+        carved.check("old", {**same, "val_split": {"fraction": 0.2, "seed": 0}}, None, strict=False)
+    other_data = {"data_fingerprint": "other", "val_split": CARVE}
+    carved.check("old", other_data, None, strict=False)  # --init from other data: allowed
+    with pytest.raises(UserError, match="old was not trained on this data"):
+        carved.check("old", other_data, None, strict=True)  # a teacher: it may hold these faces in another format
+    own_val = Holdout(FACES[:2], leakage.digests(FACES[2:]), "fp", CARVE, carved=False)
+    own_val.check("old", {**same, "val_split": {"fraction": 0.2, "seed": 0}}, None, strict=True)  # no carve in use
+
+
+def test_init_from_a_model_of_fewer_faces_is_refused_once_new_faces_reshuffle_the_carve(tmp_path: Path) -> None:
+    """Faces added to the folder change its fingerprint and its validation carve: the fingerprint check let the
+    model that had learned some of the new validation faces through; the digests catch it."""
+    first = write_image_tree(tmp_path / "faces", per_class=10, splits=("train",))
+    run_training(_cfg(first), tmp_path / "first")
+    more = shutil.copytree(first, tmp_path / "more")
+    extra = write_image_tree(tmp_path / "extra", per_class=10, splits=("train",), seed=5)
+    for i, path in enumerate(sorted(extra.rglob("*.jpg"))):
+        shutil.copy(path, more / path.relative_to(extra).parent / f"extra-{i}.jpg")
+    with pytest.raises(UserError, match=f"--init {tmp_path / 'first' / 'best.pt'} learned [0-9]+ of this run's 14 "
+                                        "validation faces"):
+        run_training(_cfg(more, init_from=str(tmp_path / "first" / "best.pt")), tmp_path / "second")
+    assert not (tmp_path / "second" / "last.pt").exists()
+
+
+def test_every_checkpoint_of_a_run_keeps_its_training_faces(tiny_checkpoint: Path) -> None:
+    from fercore.data import load_data
+
+    train = load_data("synthetic:2100").split("train", seed=0).images
+    kept = leakage.learned_digests(read_checkpoint(tiny_checkpoint))
+    assert kept is not None and kept.tolist() == np.unique(leakage.digests(train)).tolist()
+    assert leakage.DIGESTS not in load_model(tiny_checkpoint).info  # the card stays small
+    assert leakage.DIGESTS in read_checkpoint(tiny_checkpoint.parent / "last.pt")
+
+
+def test_evaluation_says_how_many_faces_the_model_trained_on(tiny_checkpoint: Path) -> None:
+    on_train = evaluate(tiny_checkpoint, "synthetic:2100", "train", tta=False)
+    assert on_train.seen_in_training == len(on_train.labels) > 0
+    assert on_train.seen_note().startswith(f"{len(on_train.labels):,} of these {len(on_train.labels):,} faces "
+                                           "(100.0%) are, pixel for pixel, faces the model trained on")
+    assert on_train.to_json()["seen_in_training"] == len(on_train.labels)
+    on_test = evaluate(tiny_checkpoint, "synthetic:2100", "test", tta=False)
+    assert on_test.seen_in_training == 0 and on_test.seen_note() == ""
+
+
+def test_shipping_an_older_checkpoint_adds_its_digests(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    older = read_checkpoint(tiny_checkpoint)
+    del older[leakage.DIGESTS]
+    save_checkpoint(tmp_path / "older.pt", older)
+    assert load_model(tmp_path / "older.pt").learned is None
+    ship(tmp_path / "older.pt", "synthetic:2100", tmp_path / "shipped" / "model.pt")
+    shipped = read_checkpoint(tmp_path / "shipped" / "model.pt")
+    assert torch.equal(shipped[leakage.DIGESTS], read_checkpoint(tiny_checkpoint)[leakage.DIGESTS])
+
