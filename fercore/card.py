@@ -170,7 +170,8 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
                  f"seed {data['val_split']['seed']}, {data['val_split']['fraction']:.0%}); "
                  f"fingerprint `{card['data_fingerprint']}`"
                  + (f"; {seen:,} of the validation faces are, pixel for pixel, also training faces (the data "
-                    "repeats them)" if (seen := v.get("seen_in_training")) else "")),
+                    f"repeats them): {v['accuracy_unseen']:.2%} with TTA on the others"
+                    if (seen := v.get("seen_in_training")) and v.get("accuracy_unseen") is not None else "")),
         "validation accuracy": (f"**{v['accuracy']:.2%}** with TTA{tta_default} (face, 10% zoom, both mirrored), "
                                 f"{plain['accuracy']:.2%} without"
                                 + (f"; {as_float['accuracy']:.2%} with TTA in {inf['float_dtype']}"

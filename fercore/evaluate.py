@@ -27,7 +27,7 @@ class EvalReport:
     split: str = ""
     data: str = ""
     data_note: str = ""  # what the reader skipped in the data (LoadReport.summary), or nothing
-    seen_in_training: int | None = None  # faces here that are, pixel for pixel, the model's training faces
+    seen: np.ndarray | None = None  # per face: pixel for pixel one the model trained on (None: not known)
 
     @property
     def predictions(self) -> np.ndarray:
@@ -47,13 +47,27 @@ class EvalReport:
         absent = ", ".join(c for c, n in zip(self.classes, counts) if not n)
         return f"no {absent} faces here: macro F1 averages the classes present or predicted" if absent else ""
 
+    @property
+    def seen_in_training(self) -> int | None:
+        """How many of these faces are, pixel for pixel, faces the model trained on (None: not known)."""
+        return None if self.seen is None else int(self.seen.sum())
+
+    @property
+    def unseen_accuracy(self) -> float | None:
+        """Accuracy on the faces the model did not train on (None: not known, or no such faces)."""
+        if self.seen is None or self.seen.all():
+            return None
+        return float(np.mean(self.predictions[~self.seen] == self.labels[~self.seen]))
+
     def seen_note(self) -> str:
         """What to know when the model trained on some of these very faces ('' when none, or unknown)."""
         if not self.seen_in_training:
             return ""
-        share = self.seen_in_training / len(self.labels)
-        return (f"{self.seen_in_training:,} of these {len(self.labels):,} faces ({share:.1%}) are, pixel for pixel, "
-                "faces the model trained on: accuracy here overstates it")
+        seen, n = self.seen_in_training, len(self.labels)
+        rest = self.unseen_accuracy
+        return (f"{seen:,} of these {n:,} faces ({seen / n:.1%}) are, pixel for pixel, faces the model trained on: "
+                + ("accuracy here overstates it" if rest is None else
+                   f"its accuracy on the other {n - seen:,} is {rest:.1%}"))
 
     def per_class(self) -> dict[str, dict[str, float]]:
         scores = per_class_scores(self.confusion())
@@ -77,7 +91,8 @@ class EvalReport:
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": int(len(self.labels)),
                 "classes": list(self.classes), "per_class": self.per_class(),
                 "confusion": self.confusion().tolist(), "tta": self.tta, "dtype": self.dtype,
-                "split": self.split, "data": self.data, "seen_in_training": self.seen_in_training}
+                "split": self.split, "data": self.data, "seen_in_training": self.seen_in_training,
+                "accuracy_unseen": self.unseen_accuracy}
 
 
 def own_split(checkpoint: dict[str, Any], source: FaceData, split: str) -> FaceSet:
@@ -91,8 +106,8 @@ def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None,
     """Evaluate a loaded model on faces labelled with the model's own classes."""
     use_tta = loaded.tta if tta is None else tta
     probs = loaded.proba(faces.images, use_tta, on_progress)
-    seen = leakage.count_learned(loaded.learned, leakage.digests(faces.images))
-    return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta, loaded.dtype, seen_in_training=seen)
+    seen = None if loaded.learned is None else np.isin(leakage.digests(faces.images), loaded.learned)
+    return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta, loaded.dtype, seen=seen)
 
 
 def evaluate(checkpoint: str | Path, data: str | Path | FaceData, split: str = "test", tta: bool | None = None,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fercore.card import ship
+from fercore.card import card_markdown, ship
 from fercore.checkpoint import read_checkpoint
 from fercore.cli import main
 from fercore.errors import UserError
@@ -27,6 +27,10 @@ def test_ship_writes_checkpoint_card_and_metrics(tiny_checkpoint: Path, tmp_path
     trained_on = torch.load(tiny_checkpoint, weights_only=True)["trained_on"]
     assert stored["training"]["hardware"].startswith(f"{trained_on['processor']}, 1 thread(s)")
     assert readme.startswith("# Model card: `fer2013.pt`") and "`synthetic:2100`, " in readme
+    assert "also training faces" not in readme  # the synthetic faces are all different
+    stored["validation"]["tta"] |= {"seen_in_training": 3, "accuracy_unseen": 0.5}  # as FER2013's repeats make it
+    assert ("; 3 of the validation faces are, pixel for pixel, also training faces (the data repeats them): "
+            "50.00% with TTA on the others") in card_markdown(stored, "fer2013.pt")
 
 
 def test_ship_names_the_card_after_the_file_and_never_overwrites_another_readme(tiny_checkpoint: Path,

@@ -99,11 +99,19 @@ def test_every_checkpoint_of_a_run_keeps_its_training_faces(tiny_checkpoint: Pat
 def test_evaluation_says_how_many_faces_the_model_trained_on(tiny_checkpoint: Path) -> None:
     on_train = evaluate(tiny_checkpoint, "synthetic:2100", "train", tta=False)
     assert on_train.seen_in_training == len(on_train.labels) > 0
-    assert on_train.seen_note().startswith(f"{len(on_train.labels):,} of these {len(on_train.labels):,} faces "
-                                           "(100.0%) are, pixel for pixel, faces the model trained on")
-    assert on_train.to_json()["seen_in_training"] == len(on_train.labels)
+    n = len(on_train.labels)
+    assert on_train.seen_note() == (f"{n:,} of these {n:,} faces (100.0%) are, pixel for pixel, faces the model "
+                                    "trained on: accuracy here overstates it")
+    assert on_train.to_json()["seen_in_training"] == n and on_train.to_json()["accuracy_unseen"] is None
     on_test = evaluate(tiny_checkpoint, "synthetic:2100", "test", tta=False)
     assert on_test.seen_in_training == 0 and on_test.seen_note() == ""
+    assert on_test.unseen_accuracy == on_test.accuracy == on_test.to_json()["accuracy_unseen"]
+    on_all = evaluate(tiny_checkpoint, "synthetic:2100", "all", tta=False)  # train, val and test faces
+    unseen = ~on_all.seen
+    assert on_all.seen_in_training == n and unseen.sum() == len(on_all.labels) - n > 0
+    expected = np.mean(on_all.predictions[unseen] == on_all.labels[unseen])
+    assert on_all.unseen_accuracy == pytest.approx(expected)
+    assert on_all.seen_note().endswith(f"its accuracy on the other {unseen.sum():,} is {expected:.1%}")
 
 
 def test_shipping_an_older_checkpoint_adds_its_digests(tiny_checkpoint: Path, tmp_path: Path) -> None:
