@@ -116,8 +116,17 @@ def _distilled(stages: list[dict[str, Any]]) -> str:
     if not teachers:
         return ""
     return (f" Distilled: part of its loss came from the averaged predictions of {len(teachers)} teacher "
-            f"model(s), themselves trained by `fercore train` on the same faces with the same validation carve: "
+            f"model(s), none of which had learned its validation faces (checked): "
             f"{', '.join(f'`{t}`' for t in teachers)}.")
+
+
+def _repeats(validation: dict[str, Any]) -> str:
+    """A clause on the validation faces that are also training faces (the data repeats them), or nothing."""
+    seen, rest = validation.get("seen_in_training"), validation.get("accuracy_unseen")
+    if not seen or rest is None:
+        return ""
+    return (f"; {seen:,} of the validation faces are, pixel for pixel, also training faces (the data repeats them): "
+            f"{rest:.2%} with TTA on the others")
 
 
 def _schedule(recipe: dict[str, Any]) -> str:
@@ -168,10 +177,7 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
         "classes": ", ".join(card["classes"]),
         "data": (f"`{shown(recipe['data'])}`, {data['train']:,} train / {data['val']:,} validation faces (stratified, "
                  f"seed {data['val_split']['seed']}, {data['val_split']['fraction']:.0%}); "
-                 f"fingerprint `{card['data_fingerprint']}`"
-                 + (f"; {seen:,} of the validation faces are, pixel for pixel, also training faces (the data "
-                    f"repeats them): {v['accuracy_unseen']:.2%} with TTA on the others"
-                    if (seen := v.get("seen_in_training")) and v.get("accuracy_unseen") is not None else "")),
+                 f"fingerprint `{card['data_fingerprint']}`{_repeats(v)}"),
         "validation accuracy": (f"**{v['accuracy']:.2%}** with TTA{tta_default} (face, 10% zoom, both mirrored), "
                                 f"{plain['accuracy']:.2%} without"
                                 + (f"; {as_float['accuracy']:.2%} with TTA in {inf['float_dtype']}"

@@ -118,6 +118,7 @@ def _missing_fields(data: dict[str, Any]) -> str:
         "state_dict": isinstance(data.get("state_dict"), dict),
         "preprocessing": isinstance(pre, dict) and all(isinstance(pre.get(k), (int, float))
                                                        for k in ("size", "mean", "std")),
+        leakage.DIGESTS: leakage.DIGESTS not in data or leakage.well_formed(data[leakage.DIGESTS]),
     }
     return ", ".join(name for name, ok in checks.items() if not ok)
 

@@ -1,6 +1,7 @@
 """Which faces a model has learned: 64-bit digests of its training faces, kept in its checkpoint, so that a run
 or an evaluation can tell when its validation or test faces are among them, whatever the file format, carve or
-copy they came from. FER2013 itself repeats faces: 7.3% of the default validation carve of its train split are,
+copy they came from. A run started from another model (--init) keeps that model's digests as well. FER2013 itself
+repeats faces: 7.3% of the default validation carve of its train split are,
 pixel for pixel, also training faces."""
 from __future__ import annotations
 
@@ -19,14 +20,21 @@ TOLERANCE = 0.005  # the share of a run's validation faces a model it learns fro
 
 def digests(images: np.ndarray) -> np.ndarray:
     """One int64 digest (BLAKE2b, 8 bytes) per uint8 face [N,H,W]: equal pixels, equal digest."""
-    rows = np.ascontiguousarray(images).reshape(len(images), -1)
+    if images.dtype != np.uint8:
+        raise TypeError(f"faces are digested as uint8 pixels, not {images.dtype}")
+    rows = np.ascontiguousarray(images).reshape(len(images), int(np.prod(images.shape[1:])))
     return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little", signed=True)
                      for row in rows], dtype=np.int64)
 
 
 def stored_form(train_digests: np.ndarray) -> torch.Tensor:
-    """What a checkpoint keeps under DIGESTS: sorted and unique (8 bytes a face, 207 KB for FER2013)."""
+    """What a checkpoint keeps under DIGESTS: sorted and unique (8 bytes a face, 199 KB for FER2013's train)."""
     return torch.from_numpy(np.unique(train_digests))
+
+
+def well_formed(kept: object) -> bool:
+    """Whether a checkpoint's DIGESTS value is what stored_form makes (checked when a checkpoint is read)."""
+    return isinstance(kept, torch.Tensor) and kept.dtype == torch.int64 and kept.dim() == 1
 
 
 def learned_digests(checkpoint: Mapping[str, Any]) -> np.ndarray | None:
@@ -50,8 +58,8 @@ class Holdout:
                  val_split: dict[str, Any], carved: bool):
         """carved: the validation faces are cut from train by val_split (not a split of the data's own)."""
         val = digests(val_images)
-        self.count = len(val)
-        self.open = val[~np.isin(val, train_digests)]
+        self.val_count = len(val)
+        self.leakable = val[~np.isin(val, train_digests)]  # the validation faces its training set lacks
         self.fingerprint, self.val_split, self.carved = fingerprint, val_split, carved
 
     def check(self, what: str, card: Mapping[str, Any], learned: np.ndarray | None, strict: bool) -> None:
@@ -60,20 +68,20 @@ class Holdout:
         With its digests the check is exact. Checkpoints without them are judged by their data fingerprint and
         carve: the same data carved otherwise is refused; strict also refuses other data, which may hold
         these faces under another format."""
-        if learned is not None:
-            leaked = count_learned(learned, self.open) or 0
-            if leaked > TOLERANCE * self.count:
-                raise UserError(f"{what} learned {leaked:,} of this run's {self.count:,} validation faces: their "
-                                "accuracy would then mean nothing; use a model trained with this run's data and "
-                                "validation split")
-            return
         same_fingerprint = card.get("data_fingerprint") == self.fingerprint
-        if same_fingerprint and card.get("val_split") != self.val_split and self.carved:
-            carve = card.get("val_split") or {}
+        carve = card.get("val_split") or {}
+        recarved = same_fingerprint and carve != self.val_split and self.carved
+        hint = (f"; train with its carve (--val-fraction {carve.get('fraction')}, and split_seed {carve.get('seed')} "
+                "in --config)" if recarved else "")
+        if learned is not None:
+            leaked = int(np.isin(self.leakable, learned).sum())
+            if leaked > TOLERANCE * self.val_count:
+                raise UserError(f"{what} learned {leaked:,} of this run's {self.val_count:,} validation faces: their "
+                                "accuracy would then mean nothing" + (hint or "; use a model that never saw them"))
+            return
+        if recarved:
             raise UserError(f"{what} learned these faces with another validation carve: it has seen this run's "
-                            "validation faces, whose accuracy would then mean nothing; train with its carve "
-                            f"(--val-fraction {carve.get('fraction')}, and split_seed {carve.get('seed')} in "
-                            "--config)")
+                            f"validation faces, whose accuracy would then mean nothing{hint}")
         if strict and not same_fingerprint:
             raise UserError(f"{what} was not trained on this data with this validation split: its predictions "
                             "could carry the validation labels into training")

@@ -307,9 +307,16 @@ class Trainer:
             raise UserError(f"--init {path} is {_describe(data['arch'], data.get('arch_args', {}), data['classes'])}; "
                             f"this run is {_describe(self.cfg.arch, self.cfg.arch_args, self.classes)}: they must "
                             "match")
-        self.holdout.check(f"--init {path}", data, leakage.learned_digests(data), strict=False)
+        learned = leakage.learned_digests(data)
+        self.holdout.check(f"--init {path}", data, learned, strict=False)
+        self._learned_also(learned)
         self.model.load_state_dict(data["state_dict"])
         self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
+
+    def _learned_also(self, learned: np.ndarray | None) -> None:
+        """Add faces a model this run continues had learned to the digests its checkpoints keep."""
+        if learned is not None:
+            self.learned = torch.from_numpy(np.union1d(self.learned.numpy(), learned))
 
     def _teacher_targets(self, resume: bool) -> torch.Tensor:
         """The teachers' averaged probabilities for the training faces: computed when the run starts and kept in
@@ -336,6 +343,8 @@ class Trainer:
         try:
             data = read_checkpoint(path)
             calibrated = with_calibration(data, self.train_set.images, self.cfg.seed)
+            if leakage.DIGESTS not in calibrated:  # a best.pt saved before a resume, by a fercore without them
+                calibrated = {**calibrated, leakage.DIGESTS: self.learned}
             if calibrated is not data:
                 save_checkpoint(path, calibrated)
         except Exception as exc:  # best.pt stays a good float checkpoint
@@ -347,6 +356,7 @@ class Trainer:
         if data.get("data_fingerprint") != self.fingerprint:
             raise UserError(f"the data of {self.cfg.data} changed since this run started: cannot resume")
         self.model.load_state_dict(data["state_dict"])
+        self._learned_also(leakage.learned_digests(data))  # --init's, which is not read again
         state = data["train_state"]
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:

@@ -100,7 +100,7 @@ except SHOWN_AS_ONE_LINE as exc:
 if note := report.absent_note():
     st.info(note.capitalize())
 if note := report.seen_note():
-    st.warning(note)
+    st.info(note)
 accuracy, macro_f1, count = st.columns(3)
 accuracy.metric("Accuracy", f"{report.accuracy:.1%}")
 macro_f1.metric("Macro F1", f"{report.macro_f1:.3f}")

@@ -195,7 +195,8 @@ def warm_start_picker(classes: tuple[str, ...]) -> tuple[Path, dict[str, Any]] |
     picked = st.selectbox("Start from", [None, *cards], key="warm-start", **KEPT,
                           format_func=lambda p: "random weights (from scratch)" if p is None else labels.get(p, p),
                           help="Continue a trained model with a fresh learning-rate cycle (a warm restart); on "
-                               "FER2013 data the recipe defaults become the fer2013-restart preset's.")
+                               "FER2013 data the recipe defaults become the fer2013-restart preset's. A model "
+                               "that learned this run's validation faces is refused when the run starts.")
     return (Path(picked), cards[picked]) if picked in cards else None
 
 

@@ -421,6 +421,10 @@ def test_evaluate_says_when_the_data_is_the_models_own(open_page: OpenPage, with
     at.number_input(key="evaluate-synthetic").set_value(int(size)).run()
     assert not any("other data" in i.value for i in at.info)
     assert any("trained on these faces" in c.value for c in at.caption)
+    assert not any("pixel for pixel" in i.value for i in at.info)  # its test faces: none it trained on
+    next(box for box in at.selectbox if box.label == "Split").set_value("train").run()
+    assert any(i.value.startswith(f"{int(at.metric[2].value.replace(',', '')):,} of these ") and
+               "faces the model trained on" in i.value for i in at.info)
 
 
 def test_predict_labels_a_photo_and_reports_a_bad_file(open_page: OpenPage, with_tiny_run: Path,

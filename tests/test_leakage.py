@@ -11,16 +11,17 @@ import torch
 from fercore import leakage
 from fercore.augment import AugmentConfig
 from fercore.card import ship
-from fercore.checkpoint import load_model, read_checkpoint, save_checkpoint
+from fercore.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from fercore.config import TrainConfig
+from fercore.data import load_data
 from fercore.errors import UserError
 from fercore.evaluate import evaluate
 from fercore.leakage import Holdout
-from fercore.train import run_training
+from fercore.runs import RunDir
+from fercore.train import resume_training, run_training
 from tests.conftest import write_image_tree
 
-RNG = np.random.default_rng(0)
-FACES = RNG.integers(0, 256, (12, 48, 48), dtype=np.uint8)
+FACES = np.random.default_rng(0).integers(0, 256, (12, 48, 48), dtype=np.uint8)
 CARVE = {"fraction": 0.1, "seed": 0}
 
 
@@ -46,15 +47,15 @@ def test_a_holdout_counts_only_the_validation_faces_its_own_training_lacks() -> 
     knows nothing the run will not."""
     val, own_train = FACES[:4], np.concatenate([FACES[3:4], FACES[8:]])  # val face 3 is also a training face
     holdout = Holdout(val, leakage.digests(own_train), "fp", CARVE, carved=True)
-    assert holdout.count == 4 and len(holdout.open) == 3
+    assert holdout.val_count == 4 and len(holdout.leakable) == 3
     holdout.check("model", {}, np.unique(leakage.digests(FACES[3:])), strict=True)  # of val, only the repeat
     with pytest.raises(UserError, match="model learned 1 of this run's 4 validation faces"):
         holdout.check("model", {}, np.unique(leakage.digests(FACES[2:])), strict=True)
-    big = Holdout(RNG.integers(0, 256, (400, 48, 48), dtype=np.uint8), leakage.digests(FACES), "fp", CARVE, True)
-    one_leaked = np.unique(big.open[:2])  # 2 of 400 = the 0.5% tolerated; 3 are refused
-    big.check("model", {}, one_leaked, strict=True)
-    with pytest.raises(UserError, match="learned 3 of this run's 400"):
-        big.check("model", {}, np.unique(big.open[:3]), strict=True)
+    val = np.random.default_rng(1).integers(0, 256, (400, 48, 48), dtype=np.uint8)
+    big = Holdout(val, leakage.digests(FACES), "fp", CARVE, carved=True)
+    big.check("model", {}, np.unique(big.leakable[:2]), strict=True)  # 2 of 400: the 0.5% tolerated
+    with pytest.raises(UserError, match="learned 3 of this run's 400 validation faces: .*never saw them$"):
+        big.check("model", {}, np.unique(big.leakable[:3]), strict=True)
 
 
 def test_checkpoints_without_digests_are_judged_by_fingerprint_and_carve() -> None:
@@ -87,8 +88,6 @@ def test_init_from_a_model_of_fewer_faces_is_refused_once_new_faces_reshuffle_th
 
 
 def test_every_checkpoint_of_a_run_keeps_its_training_faces(tiny_checkpoint: Path) -> None:
-    from fercore.data import load_data
-
     train = load_data("synthetic:2100").split("train", seed=0).images
     kept = leakage.learned_digests(read_checkpoint(tiny_checkpoint))
     assert kept is not None and kept.tolist() == np.unique(leakage.digests(train)).tolist()
@@ -123,3 +122,47 @@ def test_shipping_an_older_checkpoint_adds_its_digests(tiny_checkpoint: Path, tm
     shipped = read_checkpoint(tmp_path / "shipped" / "model.pt")
     assert torch.equal(shipped[leakage.DIGESTS], read_checkpoint(tiny_checkpoint)[leakage.DIGESTS])
 
+
+def test_digests_take_uint8_faces_only_and_none_at_all() -> None:
+    assert leakage.digests(FACES[:0]).shape == (0,)
+    with pytest.raises(TypeError, match="uint8"):
+        leakage.digests(FACES.astype(np.float32))
+
+
+def test_a_checkpoint_with_damaged_digests_is_refused_in_one_line(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    damaged = read_checkpoint(tiny_checkpoint)
+    damaged[leakage.DIGESTS] = damaged[leakage.DIGESTS].float()
+    save_checkpoint(tmp_path / "damaged.pt", damaged)
+    with pytest.raises(CheckpointError, match=f"damaged fercore checkpoint: {leakage.DIGESTS} missing or malformed"):
+        load_model(tmp_path / "damaged.pt")
+
+
+def test_a_warm_started_run_keeps_the_faces_its_start_had_learned(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """A model of synthetic:2100 continued on other faces still knows the first ones: its checkpoints say so,
+    after a resume too, so that evaluation and later runs see them."""
+    run_dir = tmp_path / "continued"
+    stopped = run_training(_cfg("synthetic:700", epochs=2, init_from=str(tiny_checkpoint)), run_dir,
+                           on_progress=lambda record: record["type"] == "epoch" and RunDir(run_dir).request_stop())
+    assert stopped["stopped"]
+    resume_training(run_dir)
+    first = leakage.learned_digests(read_checkpoint(tiny_checkpoint))
+    own = leakage.digests(load_data("synthetic:700").split("train", seed=0).images)
+    for name in ("last.pt", "best.pt"):
+        assert leakage.learned_digests(read_checkpoint(run_dir / name)).tolist() == np.union1d(first, own).tolist()
+    assert evaluate(run_dir, "synthetic:2100", "train", tta=False).unseen_accuracy is None  # all known
+
+
+def test_the_best_checkpoint_of_a_run_resumed_across_versions_gains_digests(tmp_path: Path) -> None:
+    """best.pt saved by a fercore without digests, and never beaten after the resume, gets them when the run ends."""
+    run_dir = tmp_path / "run"
+    run_training(_cfg("synthetic:700", epochs=2), run_dir,
+                 on_progress=lambda record: record["type"] == "epoch" and RunDir(run_dir).request_stop())
+    older = read_checkpoint(run_dir / "best.pt")
+    del older[leakage.DIGESTS]
+    save_checkpoint(run_dir / "best.pt", older)
+    last = read_checkpoint(run_dir / "last.pt")
+    last["train_state"]["position"]["best_val_acc"] = 1.01  # no later epoch replaces best.pt
+    save_checkpoint(run_dir / "last.pt", last)
+    resume_training(run_dir)
+    best = read_checkpoint(run_dir / "best.pt")
+    assert best["metrics"] == older["metrics"] and leakage.DIGESTS in best

@@ -355,7 +355,7 @@ def test_init_from_a_checkpoint_starts_from_its_weights(tiny_checkpoint: Path, t
         run_training(_cfg(arch="fernet", arch_args={"widths": [16, 32, 64, 128]}, init_from=str(tiny_checkpoint)),
                      tmp_path / "mismatch")
     with pytest.raises(UserError, match=f"--init {tiny_checkpoint} learned [0-9,]+ of this run's [0-9,]+ validation "
-                                        "faces"):
+                                        "faces: .*; train with its carve \\(--val-fraction 0.1, and split_seed 0"):
         run_training(_cfg(data="synthetic:2100", val_fraction=0.2, init_from=str(tiny_checkpoint)), tmp_path / "leaky")
     rng = np.random.default_rng(0)  # data with its own validation rows: no carve, so any fraction will do
     rows = [f"{label},{' '.join(map(str, rng.integers(0, 256, 2304)))},{usage}" for label in range(7)
