@@ -157,6 +157,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     _use_threads(args.threads)
     report = evaluate(args.checkpoint, args.data, args.split, args.tta, args.precision, args.device)
+    if args.unseen_only:
+        if report.seen is None:
+            raise UserError(f"{args.checkpoint} keeps no digests of its training faces (it predates them): ship it "
+                            "again with 'python -m fercore ship', or leave out --unseen-only")
+        if report.unseen_accuracy is None:
+            raise UserError(f"the model trained on all {len(report.labels):,} of these faces: none is left to score")
+        report = report.without_seen()
     for note in (report.data_note, report.absent_note(), report.seen_note()):
         if note:
             print(f"data: {note}", file=sys.stderr)
@@ -328,6 +335,8 @@ def build_parser() -> _Parser:
     evaluate.add_argument("--split", default="test", choices=SPLITS)
     evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                           help="average over the face, a 10%% zoom and both mirrored (default: the checkpoint's)")
+    evaluate.add_argument("--unseen-only", action="store_true",
+                          help="score only the faces the model did not train on (pixel for pixel)")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_evaluate)
 

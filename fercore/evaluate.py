@@ -1,7 +1,7 @@
 """Evaluating a checkpoint on a data split: accuracy, macro F1, per-class report, confusion, mistakes."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,15 @@ class EvalReport:
         if self.seen is None or self.seen.all():
             return None
         return float(np.mean(self.predictions[~self.seen] == self.labels[~self.seen]))
+
+    def without_seen(self) -> EvalReport:
+        """The report of the faces the model did not train on alone (itself when there are none to leave out)."""
+        if not self.seen_in_training:
+            return self
+        keep = ~self.seen
+        faces = FaceSet(self.faces.images[keep], self.labels[keep], self.faces.classes)
+        return replace(self, labels=faces.labels, probabilities=self.probabilities[keep], faces=faces,
+                       seen=np.zeros(len(faces), dtype=bool))
 
     def seen_note(self) -> str:
         """What to know when the model trained on some of these very faces ('' when none, or unknown)."""

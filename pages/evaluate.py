@@ -97,10 +97,13 @@ except SHOWN_AS_ONE_LINE as exc:
     st.error(str(exc))
     st.stop()
 
-if note := report.absent_note():
-    st.info(note.capitalize())
 if note := report.seen_note():
     st.info(note)
+    others = len(report.labels) - report.seen_in_training
+    if others and st.toggle(f"Score only the other {others:,} faces", key="evaluate-unseen"):
+        report = report.without_seen()
+if note := report.absent_note():
+    st.info(note.capitalize())
 accuracy, macro_f1, count = st.columns(3)
 accuracy.metric("Accuracy", f"{report.accuracy:.1%}")
 macro_f1.metric("Macro F1", f"{report.macro_f1:.3f}")

@@ -425,6 +425,13 @@ def test_evaluate_says_when_the_data_is_the_models_own(open_page: OpenPage, with
     next(box for box in at.selectbox if box.label == "Split").set_value("train").run()
     assert any(i.value.startswith(f"{int(at.metric[2].value.replace(',', '')):,} of these ") and
                "faces the model trained on" in i.value for i in at.info)
+    assert not [t for t in at.toggle if t.key == "evaluate-unseen"]  # every face a training face: none to leave out
+    next(box for box in at.selectbox if box.label == "Split").set_value("all").run()
+    whole = int(at.metric[2].value.replace(",", ""))
+    at.toggle(key="evaluate-unseen").set_value(True).run()
+    report = evaluate(with_tiny_run, model_menu.read_card(with_tiny_run)["data_source"], "all").without_seen()
+    assert not at.exception and int(at.metric[2].value.replace(",", "")) == len(report.labels) < whole
+    assert at.metric[0].value == f"{report.accuracy:.1%}"
 
 
 def test_predict_labels_a_photo_and_reports_a_bad_file(open_page: OpenPage, with_tiny_run: Path,

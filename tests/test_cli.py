@@ -298,3 +298,19 @@ def test_missing_shipped_model_is_explained(tmp_path: Path, monkeypatch: pytest.
     assert main(["evaluate", "--data", "synthetic", "--checkpoint", str(tmp_path / "fer2013.pt")]) == 2
     line = capsys.readouterr().err.strip()
     assert "shipped model" in line and "train" in line and "\n" not in line
+
+
+def test_evaluate_can_leave_out_the_faces_the_model_trained_on(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    args = ("evaluate", "--checkpoint", tiny_checkpoint, "--data", "synthetic:2100", "--no-tta", "--json")
+    whole = fercore(*args, "--split", "all")
+    assert whole.returncode == 0 and "are, pixel for pixel, faces the model trained on" in whole.stderr
+    seen = json.loads(whole.stdout)["seen_in_training"]
+    unseen = json.loads(fercore(*args, "--split", "all", "--unseen-only").stdout)
+    assert unseen["n"] == json.loads(whole.stdout)["n"] - seen > 0 and unseen["seen_in_training"] == 0
+    assert unseen["accuracy"] == pytest.approx(json.loads(whole.stdout)["accuracy_unseen"])
+    assert "none is left to score" in _one_error_line(fercore(*args, "--split", "train", "--unseen-only"))
+    older = torch.load(tiny_checkpoint, weights_only=True)
+    del older["train_face_digests"]
+    torch.save(older, tmp_path / "older.pt")
+    assert "keeps no digests of its training faces" in _one_error_line(
+        fercore("evaluate", "--checkpoint", tmp_path / "older.pt", "--data", "synthetic:2100", "--unseen-only"))

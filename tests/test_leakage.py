@@ -111,6 +111,11 @@ def test_evaluation_says_how_many_faces_the_model_trained_on(tiny_checkpoint: Pa
     expected = np.mean(on_all.predictions[unseen] == on_all.labels[unseen])
     assert on_all.unseen_accuracy == pytest.approx(expected)
     assert on_all.seen_note().endswith(f"its accuracy on the other {unseen.sum():,} is {expected:.1%}")
+    others = on_all.without_seen()
+    assert len(others.labels) == len(others.faces) == unseen.sum() and others.accuracy == pytest.approx(expected)
+    assert others.confusion().sum() == unseen.sum() and others.seen_note() == "" and others.seen_in_training == 0
+    assert np.array_equal(others.faces.images, on_all.faces.images[unseen])
+    assert on_test.without_seen() is on_test
 
 
 def test_shipping_an_older_checkpoint_adds_its_digests(tiny_checkpoint: Path, tmp_path: Path) -> None:
