@@ -1,8 +1,7 @@
 """Which faces a model has learned: 64-bit digests of its training faces, kept in its checkpoint, so that a run
 or an evaluation can tell when its validation or test faces are among them, whatever the file format, carve or
 copy they came from. A run started from another model (--init) keeps that model's digests as well. FER2013 itself
-repeats faces: 7.3% of the default validation carve of its train split are,
-pixel for pixel, also training faces."""
+repeats faces: 7.3% of the default validation carve of its train split are, pixel for pixel, also training faces."""
 from __future__ import annotations
 
 import hashlib
@@ -41,11 +40,6 @@ def learned_digests(checkpoint: Mapping[str, Any]) -> np.ndarray | None:
     """The digests a checkpoint keeps, or None for checkpoints saved before they were."""
     kept = checkpoint.get(DIGESTS)
     return kept.numpy() if isinstance(kept, torch.Tensor) else None
-
-
-def count_learned(learned: np.ndarray | None, faces: np.ndarray) -> int | None:
-    """How many of the faces (per-face digests) are among the learned digests; None when those are unknown."""
-    return None if learned is None else int(np.isin(faces, learned).sum())
 
 
 class Holdout:
