@@ -26,6 +26,19 @@ def digests(images: np.ndarray) -> np.ndarray:
                      for row in rows], dtype=np.int64)
 
 
+def repeats_note(images: np.ndarray, labels: np.ndarray) -> str:
+    """A sentence on the faces of a data set that copy another pixel for pixel, and on blank ones ('' if none)."""
+    _, group, sizes = np.unique(digests(images), return_inverse=True, return_counts=True)
+    copies = len(images) - len(sizes)
+    labelled = np.unique(np.stack([group, labels]), axis=1)[0]  # one entry per (group, label) pair
+    mixed = int((np.bincount(labelled, minlength=len(sizes)) > 1).sum())
+    blank = int((images.min(axis=(1, 2)) == images.max(axis=(1, 2))).sum())
+    parts = [f"{copies:,} of {len(images):,} faces copy another pixel for pixel"
+             + (f" ({mixed:,} group(s) of copies carry different labels)" if mixed else "")] if copies else []
+    parts += [f"{blank:,} face(s) are blank (one grey level)"] if blank else []
+    return "; ".join(parts)
+
+
 def stored_form(train_digests: np.ndarray) -> torch.Tensor:
     """What a checkpoint keeps under DIGESTS: sorted and unique (8 bytes a face, 199 KB for FER2013's train)."""
     return torch.from_numpy(np.unique(train_digests))

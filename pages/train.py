@@ -7,10 +7,10 @@ from typing import Any
 
 import streamlit as st
 
-from fercore import hardware, models, paths, plots
+from fercore import hardware, leakage, models, paths, plots
 from fercore.app import data_views, launcher, model_menu
 from fercore.config import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES, TrainConfig, preset
-from fercore.data import FaceSet, is_synthetic
+from fercore.data import FaceData, FaceSet, is_synthetic
 from fercore.data.dataset import SYNTHETIC_TEST_FRACTION
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.labels import CLASS_SETS, EMOTIONS, resolve_classes
@@ -153,8 +153,15 @@ def live_curves(run: RunDir) -> None:
         st.plotly_chart(plots.training_curves(curves.history, curves.progress), key=f"curves-{run.name}")
 
 
-def data_preview(faces: FaceSet, note: str, held_out: str) -> None:
-    """Class counts and sample faces of the training faces (held_out: what the split leaves out of them)."""
+@st.cache_data(max_entries=8, show_spinner=False)
+def repeats_note(fingerprint: str, _data: FaceData) -> str:
+    """The data's copied and blank faces (fercore.leakage.repeats_note), once per data set (0.5 s for FER2013)."""
+    return leakage.repeats_note(_data.raw.images, _data.raw.emotions)
+
+
+def data_preview(faces: FaceSet, note: str, held_out: str, repeats: str) -> None:
+    """Class counts and sample faces of the training faces (held_out: what the split leaves out of them;
+    repeats: the whole data set's copied faces)."""
     counts = faces.counts()
     left, right = st.columns([3, 2])
     left.plotly_chart(plots.class_counts(counts, title=f"{len(faces):,} training faces"))
@@ -167,6 +174,8 @@ def data_preview(faces: FaceSet, note: str, held_out: str) -> None:
         st.warning(warning)
     if note:
         st.caption(note)
+    if repeats:
+        st.caption(f"Whole data set: {repeats}.")
 
 
 def augmentation_choices(base: TrainConfig, faces: FaceSet, key: str) -> dict[str, float]:
@@ -344,7 +353,7 @@ def new_run_section() -> None:
     held_out = (f"The data's train split less the {base.val_fraction:.0%} held out for validation"
                 + (f" (the synthetic set keeps another {SYNTHETIC_TEST_FRACTION:.0%} as its test split)."
                    if is_synthetic(source) else "."))
-    data_preview(faces, data.raw.report.summary(), held_out)
+    data_preview(faces, data.raw.report.summary(), held_out, repeats_note(data.fingerprint, data))
     cfg, name = recipe_form(base, preset_name, start is not None, faces, data.fingerprint)
     start_button(cfg, name, len(faces))
 

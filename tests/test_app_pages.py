@@ -305,6 +305,20 @@ def test_train_page_distils_fer2013_data_with_the_distill_presets_weight(open_pa
     assert at.slider(key="fer2013-distill").value == preset("fer2013-distill").distill != TrainConfig().distill
 
 
+def test_train_page_says_how_many_faces_of_the_data_are_copies(open_page: OpenPage, tmp_path: Path) -> None:
+    data = write_image_tree(tmp_path / "data" / "fer", per_class=3)
+    at = open_page("pages/train.py")
+    at.radio(key="train-kind").set_value("path").run()
+    at.text_input(key="train-path").input(str(data)).run()
+    assert not any(c.value.startswith("Whole data set") for c in at.caption)
+    first = sorted((data / "train" / "happy").iterdir())[0]
+    shutil.copy(first, data / "test" / "sad" / "copied.jpg")  # the same face, labelled otherwise
+    at.run()
+    assert not at.exception
+    assert any(c.value == "Whole data set: 1 of 43 faces copy another pixel for pixel (1 group(s) of copies carry "
+                          "different labels)." for c in at.caption)
+
+
 def test_train_page_refuses_fewer_than_two_emotions_and_orders_a_custom_set(open_page: OpenPage) -> None:
     at = open_page("pages/train.py")
     at.selectbox(key="class-set").set_value("custom").run()

@@ -171,3 +171,13 @@ def test_the_best_checkpoint_of_a_run_resumed_across_versions_gains_digests(tmp_
     resume_training(run_dir)
     best = read_checkpoint(run_dir / "best.pt")
     assert best["metrics"] == older["metrics"] and leakage.DIGESTS in best
+
+
+def test_the_repeats_note_counts_copies_mixed_labels_and_blank_faces() -> None:
+    blank = np.full((48, 48), 7, dtype=np.uint8)
+    images = np.stack([FACES[0], FACES[1], FACES[0], FACES[1], FACES[1], blank, blank, FACES[2]])
+    labels = np.array([3, 2, 3, 2, 5, 0, 0, 1])  # FACES[1]'s copies disagree; FACES[0]'s and the blanks' agree
+    assert leakage.repeats_note(images, labels) == ("4 of 8 faces copy another pixel for pixel (1 group(s) of copies "
+                                                    "carry different labels); 2 face(s) are blank (one grey level)")
+    assert leakage.repeats_note(images[[0, 1, 7]], labels[[0, 1, 7]]) == ""
+    assert leakage.repeats_note(images[[0, 2]], labels[[0, 2]]) == "1 of 2 faces copy another pixel for pixel"
