@@ -153,18 +153,24 @@ def _use_threads(threads: int | None) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fercore.checkpoint import read_checkpoint
     from fercore.evaluate import evaluate
+    from fercore.leakage import learned_digests
 
     _use_threads(args.threads)
+    if args.unseen_only and learned_digests(read_checkpoint(args.checkpoint)) is None:
+        raise UserError(f"{args.checkpoint} keeps no digests of its training faces (it predates them): add them with "
+                        "'python -m fercore ship --checkpoint CHECKPOINT --data ITS_TRAINING_DATA --out "
+                        "A_FOLDER_OF_ITS_OWN/model.pt', or leave out --unseen-only")
     report = evaluate(args.checkpoint, args.data, args.split, args.tta, args.precision, args.device)
+    notes = [report.data_note, report.seen_note()]
     if args.unseen_only:
-        if report.seen is None:
-            raise UserError(f"{args.checkpoint} keeps no digests of its training faces (it predates them): ship it "
-                            "again with 'python -m fercore ship', or leave out --unseen-only")
         if report.unseen_accuracy is None:
             raise UserError(f"the model trained on all {len(report.labels):,} of these faces: none is left to score")
         report = report.without_seen()
-    for note in (report.data_note, report.absent_note(), report.seen_note()):
+        notes.append(f"scored only the {len(report.labels):,} faces the model did not train on "
+                     f"({report.left_out:,} left out)" if report.left_out else "none of these faces is a training face")
+    for note in (*notes, report.absent_note()):
         if note:
             print(f"data: {note}", file=sys.stderr)
     if args.json:

@@ -28,6 +28,8 @@ class EvalReport:
     data: str = ""
     data_note: str = ""  # what the reader skipped in the data (LoadReport.summary), or nothing
     seen: np.ndarray | None = None  # per face: pixel for pixel one the model trained on (None: not known)
+    positions: np.ndarray | None = None  # each face's place in the evaluated split (None: 0..N-1, all of it)
+    left_out: int = 0  # the split's faces the model trained on that without_seen left out
 
     @property
     def predictions(self) -> np.ndarray:
@@ -48,6 +50,11 @@ class EvalReport:
         return f"no {absent} faces here: macro F1 averages the classes present or predicted" if absent else ""
 
     @property
+    def indices(self) -> np.ndarray:
+        """Each face's place in the evaluated split."""
+        return np.arange(len(self.labels)) if self.positions is None else self.positions
+
+    @property
     def seen_in_training(self) -> int | None:
         """How many of these faces are, pixel for pixel, faces the model trained on (None: not known)."""
         return None if self.seen is None else int(self.seen.sum())
@@ -66,7 +73,8 @@ class EvalReport:
         keep = ~self.seen
         faces = FaceSet(self.faces.images[keep], self.labels[keep], self.faces.classes)
         return replace(self, labels=faces.labels, probabilities=self.probabilities[keep], faces=faces,
-                       seen=np.zeros(len(faces), dtype=bool))
+                       seen=np.zeros(len(faces), dtype=bool), positions=self.indices[keep],
+                       left_out=self.seen_in_training)
 
     def seen_note(self) -> str:
         """What to know when the model trained on some of these very faces ('' when none, or unknown)."""
@@ -101,7 +109,7 @@ class EvalReport:
                 "classes": list(self.classes), "per_class": self.per_class(),
                 "confusion": self.confusion().tolist(), "tta": self.tta, "dtype": self.dtype,
                 "split": self.split, "data": self.data, "seen_in_training": self.seen_in_training,
-                "accuracy_unseen": self.unseen_accuracy}
+                "accuracy_unseen": self.unseen_accuracy, "left_out_seen": self.left_out}
 
 
 def own_split(checkpoint: dict[str, Any], source: FaceData, split: str) -> FaceSet:

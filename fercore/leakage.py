@@ -1,7 +1,8 @@
 """Which faces a model has learned: 64-bit digests of its training faces, kept in its checkpoint, so that a run
-or an evaluation can tell when its validation or test faces are among them, whatever the file format, carve or
-copy they came from. A run started from another model (--init) keeps that model's digests as well. FER2013 itself
-repeats faces: 7.3% of the default validation carve of its train split are, pixel for pixel, also training faces."""
+or an evaluation can tell when its validation or test faces are among them, whatever the file, carve or copy they
+came from (faces re-encoded, say as JPEG, have other pixels and are not recognised). A run started from another
+model (--init) keeps that model's digests as well. FER2013 itself repeats faces: 7.3% of the default validation
+carve of its train split are, pixel for pixel, also training faces."""
 from __future__ import annotations
 
 import hashlib

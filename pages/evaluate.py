@@ -74,12 +74,12 @@ except SHOWN_AS_ONE_LINE as exc:
     st.stop()
 if data.fingerprint == card.get("data_fingerprint"):
     st.caption(f"This model was trained on these faces ({trained_on}): its val split is the part held out from "
-               "that training, its test split was never seen.")
+               "that training, its test split was not trained on (a note below counts any faces it repeats).")
 else:
     drawn = (" These drawn faces are unlike its photographs: expect a score far below its validation accuracy."
              if is_synthetic(source) and not is_synthetic(trained_on) else "")
     st.info(f"This model was trained on other data ({trained_on}): its validation split is not among these "
-            f"faces.{drawn}")
+            f"faces (a note below counts any faces it trained on).{drawn}")
 if note := data.raw.report.summary():
     st.warning(note)
 options = ["test", "val", "train", "all"] if "test" in splits else ["val", "train", "all"]
@@ -136,7 +136,7 @@ if epochs:
     st.subheader("How it trained")
     st.plotly_chart(plots.training_curves(epochs))
 
-stem = f"{Path(checkpoint).parent.name}-{Path(checkpoint).stem}-{split}"
+stem = f"{Path(checkpoint).parent.name}-{Path(checkpoint).stem}-{split}" + ("-unseen" if report.left_out else "")
 first, second, third = st.columns(3)
 first.download_button("Per-class CSV", table.to_csv(), f"{stem}-per-class.csv", "text/csv", on_click="ignore")
 second.download_button("Predictions CSV", lambda: outputs.predictions_csv(report), f"{stem}-predictions.csv",

@@ -257,11 +257,18 @@ def test_predictions_csv(tiny_checkpoint: Path) -> None:
 
     report = evaluate(tiny_checkpoint, "synthetic:140", "test")
     lines = outputs.predictions_csv(report).splitlines()
-    assert lines[0] == "index,true,predicted," + ",".join(report.classes)
+    assert lines[0] == "index,true,predicted,trained_on," + ",".join(report.classes)
     assert len(lines) == len(report.labels) + 1
-    index, true, predicted, *probs = lines[1].split(",")
+    index, true, predicted, trained_on, *probs = lines[1].split(",")
     assert true == report.classes[report.labels[0]] and predicted == report.classes[report.predictions[0]]
-    assert sum(map(float, probs)) == pytest.approx(1, abs=1e-3)
+    assert (index, trained_on) == ("0", "0") and sum(map(float, probs)) == pytest.approx(1, abs=1e-3)
+    mixed = evaluate(tiny_checkpoint, "synthetic:2100", "all", tta=False)  # its training faces and others
+    others = mixed.without_seen()
+    rows = [line.split(",") for line in outputs.predictions_csv(others).splitlines()[1:]]
+    kept = np.flatnonzero(~mixed.seen)
+    assert [int(row[0]) for row in rows] == kept.tolist() and {row[3] for row in rows} == {"0"}  # the split's places
+    assert [row[1] for row in rows] == [mixed.classes[mixed.labels[i]] for i in kept]
+    assert others.to_json()["left_out_seen"] == mixed.seen_in_training > 0
 
 
 def test_typed_data_paths_stay_inside_the_allowed_folders(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -305,8 +305,11 @@ def test_evaluate_can_leave_out_the_faces_the_model_trained_on(tiny_checkpoint: 
     whole = fercore(*args, "--split", "all")
     assert whole.returncode == 0 and "are, pixel for pixel, faces the model trained on" in whole.stderr
     seen = json.loads(whole.stdout)["seen_in_training"]
-    unseen = json.loads(fercore(*args, "--split", "all", "--unseen-only").stdout)
-    assert unseen["n"] == json.loads(whole.stdout)["n"] - seen > 0 and unseen["seen_in_training"] == 0
+    only = fercore(*args, "--split", "all", "--unseen-only")
+    unseen = json.loads(only.stdout)
+    assert unseen["n"] == json.loads(whole.stdout)["n"] - seen > 0 and unseen["left_out_seen"] == seen
+    assert f"data: scored only the {unseen['n']:,} faces the model did not train on ({seen:,} left out)" in only.stderr
+    assert "none of these faces is a training face" in fercore(*args, "--split", "test", "--unseen-only").stderr
     assert unseen["accuracy"] == pytest.approx(json.loads(whole.stdout)["accuracy_unseen"])
     assert "none is left to score" in _one_error_line(fercore(*args, "--split", "train", "--unseen-only"))
     older = torch.load(tiny_checkpoint, weights_only=True)

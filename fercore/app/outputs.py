@@ -19,12 +19,15 @@ MAX_IMAGE_UPLOAD_MB = 25
 
 
 def predictions_csv(report: EvalReport) -> str:
-    """One row per face: index, true class, predicted class and every class's probability."""
+    """One row per face: its index in the split, true class, predicted class, whether the model trained on it
+    (1/0, empty when not known) and every class's probability."""
     buffer = io.StringIO()
-    buffer.write(",".join(["index", "true", "predicted", *report.classes]) + "\n")
-    for i, (label, predicted, probs) in enumerate(zip(report.labels, report.predictions, report.probabilities)):
+    buffer.write(",".join(["index", "true", "predicted", "trained_on", *report.classes]) + "\n")
+    seen = [""] * len(report.labels) if report.seen is None else report.seen.astype(int).tolist()
+    rows = zip(report.indices, report.labels, report.predictions, seen, report.probabilities)
+    for index, label, predicted, trained_on, probs in rows:
         values = ",".join(f"{p:.5f}" for p in probs)
-        buffer.write(f"{i},{report.classes[label]},{report.classes[predicted]},{values}\n")
+        buffer.write(f"{index},{report.classes[label]},{report.classes[predicted]},{trained_on},{values}\n")
     return buffer.getvalue()
 
 
