@@ -69,6 +69,7 @@ def build_card(raw: dict[str, Any], source: FaceData, run: RunDir, name: str,
     return {
         "architecture": raw["arch"], "description": _description(raw["arch"], raw.get("arch_args") or {}),
         "parameters": models.parameter_count(loaded.model), "classes": list(loaded.classes),
+        "stored_weights": _stored_dtype(raw["state_dict"]),
         "recipe": raw["config"], "data_fingerprint": raw["data_fingerprint"],
         "data": {"train": len(_faces(raw, source, "train")), "val": len(val), "val_split": raw["val_split"]},
         "best_epoch": _best_epoch(raw["metrics"], epochs, run.name),
@@ -80,6 +81,12 @@ def build_card(raw: dict[str, Any], source: FaceData, run: RunDir, name: str,
                      "device": raw["trained_on"]["device"], "stages": _stages(run, epochs)},
         "inference_ms_per_face": inference,
     }
+
+
+def _stored_dtype(state_dict: dict[str, torch.Tensor]) -> str:
+    """The dtype the file keeps the floating-point weights in: float32, or float16 when shipped with half."""
+    return next((str(v.dtype).removeprefix("torch.") for v in state_dict.values() if v.is_floating_point()),
+                "float32")
 
 
 def _best_epoch(metrics: dict[str, Any], history: list[dict[str, Any]], run_name: str) -> int | None:
@@ -161,6 +168,12 @@ def _provenance(card: dict[str, Any]) -> str:
             + "\n".join(steps) + "\n")
 
 
+def _stored(card: dict[str, Any]) -> str:
+    """A clause for weights the file keeps in less than float32 (every number of this card was measured so)."""
+    dtype = card.get("stored_weights", "float32")
+    return "" if dtype == "float32" else f"; weights stored in {dtype} (measured as stored)"
+
+
 def card_markdown(card: dict[str, Any], name: str) -> str:
     """The card of checkpoint file `name` as the Markdown of the README.md beside it."""
     v, plain, as_float = (card["validation"].get(k) for k in ("tta", "no_tta", "float_tta"))
@@ -185,7 +198,8 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
         "validation macro F1": (f"**{v['macro_f1']:.3f}** with TTA, {plain['macro_f1']:.3f} without"
                                 + (f"; {as_float['macro_f1']:.3f} in {inf['float_dtype']}" if as_float else "")),
         "inference dtype": ("int8 on CPUs with PyTorch's oneDNN engine (calibrated after training; "
-                            "`--precision float` runs the float model)" if inf["dtype"] == "int8" else inf["dtype"]),
+                            "`--precision float` runs the float model)" if inf["dtype"] == "int8" else inf["dtype"])
+                           + _stored(card),
         "best epoch": (f"{card['best_epoch']} of {card['training']['epochs']}"
                        + (f": the average of the weights of {averaged} epochs" if averaged else "")),
         "training time": f"{card['training']['seconds'] / 3600:.2f} h on {card['training']['hardware']}",
@@ -224,8 +238,9 @@ Augmentation (batched on tensors): {aug}.
 {curves}"""
 
 
-def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None) -> dict[str, Any]:
-    """Write checkpoint + card to out, the card as README.md beside it, and the run's metrics.jsonl."""
+def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None, half: bool = False) -> dict[str, Any]:
+    """Write checkpoint + card to out, the card as README.md beside it, and the run's metrics.jsonl; half: store
+    the weights in float16 (half the file), measured as stored."""
     readme = out.parent / "README.md"
     if (out.parent / "config.json").is_file():  # its metrics.jsonl would be replaced: resume and curves break
         raise UserError(f"{out.parent} is a training run: ship into a folder of its own (checkpoints/ by default)")
@@ -234,6 +249,8 @@ def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None) ->
     run = RunDir(run_dir) if run_dir else RunDir(Path(checkpoint).parent)
     source = load_data(data)
     raw = read_checkpoint(checkpoint)
+    if half:
+        raw = {**raw, "state_dict": {k: v.half() if v.is_floating_point() else v for k, v in raw["state_dict"].items()}}
     train_faces = _faces(raw, source, "train").images
     raw = with_calibration(raw, train_faces, raw["config"]["seed"])
     if leakage.DIGESTS not in raw:  # a checkpoint from before they were kept

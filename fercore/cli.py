@@ -262,7 +262,8 @@ def cmd_ship(args: argparse.Namespace) -> int:
     from fercore.card import ship
     from fercore.checkpoint import checkpoint_file
 
-    card = ship(checkpoint_file(args.checkpoint), args.data, Path(args.out), Path(args.run) if args.run else None)
+    card = ship(checkpoint_file(args.checkpoint), args.data, Path(args.out), Path(args.run) if args.run else None,
+                args.half)
     v = card["validation"]["tta"]
     print(f"{args.out}: validation accuracy {v['accuracy']:.4f}, macro F1 {v['macro_f1']:.4f}")
     return 0
@@ -369,6 +370,8 @@ def build_parser() -> _Parser:
     ship.add_argument("--data", required=True, help="the data it was trained on (for the validation report)")
     ship.add_argument("--out", default=str(SHIPPED_CHECKPOINT))
     ship.add_argument("--run", help="the run directory whose metrics.jsonl goes beside it (default: the checkpoint's)")
+    ship.add_argument("--half", action="store_true",
+                      help="store the weights in float16: half the file, measured as stored")
     ship.set_defaults(func=cmd_ship)
 
     models_cmd = sub.add_parser("models", help="list the architectures")

@@ -130,6 +130,23 @@ def test_the_card_of_a_distilled_run_names_its_teachers(tiny_checkpoint: Path, t
     assert "-> FC 512; this one with widths 8-16-32-64.\n" in readme  # the description, then what arch_args changed
 
 
+def test_ship_half_stores_float16_weights_and_measures_them_as_stored(tiny_checkpoint: Path,
+                                                                      tmp_path: Path) -> None:
+    full, half = tmp_path / "full" / "model.pt", tmp_path / "half" / "model.pt"
+    ship(tiny_checkpoint, "synthetic:2100", full)
+    assert main(["ship", "--checkpoint", str(tiny_checkpoint), "--data", "synthetic:2100", "--out", str(half),
+                 "--half"]) == 0
+    weights = torch.load(half, weights_only=True)["state_dict"]
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert "weights stored in float16 (measured as stored)" in (half.parent / "README.md").read_text()
+    assert "weights stored in" not in (full.parent / "README.md").read_text()
+    as_stored = evaluate(half, "synthetic:2100", "val")  # the card's number is the stored weights' number
+    card = torch.load(half, weights_only=True)["card"]
+    assert card["stored_weights"] == "float16"
+    assert card["validation"]["tta"]["accuracy"] == pytest.approx(as_stored.accuracy)
+
+
 def test_ship_refuses_other_data(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = main(["ship", "--checkpoint", str(tiny_checkpoint), "--data", "synthetic:1400",
                  "--out", str(tmp_path / "x.pt")])
