@@ -201,6 +201,17 @@ def test_a_zipped_csv_with_damaged_compressed_data_is_one_line(tmp_path: Path) -
         load_data(tmp_path / "damaged.zip")
 
 
+def test_a_zipped_csv_that_zipfile_cannot_read_is_one_line(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "locked.zip", "w") as archive:
+        archive.writestr("fer2013.csv", f"emotion,pixels\n0,{_pixels(0)}\n")
+    raw = bytearray((tmp_path / "locked.zip").read_bytes())  # zipfile cannot encrypt: set the members' flags
+    raw[raw.rfind(b"PK\x03\x04") + 6] |= 1
+    raw[raw.rfind(b"PK\x01\x02") + 8] |= 1
+    (tmp_path / "locked.zip").write_bytes(bytes(raw))
+    with pytest.raises(UserError, match=r"^locked.zip: cannot read its table \(.*encrypted.*\); unzip it"):
+        load_data(tmp_path / "locked.zip")
+
+
 def test_not_a_zip(tmp_path: Path) -> None:
     path = tmp_path / "archive.zip"
     path.write_bytes(b"PK not really")
@@ -225,6 +236,17 @@ def test_csv_with_usage_maps_splits_and_fer_label_order(tmp_path: Path) -> None:
     test = data.split("test")
     for face, label in zip(test.images, test.labels):  # csv label 6 is neutral, not surprise
         assert EMOTIONS[label] == FER2013_CSV_ORDER[int(face[0, 0]) // 30]
+
+
+def test_a_csv_saved_with_a_byte_order_mark_reads_like_one_without(tmp_path: Path) -> None:
+    rows = [f"{label},{_pixels(label)},Training" for label in range(7)]
+    plain = _csv(tmp_path / "plain.csv", rows)
+    marked = tmp_path / "marked.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())  # as Excel saves "CSV UTF-8"
+    assert np.array_equal(load_data(marked).raw.images, load_data(plain).raw.images)
+    with zipfile.ZipFile(tmp_path / "marked.zip", "w") as archive:
+        archive.write(marked, "fer2013.csv")
+    assert np.array_equal(load_data(tmp_path / "marked.zip").raw.emotions, load_data(plain).raw.emotions)
 
 
 def test_csv_without_usage(tmp_path: Path) -> None:

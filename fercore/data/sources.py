@@ -236,7 +236,7 @@ def read_zip(path: Path) -> RawFaces:
             if table is not None:
                 _refuse_bomb(table)
                 with archive.open(table) as member:
-                    text = io.TextIOWrapper(member, encoding="utf-8", errors="replace", newline="")
+                    text = io.TextIOWrapper(member, encoding="utf-8-sig", errors="replace", newline="")
                     raw = _read_table(text, f"{path.name}: {table.filename}")
             else:
                 raw = _decode_entries(entries, path.name)
@@ -244,6 +244,8 @@ def read_zip(path: Path) -> RawFaces:
         raise UserError(f"{path.name} is not a valid zip file") from None
     except (zlib.error, lzma.LZMAError, EOFError) as exc:  # a damaged member read whole (the zipped csv)
         raise UserError(f"{path.name} is damaged: {exc}") from None
+    except (RuntimeError, NotImplementedError) as exc:  # an encrypted csv, or one packed with Deflate64
+        raise UserError(f"{path.name}: cannot read its table ({exc}); unzip it and give the csv") from None
     raw.report.unsafe_members += unsafe
     return raw
 
@@ -266,7 +268,7 @@ def _csv_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str]]]:
 
 def read_csv(path: Path) -> RawFaces:
     """fer2013.csv: emotion (0-6 in FER2013's order), pixels (2304 numbers), optional Usage."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:  # -sig: Excel's BOM
         return _read_table(handle, path.name)
 
 
