@@ -242,6 +242,8 @@ def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None, ha
     """Write checkpoint + card to out, the card as README.md beside it, and the run's metrics.jsonl; half: store
     the weights in float16 (half the file), measured as stored."""
     readme = out.parent / "README.md"
+    if out.is_dir():  # found now, not after minutes of measuring
+        raise UserError(f"{out} is a directory: --out takes the file to write")
     if (out.parent / "config.json").is_file():  # its metrics.jsonl would be replaced: resume and curves break
         raise UserError(f"{out.parent} is a training run: ship into a folder of its own (checkpoints/ by default)")
     if readme.is_file() and not readme.read_text(errors="replace").startswith(CARD_TITLE):

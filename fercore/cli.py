@@ -339,7 +339,9 @@ def build_parser() -> _Parser:
     evaluate = sub.add_parser("evaluate", help="accuracy, macro F1, per-class report and confusion of a checkpoint")
     evaluate.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     evaluate.add_argument("--data", required=True, help="folder, archive.zip, fer2013.csv, or 'synthetic'")
-    evaluate.add_argument("--split", default="test", choices=SPLITS)
+    evaluate.add_argument("--split", default="test", choices=SPLITS,
+                          help="default test; val: the data's own, else the checkpoint's carve of train; "
+                               "all: every face")
     evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                           help="average over the face, a 10%% zoom and both mirrored (default: the checkpoint's)")
     evaluate.add_argument("--unseen-only", action="store_true",
@@ -390,11 +392,10 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
-    try:
+    try:  # the parser too: building it imports torch (Ctrl-C there) and reads $FERCORE_RUNS_DIR
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except UserError as exc:
         print(f"fercore: error: {exc}", file=sys.stderr)

@@ -83,6 +83,8 @@ class TrainConfig:
             (self.early_stop >= 0, "early-stop patience must not be negative (0 = off)"),
             (0 <= self.swa_epochs <= self.epochs, "weight-averaging epochs must be between 0 (off) and the epochs"),
             (self.threads >= 0, "threads must not be negative (0 = every core)"),
+            (0 <= self.seed < 2**32, "seed must be a whole number from 0 to 4294967295"),
+            (0 <= self.split_seed < 2**32, "split_seed must be a whole number from 0 to 4294967295"),
         ]
         for ok, message in checks:
             if not ok:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fercore.errors import UserError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "fer2013.pt"  # the default model of every command and page
 RUNS_DIR_ENV = "FERCORE_RUNS_DIR"
@@ -11,7 +13,15 @@ RUNS_DIR_ENV = "FERCORE_RUNS_DIR"
 
 def runs_dir() -> Path:
     """Where training runs live, for the app and the CLI alike: $FERCORE_RUNS_DIR or runs/ in the project."""
-    return Path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs").expanduser()
+    return user_path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs")
+
+
+def user_path(path: str | Path) -> Path:
+    """path with a leading ~ or ~user expanded; UserError (not Path's RuntimeError) for a user with no home."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise UserError(f"{path}: no such user's home folder (did you mean ~/...?)") from None
 
 
 def shown(path: str) -> str:

@@ -31,7 +31,7 @@ from fercore.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
 from fercore.config import TrainConfig
 from fercore.data import load_data
 from fercore.distill import DistillationLoss, teacher_probabilities
-from fercore.errors import UserError
+from fercore.errors import SHOWN_AS_ONE_LINE, UserError
 from fercore.inference import predict_proba, to_input
 from fercore.metrics import confusion_matrix, macro_f1
 from fercore.runs import BEST, CONFIG, LAST, METRICS, RunDir, process_token
@@ -542,6 +542,9 @@ def resume_training(run_dir: Path, on_progress: ProgressCallback | None = None, 
             else f"it has no {LAST}"))
     if run.status().get("state") == "finished":
         raise UserError(f"{run_dir} has finished: nothing to resume")
+    if not run.config():  # missing or damaged: the defaults would train something else on other data
+        raise UserError(f"{run_dir}: its {CONFIG} is missing or unreadable, so its recipe is unknown: restore it "
+                        f"(or start a new run with --init {run.file(LAST)})")
     runtime = {k: v for k, v in {"threads": threads, "device": device}.items() if v is not None}
     return _run(TrainConfig.from_dict({**run.config(), **runtime}), run, True, on_progress)
 
@@ -585,8 +588,8 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
         run.write_status(state="interrupted", pid=None, error=why)
         raise
     except Exception as exc:
-        if created and trainer is None and isinstance(exc, UserError):
-            shutil.rmtree(run.path, ignore_errors=True)  # bad input, found while starting: nothing to keep
+        if created and trainer is None and isinstance(exc, SHOWN_AS_ONE_LINE):
+            shutil.rmtree(run.path, ignore_errors=True)  # bad input (or an unreadable file) found while starting
             raise
         message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         run.write_status(state="failed", pid=None, error=message)

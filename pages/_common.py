@@ -16,6 +16,7 @@ from fercore.data import FaceData, is_synthetic, load_data
 from fercore.data.dataset import DEFAULT_SYNTHETIC_SIZE
 from fercore.data.sources import stat_fingerprint
 from fercore.errors import SHOWN_AS_ONE_LINE, UserError
+from fercore.paths import user_path
 from fercore.runs import RunDir
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def enter_app() -> None:
 
 def data_stamp(source: str) -> str:
     """What changes when the data of a source changes (a cache key part)."""
-    return source if is_synthetic(source) else stat_fingerprint(Path(source).expanduser())
+    return source if is_synthetic(source) else stat_fingerprint(user_path(source))
 
 
 @st.cache_resource(max_entries=2, show_spinner="Reading the data set (the first time decodes every image)...")

@@ -83,10 +83,11 @@ else:
 if note := data.raw.report.summary():
     st.warning(note)
 options = ["test", "val", "train", "all"] if "test" in splits else ["val", "train", "all"]
+own_faces = splits == ["all"] and data.fingerprint != card.get("data_fingerprint")  # a folder of one's own faces
 left, right = st.columns(2)
-split = left.selectbox("Split", options, help="val: the data's own when it has one (fer2013.csv's PublicTest "
-                                              "rows), else carved from train with the checkpoint's own fraction "
-                                              "and seed")
+split = left.selectbox("Split", options, options.index("all") if own_faces else 0,
+                       help="val: the data's own when it has one (fer2013.csv's PublicTest rows), else carved from "
+                            "train with the checkpoint's own fraction and seed; all: every face")
 tta = right.toggle("Test-time augmentation", bool(card.get("tta", True)),
                    help="average the predictions for the face, the face zoomed by 10%, and both mirrored")
 int8 = right.toggle("int8 on the CPU when the model is calibrated (3-4x faster)", True, key="evaluate-int8")

@@ -347,3 +347,18 @@ def test_the_servers_settings_match_what_the_pages_promise() -> None:
     assert setting("address") == "127.0.0.1"  # local only, unless the user says otherwise
     assert int(setting("maxUploadSize")) == data_views.MAX_DATA_UPLOAD_MB  # the data uploader's cap is the server's
     assert int(setting("maxUploadSize")) > outputs.MAX_IMAGE_UPLOAD_MB
+
+
+def test_a_home_folder_of_no_user_is_a_one_line_error(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fercore import paths
+    from fercore.data import load_data
+
+    for typed in ("~no-such-user-here/fer2013", "~no-such-user-here"):
+        with pytest.raises(UserError, match="no such user's home folder"):
+            settings.allowed_data_path(typed)
+        with pytest.raises(UserError, match="no such user's home folder"):
+            load_data(typed)
+    assert settings.default_data_source("~no-such-user-here/fer2013") == "synthetic"
+    monkeypatch.setenv(paths.RUNS_DIR_ENV, "~no-such-user-here/runs")
+    with pytest.raises(UserError, match="~no-such-user-here/runs: no such user's home folder"):
+        paths.runs_dir()

@@ -419,6 +419,17 @@ def test_evaluate_says_what_the_data_reader_skipped(open_page: OpenPage, with_ti
     assert any("trained on other data" in i.value and "drawn" not in i.value for i in at.info)
 
 
+def test_evaluate_scores_every_face_of_a_folder_of_ones_own(open_page: OpenPage, with_tiny_run: Path,
+                                                           tmp_path: Path) -> None:
+    own = write_image_tree(tmp_path / "data" / "mine", per_class=2, splits=())  # happy/, sad/ ...: no splits
+    at = open_page("pages/evaluate.py")
+    at.radio(key="evaluate-kind").set_value("path").run()
+    at.text_input(key="evaluate-path").input(str(own)).run()
+    assert not at.exception and not at.error
+    assert next(box for box in at.selectbox if box.label == "Split").value == "all"
+    assert [m.value for m in at.metric][2] == "14"  # every face, not a 10% carve
+
+
 def test_evaluate_warns_that_drawn_faces_are_unlike_a_photo_model(open_page: OpenPage, tmp_path: Path) -> None:
     tree = write_image_tree(tmp_path / "data" / "photos", per_class=3)
     run_training(TrainConfig(data=str(tree), arch="basic", epochs=1, batch_size=8, threads=1),

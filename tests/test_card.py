@@ -42,6 +42,8 @@ def test_ship_names_the_card_after_the_file_and_never_overwrites_another_readme(
     with pytest.raises(UserError, match="README.md is not a model card"):
         ship(tiny_checkpoint, "synthetic:2100", tmp_path / "model.pt")
     assert (tmp_path / "README.md").read_text() == "# My project\n" and not (tmp_path / "model.pt").exists()
+    with pytest.raises(UserError, match="models is a directory: --out takes the file to write"):
+        ship(tiny_checkpoint, "synthetic:2100", tmp_path / "models")
     run_log = (tiny_checkpoint.parent / "metrics.jsonl").read_bytes()
     with pytest.raises(UserError, match="is a training run: ship into a folder of its own"):
         ship(tiny_checkpoint, "synthetic:2100", tiny_checkpoint.parent / "shipped.pt")

@@ -242,6 +242,10 @@ def test_models_lists_architectures() -> None:
     (["train", "--resume", "{tmp}/nothing"], "no run at"),
     (["train", "--resume", "{tmp}/notes.txt"], "is not a run directory"),
     (["evaluate", "--data", "{tmp}/tree/train", "--checkpoint", "{ckpt}"], "--split val takes the faces carved"),
+    (["evaluate", "--data", "{tmp}/own", "--checkpoint", "{ckpt}"], "has no test split (it has: all): --split all "
+                                                                      "scores every face"),
+    (["train", "--data", "~no-such-user-here/faces", "--run-dir", "{tmp}/r"], "no such user's home folder"),
+    (["train", "--data", "synthetic", "--seed", "-1", "--run-dir", "{tmp}/r"], "seed must be"),
     (["evaluate", "--data", "synthetic", "--checkpoint", "{ckpt}", "--threads", "-1"], "threads must not be"),
     (["export", "--format", "onnx", "--out", "{tmp}", "--checkpoint", "{ckpt}"], "is a directory: --out takes"),
     (["runs", "--root", "{tmp}/nothing"], "no runs folder at"),
@@ -252,6 +256,7 @@ def test_models_lists_architectures() -> None:
 def test_user_errors_exit_2_with_one_line(tmp_path: Path, tiny_checkpoint: Path, args: list[str], message: str) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     write_image_tree(tmp_path / "tree", per_class=1, splits=("train",))
+    write_image_tree(tmp_path / "own", per_class=1, splits=())
     result = fercore(*[a.format(tmp=tmp_path, ckpt=tiny_checkpoint, run=tiny_checkpoint.parent) for a in args])
     assert message in _one_error_line(result)
     assert not (tmp_path / "r").exists()  # nothing left behind
@@ -271,6 +276,8 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path, tiny_checkpoint: Path,
     ({"augment": {"rotate": "15"}}, "augmentation strengths must be numbers"),
     ({"data": "/no/such/archive.zip"}, "data not found: /no/such/archive.zip"),
     ({"data": "synthetic:12"}, "synthetic size must be between 70 and 200000"),
+    ({"split_seed": -3}, "split_seed must be a whole number from 0 to 4294967295"),
+    ({"seed": 2**64}, "seed must be a whole number from 0 to 4294967295"),
 ])
 def test_a_bad_config_file_is_one_line_and_leaves_no_run(tmp_path: Path, options: dict, message: str) -> None:
     config = tmp_path / "config.json"

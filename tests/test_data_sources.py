@@ -175,6 +175,13 @@ def test_a_zip_of_fer2013_csv_reads_like_the_csv(tmp_path: Path) -> None:
     assert list(zipped.splits) == list(plain.splits)
 
 
+def test_a_zipped_csv_with_an_unsafe_path_is_not_read(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "up.zip", "w") as archive:
+        archive.writestr("../fer2013.csv", f"emotion,pixels\n0,{_pixels(0)}\n1,{_pixels(1)}\n")
+    with pytest.raises(UserError, match="no emotion folders in up.zip"):
+        load_data(tmp_path / "up.zip")
+
+
 def test_a_zipped_csv_with_bad_rows_is_named_inside_its_zip(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "challenge.zip", "w") as archive:
         archive.writestr("data/icml_face_data.csv", f"emotion, Usage, pixels\n9,Training,{_pixels(1)}\n")

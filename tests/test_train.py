@@ -169,6 +169,11 @@ def test_existing_run_dir_is_refused_and_resume_needs_last(tmp_path: Path) -> No
     RunDir(tmp_path / "r").write_status(state="stopped")
     with pytest.raises(UserError, match="holds a run that can continue: use --resume"):
         run_training(_cfg(epochs=1), tmp_path / "r")
+    recipe = (tmp_path / "r" / "config.json").read_bytes()
+    (tmp_path / "r" / "config.json").write_text("{\"data\": ")  # damaged: the recipe is unknown
+    with pytest.raises(UserError, match="config.json is missing or unreadable, so its recipe is unknown"):
+        resume_training(tmp_path / "r")
+    (tmp_path / "r" / "config.json").write_bytes(recipe)
     with pytest.raises(UserError, match="no run at"):
         resume_training(tmp_path / "empty")
     (tmp_path / "empty").mkdir()
@@ -176,10 +181,18 @@ def test_existing_run_dir_is_refused_and_resume_needs_last(tmp_path: Path) -> No
         resume_training(tmp_path / "empty")
 
 
-def test_bad_input_found_while_starting_leaves_no_run_behind(tmp_path: Path) -> None:
+def test_bad_input_found_while_starting_leaves_no_run_behind(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "broken.zip").write_bytes(b"not a zip")  # passes the cheap checks, fails when read
     with pytest.raises(UserError, match="not a valid zip"):
         run_training(_cfg(data=str(tmp_path / "broken.zip"), epochs=1), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+    def unreadable(source: str) -> None:  # as a data file without read permission is (tests run as root)
+        raise PermissionError(13, "Permission denied", source)
+    monkeypatch.setattr("fercore.train.load_data", unreadable)
+    with pytest.raises(PermissionError):
+        run_training(_cfg(epochs=1), tmp_path / "r")
     assert not (tmp_path / "r").exists()
 
 

@@ -13,7 +13,7 @@ from fercore.app.launcher import LAUNCH_CONFIG, launching
 from fercore.app.settings import data_dir
 from fercore.atomic import atomic_write_bytes
 from fercore.errors import UserError
-from fercore.paths import runs_dir
+from fercore.paths import runs_dir, user_path
 from fercore.runs import CONFIG, RunDir
 
 if TYPE_CHECKING:
@@ -59,9 +59,9 @@ def _runs_reading(path: Path) -> list[RunDir]:
     def reads(recipe: Path) -> bool:
         try:
             data = json.loads(recipe.read_text()).get("data")
-        except (OSError, ValueError, AttributeError):
+            return isinstance(data, str) and user_path(data).resolve() == path.resolve()
+        except (OSError, ValueError, AttributeError, UserError):
             return False
-        return isinstance(data, str) and Path(data).expanduser().resolve() == path.resolve()
     root = runs_dir()
     folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
     return [RunDir(p) for p in folders if any(reads(p / name) for name in (CONFIG, LAUNCH_CONFIG))]

@@ -8,7 +8,7 @@ from typing import Any
 
 from fercore.data import is_synthetic
 from fercore.errors import UserError
-from fercore.paths import PROJECT_ROOT
+from fercore.paths import PROJECT_ROOT, user_path
 
 DATA_DIR_ENV = "FERCORE_DATA_DIR"
 ICE_SERVERS_ENV = "FERCORE_ICE_SERVERS"
@@ -17,18 +17,18 @@ DATA_ROOTS_ENV = "FERCORE_DATA_ROOTS"  # extra folders (os.pathsep-separated) wh
 
 def data_dir() -> Path:
     """Where uploaded data sets are stored: $FERCORE_DATA_DIR or data/ in the project."""
-    return Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data").expanduser()
+    return user_path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data")
 
 
 def data_roots() -> list[Path]:
     """Folders the app may read data from: its data folder plus those listed in $FERCORE_DATA_ROOTS."""
-    extra = [Path(p).expanduser() for p in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    extra = [user_path(p) for p in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
     return [data_dir(), *extra]
 
 
 def allowed_data_path(typed: str) -> Path:
     """A typed data path, resolved; refused (UserError) when it lies outside every allowed data root."""
-    path = Path(typed).expanduser().resolve()
+    path = user_path(typed).resolve()
     roots = [root.resolve() for root in data_roots()]
     if not any(path == root or path.is_relative_to(root) for root in roots):
         raise UserError(f"{typed} is outside the folders this app may read ({', '.join(map(str, roots))}): "
@@ -41,7 +41,7 @@ def default_data_source(source: str) -> str:
     if is_synthetic(source):
         return source
     try:
-        return str(allowed_data_path(source)) if Path(source).expanduser().exists() else "synthetic"
+        return str(allowed_data_path(source)) if user_path(source).exists() else "synthetic"
     except UserError:
         return "synthetic"
 

@@ -16,6 +16,7 @@ from fercore.data.sources import READERS, LoadReport, RawFaces, source_kind, sta
 from fercore.data.splits import stratified_holdout
 from fercore.errors import UserError
 from fercore.labels import EMOTIONS
+from fercore.paths import user_path
 
 CACHE_VERSION = 1
 SPLITS = ("train", "val", "test", "all")
@@ -71,7 +72,9 @@ class FaceData:
             held[np.flatnonzero(pool)] = stratified_holdout(emotions[pool], val_fraction, seed)
             mask = held if name == "val" else pool & ~held
         if not mask.any():
-            carve = ": --split val takes the faces carved from its train split" if name == "test" else ""
+            carve = "" if name != "test" else (
+                ": --split all scores every face" if present == {"all"}  # a folder of one's own faces
+                else ": --split val takes the faces carved from its train split")
             raise UserError(f"{self.source} has no {name} split (it has: {', '.join(self.splits_present())}){carve}")
         wanted = np.array([EMOTIONS.index(c) for c in classes])
         mask &= np.isin(emotions, wanted)
@@ -143,14 +146,14 @@ def check_source(source: str | Path) -> None:
     if is_synthetic(source):
         _synthetic_size(str(source))
     else:
-        source_kind(Path(source).expanduser())
+        source_kind(user_path(source))
 
 
 def load_data(source: str | Path, use_cache: bool = True) -> FaceData:
     """Decode a data source (folder, zip, csv, or 'synthetic[:N]'), reusing the decode cache when unchanged."""
     if is_synthetic(source):
         return _synthetic(str(source))
-    path = Path(source).expanduser()
+    path = user_path(source)
     kind = source_kind(path)
     key = hashlib.sha256(f"v{CACHE_VERSION}|{kind}|{stat_fingerprint(path)}".encode()).hexdigest()[:24]
     cached_path = cache_dir() / f"{key}.npz"

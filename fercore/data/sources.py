@@ -194,14 +194,20 @@ def _zip_entries(archive: zipfile.ZipFile, report_unsafe: list[str]) -> Iterator
     for info in infos:
         if info.is_dir():
             continue
-        path = PurePosixPath(info.filename.replace("\\", "/"))
-        if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        path = _member_path(info)
+        if path is None:
             report_unsafe.append(info.filename)
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith(".") or "__MACOSX" in path.parts:
             continue
         _refuse_bomb(info)
         yield _Entry(tuple(path.parts[:-1]), path.name, functools.partial(_read_member, archive, info))
+
+
+def _member_path(info: zipfile.ZipInfo) -> PurePosixPath | None:
+    """A member's path inside the zip; None for an unsafe one (absolute, a drive, or climbing out with ..)."""
+    path = PurePosixPath(info.filename.replace("\\", "/"))
+    return None if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]) else path
 
 
 def _refuse_bomb(info: zipfile.ZipInfo) -> None:
@@ -220,7 +226,8 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
 
 def _zipped_table(archive: zipfile.ZipFile) -> zipfile.ZipInfo | None:
     """The csv a zip without images holds: fer2013.csv if there, else its first csv (macOS metadata skipped)."""
-    tables = [i for i in archive.infolist() if i.filename.lower().endswith(".csv") and "__MACOSX" not in i.filename]
+    tables = [i for i in archive.infolist() if i.filename.lower().endswith(".csv") and "__MACOSX" not in i.filename
+              and _member_path(i) is not None]
     named = [i for i in tables if PurePosixPath(i.filename).name.lower() == "fer2013.csv"]
     return (named or tables or [None])[0]
 
