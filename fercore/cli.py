@@ -298,7 +298,7 @@ def build_parser() -> _Parser:
     train = sub.add_parser("train", help="train a model from scratch; the run goes to --run-dir")
     train.add_argument("--data", help="folder, archive.zip, fer2013.csv, or 'synthetic[:N]'")
     train.add_argument("--preset", help="a named recipe: fer2013, fer2013-restart (with --init), "
-                                        "fer2013-distill or fer2013-wide (with --teachers), demo")
+                                        "fer2013-distill, fer2013-wide or fer2013-2x (with --teachers), demo")
     train.add_argument("--config", metavar="JSON", help="start from a saved config.json (a run's); flags override it")
     train.add_argument("--classes", nargs="+", help="emotion names or a set name (basic4); default all 7")
     train.add_argument("--arch", help="architecture name (see 'python -m fercore models')")

@@ -219,6 +219,8 @@ def test_models_lists_architectures() -> None:
      "the fer2013-distill preset needs --teachers"),
     (["train", "--preset", "fer2013-wide", "--data", "synthetic", "--run-dir", "{tmp}/r"],
      "the fer2013-wide preset needs --teachers"),
+    (["train", "--preset", "fer2013-2x", "--data", "synthetic", "--run-dir", "{tmp}/r"],
+     "the fer2013-2x preset needs --teachers"),
     (["train", "--preset", "fer2013-restart", "--data", "synthetic", "--run-dir", "{tmp}/r"],
      "the fer2013-restart preset needs --init CHECKPOINT"),
     (["train", "--data", "synthetic", "--epochs", "2", "--swa-epochs", "3", "--run-dir", "{tmp}/r"],
