@@ -121,6 +121,8 @@ def test_resume_launches_a_process_that_continues_the_run(folders: Path) -> None
         time.sleep(0.3)
     assert run.status()["state"] == "finished", launcher.log_tail(run)
     assert [e["epoch"] for e in run.epochs()] == [1, 2]  # epoch 1 kept, epoch 2 trained by the new process
+    while "run_dir" not in launcher.log_tail(run) and time.monotonic() < deadline:  # printed after the status
+        time.sleep(0.1)
     assert "run_dir" in launcher.log_tail(run)  # the CLI's closing line went to the run's log
 
 
