@@ -127,34 +127,32 @@ class TrainConfig:
         return cls(**values)
 
 
+# The fer2013 family's shared recipe: onecycle SGD from lr 0.05 on fernet, the presets below vary it.
+FER2013_RECIPE: dict[str, Any] = dict(arch="fernet", epochs=80, batch_size=128, optimizer="sgd", lr=0.05,
+                                      schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1,
+                                      class_weights="sqrt")
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The one-run recipe, and the Train page's default on FER2013 data: int8 validation 70.37% with TTA (68.80%
     # without), macro F1 0.690; it was the shipped model until the wider distilled one (fer2013-wide) replaced it.
-    "fer2013": dict(arch="fernet", epochs=80, batch_size=128, optimizer="sgd", lr=0.05, schedule="onecycle",
-                    weight_decay=5e-4, label_smoothing=0.1, class_weights="sqrt"),
+    "fer2013": FER2013_RECIPE,
     # Continuing a fer2013 run (--init RUN/best.pt) with a fresh, lower learning-rate cycle and a fresh seed.
     # Measured on a fer2013 run: validation 68.80% -> 69.43% without TTA, 70.37% -> 70.47% with it.
-    "fer2013-restart": dict(arch="fernet", epochs=60, batch_size=128, optimizer="sgd", lr=0.02, schedule="onecycle",
-                            weight_decay=5e-4, label_smoothing=0.1, class_weights="sqrt", seed=1),
+    "fer2013-restart": {**FER2013_RECIPE, "epochs": 60, "lr": 0.02, "seed": 1},
     # The fer2013 recipe, also taught by trained models: give them with --teachers (none may have learned the
     # validation faces). Measured with a fer2013 run, its warm restart and a second seed as teachers, against that
     # fer2013 run (int8): validation 68.80% -> 69.50% without TTA, 70.37% -> 70.44% with it; macro F1 with TTA
     # 0.690 -> 0.688.
-    "fer2013-distill": dict(arch="fernet", epochs=80, batch_size=128, optimizer="sgd", lr=0.05, schedule="onecycle",
-                            weight_decay=5e-4, label_smoothing=0.1, class_weights="sqrt", distill=0.7),
+    "fer2013-distill": {**FER2013_RECIPE, "distill": 0.7},
     # The shipped model's recipe: the distilled recipe on a 1.5x wider fernet (48-384 channels, 4.3 M parameters,
     # 2.25x the compute), 100 epochs, taught by four fer2013-family runs (README: "Reproduce the shipped model").
     # Measured against the fer2013 preset's model (int8, TTA): validation 70.37% -> 71.34%, macro F1 0.690 -> 0.704.
-    "fer2013-wide": dict(arch="fernet", arch_args={"widths": [48, 96, 192, 384]}, epochs=100, batch_size=128,
-                         optimizer="sgd", lr=0.05, schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1,
-                         class_weights="sqrt", distill=0.7),
+    "fer2013-wide": {**FER2013_RECIPE, "distill": 0.7, "arch_args": {"widths": [48, 96, 192, 384]}, "epochs": 100},
     # The distilled recipe on a 2x wider fernet (64-512 channels, 7.3 M parameters, 1.8x fer2013-wide's compute),
     # 120 epochs, taught by the shipped fer2013-wide model. Measured against it (int8, TTA): validation 71.34% ->
     # 71.69% (94 faces gained, 84 lost: McNemar p = 0.5), macro F1 0.704 -> 0.703, inference 1.4-2.1x slower;
     # not shipped (README: "Wider still").
-    "fer2013-2x": dict(arch="fernet", arch_args={"widths": [64, 128, 256, 512]}, epochs=120, batch_size=128,
-                       optimizer="sgd", lr=0.05, schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1,
-                       class_weights="sqrt", distill=0.7),
+    "fer2013-2x": {**FER2013_RECIPE, "distill": 0.7, "arch_args": {"widths": [64, 128, 256, 512]}, "epochs": 120},
     # A minute on a laptop CPU: the synthetic demo set, end to end.
     "demo": dict(data="synthetic", arch="basic", epochs=8, batch_size=64, optimizer="adamw", lr=3e-3,
                  weight_decay=1e-4, schedule="onecycle", label_smoothing=0.0,
