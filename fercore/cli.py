@@ -22,12 +22,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _progress_printer(stream=sys.stderr):
-    """A one-line progress bar on a terminal, one line per epoch otherwise."""
+    """A one-line progress bar on a terminal, one line per epoch (and a quarter of the start's long steps) otherwise."""
+    from fercore.runs import describe_startup
+
     tty = stream.isatty()
+    quarters_told: set[int] = set()  # without a terminal, the start's progress is a line a quarter
 
     def show(record: dict[str, Any]) -> None:
         if record["type"] == "data":
             stream.write(f"data: {record['note']}\n")
+        elif record["type"] == "startup":
+            quarter = 4 * record["done"] // max(record["total"], 1)
+            if tty or quarter not in quarters_told:
+                quarters_told.add(quarter)
+                ended = quarter == 4
+                text = describe_startup(record) + ("" if ended else f", ETA {record['eta_s'] / 60:.0f} min")
+                stream.write(f"\r{text}{'' if ended else ' '}" if tty else text)
+                stream.write("\n" if ended or not tty else "")
+                stream.flush()
         elif record["type"] == "progress" and tty:
             frac = record["step"] / record["steps"]
             bar = "#" * int(frac * 24)

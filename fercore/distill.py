@@ -10,12 +10,14 @@ from torch import nn
 
 from fercore.checkpoint import load_model
 from fercore.errors import UserError
+from fercore.inference import Progress
 from fercore.leakage import Holdout
 
 
 def teacher_probabilities(paths: Sequence[str | Path], faces: np.ndarray, classes: Sequence[str],
-                          holdout: Holdout, device: torch.device) -> torch.Tensor:
-    """The teachers' class probabilities [N,C] for the faces, averaged, each with its own default TTA.
+                          holdout: Holdout, device: torch.device, on_progress: Progress | None = None) -> torch.Tensor:
+    """The teachers' class probabilities [N,C] for the faces, averaged, each with its own default TTA;
+    on_progress(done, total) counts the faces of all teachers' passes (N x teachers in all).
 
     Each teacher must have the run's classes and must not have learned the run's validation faces (holdout):
     it would leak their labels into training."""
@@ -26,8 +28,11 @@ def teacher_probabilities(paths: Sequence[str | Path], faces: np.ndarray, classe
                             f"{', '.join(classes)}")
         holdout.check(f"teacher {path}", teacher.info, teacher.learned, strict=True)
     total = torch.zeros(len(faces), len(classes))
-    for _, teacher in teachers:
-        total += torch.as_tensor(teacher.proba(faces))
+    for before, (_, teacher) in enumerate(teachers):
+        def told(done: int, _faces: int, offset: int = before * len(faces)) -> None:
+            if on_progress:
+                on_progress(offset + done, len(teachers) * len(faces))
+        total += torch.as_tensor(teacher.proba(faces, on_progress=told))
     return total / len(paths)
 
 

@@ -53,6 +53,16 @@ def pid_alive(pid: int | None, token: str | None = None) -> bool:
         return True
 
 
+STARTUP_PHASES = {"teachers": "the teachers' predictions"}  # the long steps of a start that report progress
+
+
+def describe_startup(startup: dict[str, Any]) -> str:
+    """A status's startup progress in words: "the teachers' predictions: 12,800 of 51,678 faces (25%)"."""
+    done, total = startup["done"], startup["total"]
+    return (f"{STARTUP_PHASES.get(startup['phase'], startup['phase'])}: {done:,} of {total:,} faces "
+            f"({done / max(total, 1):.0%})")
+
+
 def default_run_name(arch: str) -> str:
     """A new run's name when none is given: its start time and architecture."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{arch}"

@@ -32,7 +32,7 @@ from fercore.config import TrainConfig
 from fercore.data import load_data
 from fercore.distill import DistillationLoss, teacher_probabilities
 from fercore.errors import SHOWN_AS_ONE_LINE, UserError
-from fercore.inference import predict_proba, to_input
+from fercore.inference import Progress, predict_proba, to_input
 from fercore.metrics import confusion_matrix, macro_f1
 from fercore.runs import BEST, CONFIG, LAST, METRICS, RunDir, process_token
 from fercore.swa import WeightAverage
@@ -329,9 +329,28 @@ class Trainer:
             if tuple(kept.shape) == expected:
                 return kept
         targets = teacher_probabilities(self.cfg.teachers, self.train_set.images, self.classes, self.holdout,
-                                        self.device)
+                                        self.device, self._startup_progress("teachers"))
         atomic_write(path, lambda handle: torch.save(targets, handle))
+        self.run.write_status(startup=None)
         return targets
+
+    def _startup_progress(self, phase: str) -> Progress:
+        """A Progress for a long step of the start (the teachers' pass: minutes for FER2013) that tells status.json
+        (as `startup`: phase, done, total, eta_s) and on_progress (a "startup" record) at most once a
+        PROGRESS_SECONDS, and at the end."""
+        started = last = time.monotonic()
+
+        def report(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < PROGRESS_SECONDS and done < total:
+                return
+            last = now
+            where = {"phase": phase, "done": done, "total": total,
+                     "eta_s": (now - started) / max(done, 1) * (total - done)}
+            self.run.write_status(startup=where)
+            self._report({"type": "startup", **where}, log=False)
+        return report
 
     def calibrate_best(self) -> None:
         """Store int8 calibration in best.pt, once the run ends (see fercore.quantize); seconds on a CPU.
@@ -561,7 +580,7 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
         run.clear_stop()
         run.write_status(state="starting", pid=os.getpid(), pid_token=process_token(os.getpid()), threads=cfg.threads,
                          epoch=0, total_epochs=cfg.epochs, started=run.status_raw().get("started", time.time()),
-                         error=None)
+                         error=None, startup=None)
         if not resume:
             run.write_config(cfg.to_dict())
         with _StartupWatch(run):

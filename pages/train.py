@@ -14,7 +14,7 @@ from fercore.data import FaceData, FaceSet, is_synthetic
 from fercore.data.dataset import SYNTHETIC_TEST_FRACTION
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.labels import CLASS_SETS, EMOTIONS, resolve_classes
-from fercore.runs import ACTIVE_STATES, LAST, RunDir, default_run_name, delete_run, list_runs
+from fercore.runs import ACTIVE_STATES, LAST, RunDir, default_run_name, delete_run, describe_startup, list_runs
 from fercore.train import measure_step_seconds
 from pages._common import KEPT, checkpoint_card, data_source_picker, enter_app, load_faces, runs_table
 
@@ -88,7 +88,9 @@ def run_progress(run: RunDir, status: dict[str, Any], waiting: bool) -> None:
     stopped_within = state == "stopped" and steps and 0 < step < steps  # saved in the middle of an epoch
     done = ((epoch - 1 + step / steps) / total if (active or stopped_within) and steps else epochs_done / total)
     best = status.get("best_val_acc")
-    if state == "starting":
+    if state == "starting" and status.get("startup"):
+        parts = [f"**{state}**", describe_startup(status["startup"]), f"ETA {eta(status['startup'].get('eta_s'))}"]
+    elif state == "starting":
         parts = [f"**{state}**", "reading the data and building the model"]
     elif active:
         parts = [f"**{state}**", f"epoch {epoch}/{total}", f"step {step}/{steps}",

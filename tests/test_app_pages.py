@@ -204,6 +204,21 @@ def test_a_run_stopped_within_an_epoch_shows_where_it_saved(open_page: OpenPage,
     assert at.progress[0].value == 50  # 1.5 of 3 epochs
 
 
+def test_a_starting_run_shows_how_far_its_teachers_pass_is(open_page: OpenPage, tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "runs" / "distilling")
+    run.write_config(TrainConfig(data="synthetic:300", epochs=3, teachers=["t.pt"]).to_dict())
+    run.write_status(state="starting", pid=os.getpid(), epoch=0, total_epochs=3,  # this process stands in
+                     startup={"phase": "teachers", "done": 12800, "total": 51678, "eta_s": 420.0})
+    at = open_page("pages/train.py")
+    at.session_state["train-tab"] = "Live"
+    at.run()
+    assert not at.exception
+    assert at.progress[0].text == "**starting** · the teachers' predictions: 12,800 of 51,678 faces (25%) · ETA 7 min"
+    run.write_status(startup=None)
+    at.run()
+    assert at.progress[0].text == "**starting** · reading the data and building the model"
+
+
 def test_a_deleted_run_leaves_nothing_chosen_to_delete_next(open_page: OpenPage, tmp_path: Path) -> None:
     for name in ("first", "second"):
         run_training(TrainConfig(data="synthetic:300", arch="basic", epochs=1, batch_size=32, threads=1),

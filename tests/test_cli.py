@@ -1,6 +1,7 @@
 """`python -m fercore`: every command, its --json output and exit codes."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -326,3 +327,18 @@ def test_evaluate_can_leave_out_the_faces_the_model_trained_on(tiny_checkpoint: 
     torch.save(older, tmp_path / "older.pt")
     assert "keeps no digests of its training faces" in _one_error_line(
         fercore("evaluate", "--checkpoint", tmp_path / "older.pt", "--data", "synthetic:2100", "--unseen-only"))
+
+
+def test_the_teachers_pass_is_told_a_line_a_quarter_without_a_terminal() -> None:
+    from fercore.cli import _progress_printer
+
+    stream = io.StringIO()
+    show = _progress_printer(stream)
+    for done in range(0, 1001, 50):
+        show({"type": "startup", "phase": "teachers", "done": done, "total": 1000, "eta_s": (1000 - done) * 0.6})
+    assert stream.getvalue().splitlines() == [
+        "the teachers' predictions: 0 of 1,000 faces (0%), ETA 10 min",
+        "the teachers' predictions: 250 of 1,000 faces (25%), ETA 8 min",
+        "the teachers' predictions: 500 of 1,000 faces (50%), ETA 5 min",
+        "the teachers' predictions: 750 of 1,000 faces (75%), ETA 2 min",
+        "the teachers' predictions: 1,000 of 1,000 faces (100%)"]

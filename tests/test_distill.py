@@ -1,6 +1,7 @@
 """Knowledge distillation: the teachers' soft targets, their checks, the loss, and a run that follows them."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,46 @@ class _Uniform:
     def __init__(self, loaded: object):
         self.classes, self.info, self.learned = loaded.classes, loaded.info, loaded.learned
 
-    def proba(self, faces: np.ndarray) -> np.ndarray:
+    def proba(self, faces: np.ndarray, on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        for done in range(10, len(faces) + 10, 10):
+            if on_progress:
+                on_progress(min(done, len(faces)), len(faces))
         return np.full((len(faces), len(self.classes)), 1 / len(self.classes), dtype=np.float32)
+
+
+def test_the_teachers_pass_counts_the_faces_of_every_teacher(tiny_checkpoint: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    faces = load_data("synthetic:2100").split("train", EMOTIONS, 0.1, 0).images[:25]
+    stand_in = _Uniform(load_model(tiny_checkpoint))
+    monkeypatch.setattr("fercore.distill.load_model", lambda path, _device: stand_in)
+    told: list[tuple[int, int]] = []
+    teacher_probabilities(["a.pt", "b.pt"], faces, EMOTIONS, _holdout("synthetic:2100"), CPU,
+                          lambda done, total: told.append((done, total)))
+    assert told == [(10, 50), (20, 50), (25, 50), (35, 50), (45, 50), (50, 50)]
+
+
+def test_a_distilled_run_tells_how_far_its_teachers_pass_is(tiny_checkpoint: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """While it starts, status.json and on_progress say how many faces the teachers have predicted; once it
+    trains, the status no longer says so."""
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)  # told after every pass of the teacher
+    run_dir = tmp_path / "kd"
+    told: list[dict] = []
+
+    def record(event: dict) -> None:
+        if event["type"] == "startup":
+            told.append(event)
+            status = RunDir(run_dir).status_raw()
+            assert status["state"] == "starting" and status["startup"] == {k: event[k] for k in status["startup"]}
+
+    cfg = TrainConfig(data="synthetic:700", arch="basic", epochs=1, batch_size=32, threads=1, amp="off",
+                      teachers=[str(tiny_checkpoint)])
+    run_training(cfg, run_dir, on_progress=record)
+    faces = len(load_data("synthetic:700").split("train", EMOTIONS, 0.1, 0).labels)
+    assert len(told) > 1 and [e["done"] for e in told] == sorted(e["done"] for e in told)
+    assert {e["phase"] for e in told} == {"teachers"} and {e["total"] for e in told} == {faces}
+    assert told[-1]["done"] == faces and told[-1]["eta_s"] == 0
+    assert RunDir(run_dir).status_raw()["startup"] is None
 
 
 def test_a_teacher_that_learned_the_validation_faces_or_other_classes_is_refused(tiny_checkpoint: Path) -> None:
