@@ -35,8 +35,8 @@ def _progress_printer(stream=sys.stderr):
             quarter = 4 * record["done"] // max(record["total"], 1)
             if tty or quarter not in quarters_told:
                 quarters_told.add(quarter)
-                ended = quarter == 4
-                text = describe_startup(record) + ("" if ended else f", ETA {record['eta_s'] / 60:.0f} min")
+                ended, eta_s = quarter == 4, record["eta_s"]
+                text = describe_startup(record) + ("" if ended or eta_s is None else f", ETA {eta_s / 60:.0f} min")
                 stream.write(f"\r{text}{'' if ended else ' '}" if tty else text)
                 stream.write("\n" if ended or not tty else "")
                 stream.flush()

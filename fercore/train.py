@@ -337,17 +337,22 @@ class Trainer:
     def _startup_progress(self, phase: str) -> Progress:
         """A Progress for a long step of the start (the teachers' pass: minutes for FER2013) that tells status.json
         (as `startup`: phase, done, total, eta_s) and on_progress (a "startup" record) at most once a
-        PROGRESS_SECONDS, and at the end."""
-        started = last = time.monotonic()
+        PROGRESS_SECONDS, and at the end. The ETA is None until a rate is known: it is measured from the first
+        call on, as the first pass includes the warm-up (it made a 9-minute pass look like 68 minutes)."""
+        last = time.monotonic()
+        first: list[float] = []  # the time and faces done of the first call
 
         def report(done: int, total: int) -> None:
             nonlocal last
             now = time.monotonic()
+            if not first:
+                first.extend((now, done))
             if now - last < PROGRESS_SECONDS and done < total:
                 return
             last = now
-            where = {"phase": phase, "done": done, "total": total,
-                     "eta_s": (now - started) / max(done, 1) * (total - done)}
+            since, done_then = first
+            eta = (now - since) / (done - done_then) * (total - done) if done > done_then else None
+            where = {"phase": phase, "done": done, "total": total, "eta_s": eta}
             self.run.write_status(startup=where)
             self._report({"type": "startup", **where}, log=False)
         return report

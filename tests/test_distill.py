@@ -89,7 +89,7 @@ def test_a_distilled_run_tells_how_far_its_teachers_pass_is(tiny_checkpoint: Pat
     faces = len(load_data("synthetic:700").split("train", EMOTIONS, 0.1, 0).labels)
     assert len(told) > 1 and [e["done"] for e in told] == sorted(e["done"] for e in told)
     assert {e["phase"] for e in told} == {"teachers"} and {e["total"] for e in told} == {faces}
-    assert told[-1]["done"] == faces and told[-1]["eta_s"] == 0
+    assert told[0]["eta_s"] is None and told[-1]["done"] == faces and told[-1]["eta_s"] == 0
     assert RunDir(run_dir).status_raw()["startup"] is None
 
 
