@@ -363,7 +363,8 @@ def build_parser() -> _Parser:
 
     predict = sub.add_parser("predict", help="detect faces in images and classify their emotions")
     predict.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
-    predict.add_argument("images", nargs="+")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders: every image directly in "
+                         "them, by name")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=cmd_predict)
     for command in (evaluate, predict):

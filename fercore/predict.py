@@ -10,6 +10,7 @@ from PIL import Image
 
 from fercore.checkpoint import LoadedModel, load_model
 from fercore.data.images import ImageSource, as_rgb, downscale, open_photo, to_face, to_gray
+from fercore.data.sources import IMAGE_SUFFIXES
 from fercore.errors import UserError
 from fercore.faces import FaceDetector, fer_crop_box, load_detector
 from fercore.paths import SHIPPED_CHECKPOINT
@@ -124,18 +125,25 @@ class Predictor:
 
 
 def predict_files(predictor: Predictor, paths: list[str | Path]) -> list[ImagePrediction]:
-    """Predict each file; one bad file gives an error entry, the others still get predictions."""
+    """Predict each file, and each image directly inside each folder (by name); one bad file gives an error entry,
+    the others still get predictions."""
     results = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            results.append(ImagePrediction(str(path), error="is a directory, not an image" if path.is_dir()
-                                           else "file not found"))
-            continue
-        try:
-            data = path.read_bytes()
-        except OSError as exc:  # unreadable (permissions, a device gone): this file's error, not the batch's
-            results.append(ImagePrediction(str(path), error=f"cannot read: {exc.strerror or exc}"))
-            continue
-        results.append(predictor.predict_image(data, str(path)))
+    for path in map(Path, paths):
+        if not path.is_dir():
+            results.append(_predict_file(predictor, path))
+        elif images := sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+            results.extend(_predict_file(predictor, image) for image in images)
+        else:
+            results.append(ImagePrediction(str(path), error=f"a folder with no images in it "
+                                                            f"({', '.join(sorted(IMAGE_SUFFIXES))})"))
     return results
+
+
+def _predict_file(predictor: Predictor, path: Path) -> ImagePrediction:
+    if not path.is_file():
+        return ImagePrediction(str(path), error="file not found")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # unreadable (permissions, a device gone): this file's error, not the batch's
+        return ImagePrediction(str(path), error=f"cannot read: {exc.strerror or exc}")
+    return predictor.predict_image(data, str(path))

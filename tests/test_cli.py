@@ -236,7 +236,7 @@ def test_models_lists_architectures() -> None:
     (["evaluate", "--data", "{tmp}/notes.txt", "--checkpoint", "{ckpt}"], "unsupported data file notes.txt"),
     (["evaluate", "--data", "synthetic", "--checkpoint", "{tmp}/notes.txt"], "not a readable checkpoint"),
     (["predict", "{tmp}/notes.txt", "--checkpoint", "{ckpt}"], "notes.txt: not an image file"),
-    (["predict", "{tmp}", "--checkpoint", "{ckpt}"], "is a directory, not an image"),
+    (["predict", "{tmp}/tree", "--checkpoint", "{ckpt}"], "tree: a folder with no images in it (.bmp, .gif,"),
     (["export", "--format", "onnx", "--out", "x", "--checkpoint", "{tmp}/none.pt"], "checkpoint not found"),
     (["train", "--data", "synthetic", "--lr", "inf", "--run-dir", "{tmp}/r"], "lr must be a finite number"),
     (["train", "--data", "synthetic", "--distill", "0.5", "--run-dir", "{tmp}/r"], "give --teachers too"),

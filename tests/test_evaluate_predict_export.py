@@ -127,6 +127,20 @@ def test_one_bad_file_does_not_stop_the_batch(tiny_checkpoint: Path, astronaut_j
     assert "not an image" in results[0].error and results[2].error == "file not found"
 
 
+def test_a_folder_stands_for_the_images_directly_in_it(tiny_checkpoint: Path, astronaut_jpeg: bytes,
+                                                        tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    (photos / "deeper").mkdir(parents=True)
+    for name in ("b.JPG", "a.jpg", "deeper/c.jpg"):
+        (photos / name).write_bytes(astronaut_jpeg)
+    (photos / "notes.txt").write_text("not an image")
+    (tmp_path / "empty").mkdir()
+    results = predict_files(Predictor.from_checkpoint(tiny_checkpoint), [photos, tmp_path / "empty"])
+    assert [Path(r.image).name for r in results] == ["a.jpg", "b.JPG", "empty"]
+    assert results[0].faces and results[1].faces and results[0].error is None
+    assert results[2].error.startswith("a folder with no images in it (.bmp, .gif, .jpeg, .jpg,")
+
+
 def test_an_unreadable_file_does_not_stop_the_batch(tiny_checkpoint: Path, astronaut_jpeg: bytes, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("locked.jpg", "good.jpg"):
