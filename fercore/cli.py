@@ -37,8 +37,7 @@ def _progress_printer(stream=sys.stderr):
                 quarters_told.add(quarter)
                 ended, eta_s = quarter == 4, record["eta_s"]
                 text = describe_startup(record) + ("" if ended or eta_s is None else f", ETA {eta_s / 60:.0f} min")
-                stream.write(f"\r{text}{'' if ended else ' '}" if tty else text)
-                stream.write("\n" if ended or not tty else "")
+                stream.write((f"\r{text}" + ("\n" if ended else " ")) if tty else f"{text}\n")
                 stream.flush()
         elif record["type"] == "progress" and tty:
             frac = record["step"] / record["steps"]

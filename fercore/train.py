@@ -340,17 +340,16 @@ class Trainer:
         PROGRESS_SECONDS, and at the end. The ETA is None until a rate is known: it is measured from the first
         call on, as the first pass includes the warm-up (it made a 9-minute pass look like 68 minutes)."""
         last = time.monotonic()
-        first: list[float] = []  # the time and faces done of the first call
+        since, done_then = None, 0  # the time and faces done of the first call
 
         def report(done: int, total: int) -> None:
-            nonlocal last
+            nonlocal last, since, done_then
             now = time.monotonic()
-            if not first:
-                first.extend((now, done))
+            if since is None:
+                since, done_then = now, done
             if now - last < PROGRESS_SECONDS and done < total:
                 return
             last = now
-            since, done_then = first
             eta = (now - since) / (done - done_then) * (total - done) if done > done_then else None
             where = {"phase": phase, "done": done, "total": total, "eta_s": eta}
             self.run.write_status(startup=where)
