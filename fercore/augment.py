@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import asdict, dataclass
 
 import torch
@@ -22,10 +23,12 @@ class AugmentConfig:
     contrast: float = 0.3  # max relative change
     erase: float = 0.5  # probability of one random rectangle
     erase_area: tuple[float, float] = (0.02, 0.2)
+    mixup: float = 0.0  # Beta(a, a) of the blend with another face of the batch; labels blend alike
+    cutmix: float = 0.0  # Beta(a, a) of the share kept when a patch of another face is pasted in; labels alike
 
     @classmethod
     def off(cls) -> AugmentConfig:
-        return cls(hflip=0, rotate=0, scale=0, translate=0, brightness=0, contrast=0, erase=0)
+        return cls(hflip=0, rotate=0, scale=0, translate=0, brightness=0, contrast=0, erase=0, mixup=0, cutmix=0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,3 +91,24 @@ def _random_erase(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
     chosen = (torch.rand(n, generator=gen, device=dev) < cfg.erase).view(n, 1, 1)
     noise = torch.rand(x.shape, generator=gen, device=dev, dtype=x.dtype)
     return torch.where((inside & chosen).unsqueeze(1), noise, x)
+
+
+def mix_batch(x: torch.Tensor, cfg: AugmentConfig, rng: random.Random) -> tuple[torch.Tensor, float]:
+    """Mixup or CutMix (a batch each, drawn half and half when both are on) of every image [B,1,H,W] with its
+    partner in the batch reversed; returns the images and lam, the share of each image's own label in its target
+    (its partner's label, y.flip(0), has 1 - lam; lam 1.0: nothing mixed)."""
+    kinds = [kind for kind in ("mixup", "cutmix") if getattr(cfg, kind) > 0]
+    if not kinds or len(x) < 2:
+        return x, 1.0
+    kind = rng.choice(kinds)
+    alpha = getattr(cfg, kind)
+    lam = rng.betavariate(alpha, alpha)
+    partner = x.flip(0)
+    if kind == "mixup":
+        return x * lam + partner * (1 - lam), lam
+    h, w = x.shape[-2:]
+    cut_h, cut_w = round(h * math.sqrt(1 - lam)), round(w * math.sqrt(1 - lam))
+    top, left = rng.randint(0, h - cut_h), rng.randint(0, w - cut_w)
+    out = x.clone()
+    out[..., top:top + cut_h, left:left + cut_w] = partner[..., top:top + cut_h, left:left + cut_w]
+    return out, 1 - cut_h * cut_w / (h * w)  # the share the pasted patch really left

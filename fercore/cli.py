@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -100,6 +101,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg.validate()  # the unknown architecture's message
         others = {k: v for k, v in cfg.arch_args.items() if k != "widths"}
         cfg.arch_args = {**others, **models.width_args(cfg.arch, args.width)}
+    mixing = {k: v for k, v in {"mixup": args.mixup, "cutmix": args.cutmix}.items() if v is not None}
+    cfg.augment = dataclasses.replace(cfg.augment, **mixing)  # added to the preset's or config's augmentation
     if args.preset:
         check_preset_needs(args.preset, cfg)
     cfg.validate()  # types and paths checked before they are anchored
@@ -283,12 +286,10 @@ def cmd_ship(args: argparse.Namespace) -> int:
 def _show_recipe_defaults(train: argparse.ArgumentParser) -> None:
     """Each recipe option's help ends with its default (a preset or --config changes it; flags are None
     until given, so that they can override those)."""
-    from dataclasses import fields
-
     from fercore.config import TrainConfig
 
     defaults = TrainConfig()
-    recipe = {f.name for f in fields(TrainConfig)} - {"data", "classes", "teachers", "augment"}
+    recipe = {f.name for f in dataclasses.fields(TrainConfig)} - {"data", "classes", "teachers", "augment"}
     for action in train._actions:
         if action.dest in recipe:
             default = getattr(defaults, action.dest)
@@ -326,6 +327,11 @@ def build_parser() -> _Parser:
     train.add_argument("--early-stop", type=int, metavar="PATIENCE")
     train.add_argument("--val-fraction", type=float)
     train.add_argument("--no-augment", action="store_true")
+    train.add_argument("--mixup", type=float, metavar="ALPHA",
+                       help="blend pairs of faces and their labels, the share drawn from Beta(ALPHA, ALPHA); 0 = off")
+    train.add_argument("--cutmix", type=float, metavar="ALPHA",
+                       help="paste a patch of another face, labels shared by area (Beta(ALPHA, ALPHA)); 0 = off; "
+                            "with --mixup each batch takes one of the two")
     train.add_argument("--init", metavar="CHECKPOINT",
                        help="start from a checkpoint's weights (same architecture and classes, not trained on "
                             "this run's validation faces), fresh schedule")

@@ -80,6 +80,8 @@ class TrainConfig:
             (self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}"),
             (0 < self.distill <= 1, "the distillation weight must be in (0, 1]"),
             (self.weight_decay >= 0, "weight decay must not be negative"),
+            (all(v >= 0 for k, v in self.augment.to_dict().items() if k != "erase_area"),
+             "augmentation strengths must not be negative (0 = off)"),
             (self.early_stop >= 0, "early-stop patience must not be negative (0 = off)"),
             (0 <= self.swa_epochs <= self.epochs, "weight-averaging epochs must be between 0 (off) and the epochs"),
             (self.threads >= 0, "threads must not be negative (0 = every core)"),

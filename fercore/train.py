@@ -9,6 +9,7 @@ from __future__ import annotations
 import _thread
 import math
 import os
+import random
 import shutil
 import signal
 import sys
@@ -26,7 +27,7 @@ from torch import nn
 
 from fercore import hardware, leakage, models
 from fercore.atomic import atomic_write
-from fercore.augment import augment_batch
+from fercore.augment import augment_batch, mix_batch
 from fercore.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint, with_calibration
 from fercore.config import TrainConfig
 from fercore.data import load_data
@@ -108,13 +109,20 @@ PER_STEP_SCHEDULES = ("onecycle", "cosine")
 
 
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, x: torch.Tensor,
-                  y: torch.Tensor, amp: torch.dtype | None,
-                  soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One update on a prepared batch (soft: teacher probabilities, for a DistillationLoss); returns the
+                  y: torch.Tensor, amp: torch.dtype | None, soft: torch.Tensor | None = None,
+                  lam: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One update on a prepared batch (soft: teacher probabilities, for a DistillationLoss; lam < 1: a batch
+    mixed by mix_batch, whose targets are lam x its own and 1 - lam x the reversed batch's); returns the
     (detached) loss and logits, with no host sync."""
     with hardware.autocast(x.device, amp):
-        logits = model(x)
-        loss = loss_fn(logits.float(), y) if soft is None else loss_fn(logits.float(), y, soft)
+        logits = model(x).float()
+
+        def loss_against(labels: torch.Tensor, probabilities: torch.Tensor | None) -> torch.Tensor:
+            return loss_fn(logits, labels) if probabilities is None else loss_fn(logits, labels, probabilities)
+
+        loss = loss_against(y, soft)
+        if lam < 1:
+            loss = loss * lam + loss_against(y.flip(0), None if soft is None else soft.flip(0)) * (1 - lam)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -418,11 +426,12 @@ class Trainer:
             idx = self._step_faces(order, step)
             y = self.labels[idx]
             soft = None if self.soft_targets is None else self.soft_targets[idx]
-            loss, logits = training_step(self.model, self.optimizer, self.loss_fn, self._batch(idx), y, self.amp, soft)
+            x, lam = mix_batch(self._batch(idx), cfg.augment, random.Random(seed))
+            loss, logits = training_step(self.model, self.optimizer, self.loss_fn, x, y, self.amp, soft, lam)
             if self.scheduler is not None and cfg.schedule in PER_STEP_SCHEDULES:
                 self.scheduler.step()
             loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
+            correct += (logits.argmax(1) == (y if lam >= 0.5 else y.flip(0))).sum()  # a mixed face: its main label
             seen_here += len(y)
             pos.step = step + 1
             now = time.monotonic()

@@ -29,6 +29,8 @@ AUGMENTATIONS = {
     "brightness": ("Brightness (±)", 0.6, 0.01),
     "contrast": ("Contrast (± fraction)", 0.8, 0.01),
     "erase": ("Erase a patch (probability)", 1.0, 0.05),
+    "mixup": ("Mixup: blend two faces and their labels (Beta α; 0 = off)", 1.0, 0.05),
+    "cutmix": ("CutMix: paste a patch of another face, labels by area (Beta α; 0 = off)", 2.0, 0.1),
 }
 PREVIEW_FACES = 10
 RESUMABLE_STATES = ("stopped", "interrupted", "failed")

@@ -237,6 +237,10 @@ def test_augmentation_previews() -> None:
     mirrored = data_views.augmented(faces, data_views.single_augmentation("hflip", 1.0))
     assert np.array_equal(mirrored, faces[:, :, ::-1])
     assert data_views.single_augmentation("rotate", 10).to_dict() == {**AugmentConfig.off().to_dict(), "rotate": 10}
+    blended = data_views.augmented(faces, data_views.single_augmentation("mixup", 0.4)).astype(int)
+    partner = faces[::-1].astype(int)  # each face's partner: the batch reversed
+    assert not np.array_equal(blended, faces)
+    assert np.all(blended >= np.minimum(faces, partner) - 1) and np.all(blended <= np.maximum(faces, partner) + 1)
 
 
 def test_annotate_photo(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:

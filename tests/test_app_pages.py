@@ -127,6 +127,7 @@ def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
     at.number_input(key="train-synthetic").set_value(700)
     at.number_input(key="demo-epochs").set_value(1)
     at.text_input(key="run-name").input("first")
+    at.slider(key="demo-cutmix").set_value(0.5)
     at.run()
     estimate = next(c.value for c in at.caption if "per epoch** on this machine" in c.value)
     assert "steps of 64 faces" in estimate  # the demo preset's batch, timed with the run's thread count
@@ -134,7 +135,8 @@ def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
     assert not at.exception and not at.error
     assert at.session_state["train-tab"] == "Live" and at.selectbox[0].value.name == "first"
     run = RunDir(paths.runs_dir() / "first")
-    assert json.loads((run.path / launcher.LAUNCH_CONFIG).read_text())["data"] == "synthetic:700"
+    launched = json.loads((run.path / launcher.LAUNCH_CONFIG).read_text())
+    assert (launched["data"], launched["augment"]["cutmix"]) == ("synthetic:700", 0.5)
     wait_until_finished(run)
     assert run.config()["threads"] == launcher.training_threads()
     assert run.summary()["epochs"] == "1/1"

@@ -1,11 +1,13 @@
 """Batched augmentation and the architecture registry."""
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
 from fercore import models
-from fercore.augment import AugmentConfig, augment_batch
+from fercore.augment import AugmentConfig, augment_batch, mix_batch
 
 
 def _batch() -> torch.Tensor:
@@ -41,6 +43,48 @@ def test_erase_only_changes_a_rectangle() -> None:
     cfg = AugmentConfig(**{**AugmentConfig.off().to_dict(), "erase": 1.0})
     changed = (augment_batch(x, cfg, torch.Generator().manual_seed(0)) != 0).float().mean(dim=(1, 2, 3))
     assert torch.all(changed > 0) and torch.all(changed < 0.3)
+
+
+def _mixing(**strengths: float) -> AugmentConfig:
+    return AugmentConfig(**{**AugmentConfig.off().to_dict(), **strengths})
+
+
+def test_mixup_blends_each_face_with_its_partner_by_lam() -> None:
+    x = _batch()
+    out, lam = mix_batch(x, _mixing(mixup=0.4), random.Random(3))
+    assert 0 < lam < 1
+    assert torch.allclose(out, lam * x + (1 - lam) * x.flip(0))
+    again, same_lam = mix_batch(x, _mixing(mixup=0.4), random.Random(3))
+    assert torch.equal(again, out) and same_lam == lam
+
+
+def test_cutmix_pastes_one_patch_of_the_partner_and_lam_is_the_share_left() -> None:
+    x = _batch()
+    for seed in range(5):
+        out, lam = mix_batch(x, _mixing(cutmix=1.0), random.Random(seed))
+        pasted = (out != x).any(dim=0).squeeze(0)  # where any face changed: the patch (same box for all)
+        rows, cols = pasted.any(1).nonzero().squeeze(1), pasted.any(0).nonzero().squeeze(1)
+        if len(rows):
+            box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+            assert torch.equal(out[..., box[0], box[1]], x.flip(0)[..., box[0], box[1]])
+            assert pasted.sum() == len(rows) * len(cols)  # a rectangle
+        assert lam == pytest.approx(1 - float(pasted.float().mean()))
+
+
+def test_mixing_off_or_alone_leaves_the_batch() -> None:
+    x = _batch()
+    assert mix_batch(x, AugmentConfig(), random.Random(0)) == (x, 1.0)  # the default: off
+    one = x[:1]
+    assert mix_batch(one, _mixing(mixup=1.0), random.Random(0)) == (one, 1.0)
+
+
+def test_with_both_on_each_batch_takes_one_of_them() -> None:
+    x = _batch()
+    kinds = set()
+    for seed in range(20):
+        out, lam = mix_batch(x, _mixing(mixup=1.0, cutmix=1.0), random.Random(seed))
+        kinds.add("mixup" if torch.allclose(out, lam * x + (1 - lam) * x.flip(0)) else "cutmix")
+    assert kinds == {"mixup", "cutmix"}
 
 
 def test_config_round_trip() -> None:

@@ -31,11 +31,15 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
 def test_train_then_resume_from_the_cli(tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = fercore("train", "--data", "synthetic:700", "--arch", "basic", "--epochs", "1", "--batch-size", "32",
-                     "--threads", "1", "--run-dir", run, "--classes", "basic4")
+                     "--threads", "1", "--run-dir", run, "--classes", "basic4", "--cutmix", "0.5")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["epochs"] == 1
     assert "epoch 1:" in result.stderr
-    assert json.loads((run / "config.json").read_text())["classes"] == ["angry", "happy", "neutral", "sad"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["classes"] == ["angry", "happy", "neutral", "sad"]
+    assert (config["augment"]["cutmix"], config["augment"]["mixup"], config["augment"]["rotate"]) == (0.5, 0.0, 15.0)
+    assert "must not be negative" in _one_error_line(fercore("train", "--data", "synthetic:700", "--mixup", "-1",
+                                                             "--run-dir", tmp_path / "refused"))
     assert "has finished: nothing to resume" in _one_error_line(fercore("train", "--resume", run, "--threads", "1"))
     refused = _one_error_line(fercore("train", "--resume", run, "--lr", "0.1", "--no-augment"))
     assert "--lr" in refused and "--no-augment" in refused and "--threads" in refused

@@ -98,13 +98,16 @@ def face_grid(faces: np.ndarray, columns: int, zoom: int = 2, gap: int = 2) -> n
 
 
 def augmented(faces: np.ndarray, cfg: AugmentConfig, seed: int = 0) -> np.ndarray:
-    """The faces [N,48,48] as training would see them under cfg (a fixed seed: a change shows only its own effect)."""
+    """The faces [N,48,48] as training would see them under cfg, mixing included (a fixed seed: a change shows only
+    its own effect)."""
+    import random
+
     import torch
 
-    from fercore.augment import augment_batch
+    from fercore.augment import augment_batch, mix_batch
 
     x = torch.from_numpy(faces).unsqueeze(1).float() / 255
-    out = augment_batch(x, cfg, torch.Generator().manual_seed(seed))
+    out, _ = mix_batch(augment_batch(x, cfg, torch.Generator().manual_seed(seed)), cfg, random.Random(seed))
     return (out.squeeze(1) * 255).round().to(torch.uint8).numpy()
 
 
