@@ -300,6 +300,9 @@ def test_second_load_hits_the_cache(image_tree: Path, monkeypatch: pytest.Monkey
     second = load_data(image_tree)
     assert second.fingerprint == first.fingerprint
     np.testing.assert_array_equal(second.raw.images, first.raw.images)
+    monkeypatch.chdir(image_tree.parent)  # the same folder spelled otherwise: relative, with a detour
+    for spelling in (image_tree.name, f"./{image_tree.name}/", f"../{image_tree.parent.name}/{image_tree.name}"):
+        assert load_data(spelling).fingerprint == first.fingerprint
 
 
 def test_the_cache_drops_the_least_recently_used_sets_beyond_its_limit(tmp_path: Path,

@@ -322,9 +322,10 @@ READERS: dict[str, Callable[[Path], RawFaces]] = {"folder": read_folder, "zip": 
 
 def stat_fingerprint(path: Path) -> str:
     """Path, size and mtime of a file, or of every image in a folder: the decode cache's key material."""
+    path = path.resolve()  # one key however the path is spelled (relative, absolute, through ..)
     if path.is_file():
         st = path.stat()
-        return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        return f"{path}|{st.st_size}|{st.st_mtime_ns}"
     lines = io.StringIO()
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames.sort()
@@ -332,4 +333,4 @@ def stat_fingerprint(path: Path) -> str:
             if Path(name).suffix.lower() in IMAGE_SUFFIXES:
                 st = os.stat(os.path.join(dirpath, name))
                 lines.write(f"{dirpath}/{name}|{st.st_size}|{st.st_mtime_ns}\n")
-    return f"{path.resolve()}\n{lines.getvalue()}"
+    return f"{path}\n{lines.getvalue()}"
