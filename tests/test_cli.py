@@ -38,7 +38,7 @@ def test_train_then_resume_from_the_cli(tmp_path: Path) -> None:
     config = json.loads((run / "config.json").read_text())
     assert config["classes"] == ["angry", "happy", "neutral", "sad"]
     assert (config["augment"]["cutmix"], config["augment"]["mixup"], config["augment"]["rotate"]) == (0.5, 0.0, 15.0)
-    assert "must not be negative" in _one_error_line(fercore("train", "--data", "synthetic:700", "--mixup", "-1",
+    assert "not negative (0 = off)" in _one_error_line(fercore("train", "--data", "synthetic:700", "--mixup", "-1",
                                                              "--run-dir", tmp_path / "refused"))
     assert "has finished: nothing to resume" in _one_error_line(fercore("train", "--resume", run, "--threads", "1"))
     refused = _one_error_line(fercore("train", "--resume", run, "--lr", "0.1", "--no-augment"))

@@ -383,8 +383,10 @@ def test_a_mixing_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_config_validation_and_presets() -> None:
     with pytest.raises(UserError, match="learning rate"):
         _cfg(lr=-1).validate()
-    with pytest.raises(UserError, match="augmentation strengths must not be negative"):
+    with pytest.raises(UserError, match="augmentation strengths must be finite and not negative"):
         _cfg(augment={"mixup": -0.2}).validate()
+    with pytest.raises(UserError, match="augmentation strengths must be finite"):
+        _cfg(augment={"cutmix": float("inf")}).validate()
     with pytest.raises(UserError, match="unknown training option"):
         TrainConfig.from_dict({"lr": 1, "colour": "red"})
     assert preset("fer2013").arch == "fernet"
