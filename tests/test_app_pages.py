@@ -106,6 +106,18 @@ def test_the_home_page_starts_without_torch(tmp_path: Path) -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_the_app_refuses_to_run_when_started_outside_its_folder(tmp_path: Path) -> None:
+    """From another folder, Streamlit reads no .streamlit/config.toml: no address, so every network interface."""
+    script = ("from streamlit.testing.v1 import AppTest; "
+              f"at = AppTest.from_file({str(APP)!r}, default_timeout=30).run(); "
+              "assert not at.exception, at.exception; print([e.value for e in at.error], len(at.title))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(APP.parent)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "listens on every network interface" in result.stdout and result.stdout.strip().endswith("] 0"), \
+        result.stdout
+
+
 def test_home_says_the_shipped_model_is_missing(open_page: OpenPage) -> None:
     at = open_page("pages/home.py")
     assert any("fer2013.pt is missing" in w.value for w in at.warning)

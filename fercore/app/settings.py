@@ -15,6 +15,16 @@ ICE_SERVERS_ENV = "FERCORE_ICE_SERVERS"
 DATA_ROOTS_ENV = "FERCORE_DATA_ROOTS"  # extra folders (os.pathsep-separated) whose data the app may read
 
 
+def unbound_server_refusal(address: str | None) -> str | None:
+    """Why the app refuses to run when its server has no address, else None. Streamlit then listens on every
+    network interface: it read no .streamlit/config.toml, which it looks for in the folder it was started from."""
+    if address:
+        return None
+    return (f"The app was started outside its folder, so Streamlit read none of its settings and listens on every "
+            f"network interface; this app starts processes and reads your files. Start it from {PROJECT_ROOT} "
+            "(`streamlit run streamlit_app.py` there), or choose who may reach it with --server.address.")
+
+
 def data_dir() -> Path:
     """Where uploaded data sets are stored: $FERCORE_DATA_DIR or data/ in the project."""
     return user_path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data")
