@@ -108,8 +108,9 @@ def _stages(run: RunDir, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _flags(stage: dict[str, Any]) -> str:
-    """The `fercore train` flags that name a stage's recipe: its preset, and its teachers if it distilled."""
-    flags = f" --preset {stage['preset']}" if stage["preset"] else ""
+    """The `fercore train` flags that name a stage's recipe: the data (the card's data row says which), its preset,
+    and its teachers if it distilled."""
+    flags = " --data PATH" + (f" --preset {stage['preset']}" if stage["preset"] else "")
     if stage.get("teachers"):
         flags += f" --teachers {' '.join(map(shown, stage['teachers']))} --distill {stage['distill']}"
     if stage.get("swa_epochs"):

@@ -152,7 +152,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fer2013-wide": {**FER2013_RECIPE, "distill": 0.7, "arch_args": {"widths": [48, 96, 192, 384]}, "epochs": 100},
     # The distilled recipe on a 2x wider fernet (64-512 channels, 7.3 M parameters, 1.8x fer2013-wide's compute),
     # 120 epochs, taught by the shipped fer2013-wide model. Measured against it (int8, TTA): validation 71.34% ->
-    # 71.69% (94 faces gained, 84 lost: McNemar p = 0.5), macro F1 0.704 -> 0.703, inference 1.4-2.1x slower;
+    # 71.69% (94 faces gained, 84 lost: McNemar p = 0.5), macro F1 0.704 -> 0.703, inference 1.4-2.8x slower;
     # not shipped (README: "Wider still").
     "fer2013-2x": {**FER2013_RECIPE, "distill": 0.7, "arch_args": {"widths": [64, 128, 256, 512]}, "epochs": 120},
     # A minute on a laptop CPU: the synthetic demo set, end to end.
