@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fercore: error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        if os.environ.get("FERCORE_DEBUG", "0") != "0":
+        if os.environ.get("FERCORE_DEBUG", "") not in ("", "0"):
             raise
         print(f"fercore: internal error: {type(exc).__name__}: {exc} (set FERCORE_DEBUG=1 for details)",
               file=sys.stderr)

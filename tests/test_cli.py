@@ -347,3 +347,23 @@ def test_the_teachers_pass_is_told_a_line_a_quarter_without_a_terminal() -> None
         "the teachers' predictions: 500 of 1,000 faces (50%), ETA 5 min",
         "the teachers' predictions: 750 of 1,000 faces (75%), ETA 2 min",
         "the teachers' predictions: 1,000 of 1,000 faces (100%)"]
+
+
+def test_an_internal_error_is_one_line_unless_fercore_debug_asks_for_the_traceback(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from fercore import cli
+
+    def broken(args: object) -> int:
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(cli, "cmd_models", broken)
+    for debug in (None, "", "0"):
+        if debug is None:
+            monkeypatch.delenv("FERCORE_DEBUG", raising=False)
+        else:
+            monkeypatch.setenv("FERCORE_DEBUG", debug)
+        assert cli.main(["models"]) == 1
+        assert capsys.readouterr().err.strip() == ("fercore: internal error: RuntimeError: a bug "
+                                                   "(set FERCORE_DEBUG=1 for details)")
+    monkeypatch.setenv("FERCORE_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["models"])
