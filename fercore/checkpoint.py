@@ -1,12 +1,14 @@
 """Checkpoints: plain dicts that load with torch.load(weights_only=True), a format tag and a model card."""
 from __future__ import annotations
 
+import errno
 import pickle
+import shutil
 import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ FORMAT = "fercore-checkpoint"
 VERSION = 1
 PRECISIONS = ("auto", "int8", "float")  # auto: int8 on a CPU when the checkpoint is calibrated, else float
 CALIBRATION = "int8_calibration"
+FULL_DISK_BYTES = 1 << 20  # a failed save with less free than this was the disk filling up
 
 
 class CheckpointError(UserError):
@@ -52,7 +55,14 @@ class LoadedModel:
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     """Write atomically: a crash mid-save leaves the previous file intact."""
-    atomic_write(Path(path), lambda handle: torch.save(checkpoint, handle))
+    def write(handle: IO[bytes]) -> None:
+        try:
+            torch.save(checkpoint, handle)
+        except RuntimeError as exc:  # torch's writer says "unexpected pos ..." when a write fails
+            if shutil.disk_usage(Path(path).parent).free < FULL_DISK_BYTES:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path)) from exc
+            raise OSError(f"cannot write {path}: {str(exc).splitlines()[0]}") from exc
+    atomic_write(Path(path), write)
 
 
 def make_checkpoint(model: nn.Module, arch: str, arch_args: dict, classes: tuple[str, ...],

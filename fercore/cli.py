@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fercore import models
     from fercore.augment import AugmentConfig
     from fercore.config import PRESETS, TrainConfig, check_preset_needs, preset
-    from fercore.paths import runs_dir
+    from fercore.paths import output_path, runs_dir
     from fercore.runs import default_run_name
     from fercore.train import run_training
 
@@ -107,7 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_preset_needs(args.preset, cfg)
     cfg.validate()  # types and paths checked before they are anchored
     _anchor_paths(cfg)
-    run_dir = Path(args.run_dir) if args.run_dir else runs_dir() / default_run_name(cfg.arch)
+    run_dir = output_path(args.run_dir) if args.run_dir else runs_dir() / default_run_name(cfg.arch)
     if args.distill is not None and not cfg.teachers:
         raise UserError("--distill weighs the teachers' predictions: give --teachers too")
     result = run_training(cfg, run_dir, on_progress=_progress_printer())
@@ -226,8 +226,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from fercore.export import export
+    from fercore.paths import output_path
 
-    print(export(args.checkpoint, args.format, args.out))
+    print(export(args.checkpoint, args.format, output_path(args.out)))
     return 0
 
 
@@ -275,9 +276,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_ship(args: argparse.Namespace) -> int:
     from fercore.card import ship
     from fercore.checkpoint import checkpoint_file
+    from fercore.paths import output_path, user_path
+    from fercore.runs import CONFIG
 
-    card = ship(checkpoint_file(args.checkpoint), args.data, Path(args.out), Path(args.run) if args.run else None,
-                args.half)
+    run = user_path(args.run) if args.run else None
+    if run and not (run / CONFIG).is_file():
+        raise UserError(f"--run {args.run} is not a training run (it has no {CONFIG})")
+    card = ship(checkpoint_file(args.checkpoint), args.data, output_path(args.out), run, args.half)
     v = card["validation"]["tta"]
     print(f"{args.out}: validation accuracy {v['accuracy']:.4f}, macro F1 {v['macro_f1']:.4f}")
     return 0

@@ -71,7 +71,7 @@ class TrainConfig:
             (all(isinstance(t, str) for t in self.teachers), "teachers must be checkpoint paths"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 2, "batch size must be at least 2"),
-            (self.lr > 0, "learning rate must be positive"),
+            (0 < self.lr <= 10, "learning rate must be positive and at most 10"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             (self.class_weights in CLASS_WEIGHTS, f"class weights must be one of {', '.join(CLASS_WEIGHTS)}"),

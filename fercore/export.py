@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fercore.atomic import atomic_write
-from fercore.checkpoint import LoadedModel, load_model
+from fercore.checkpoint import LoadedModel, checkpoint_file, load_model
 from fercore.errors import UserError
 
 FORMATS = ("torchscript", "onnx")
@@ -50,6 +50,8 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path) -> Path:
     out = Path(out)
     if out.is_dir():
         raise UserError(f"{out} is a directory: --out takes the file to write")
+    if out.exists() and out.resolve() == checkpoint_file(checkpoint).resolve():
+        raise UserError(f"--out {out} is the checkpoint being exported: write the export to another file")
     loaded = load_model(checkpoint, precision="float")
     wrapper = ProbabilityModel(loaded).eval()
     example = torch.rand(2, 1, loaded.size, loaded.size) * 255

@@ -77,8 +77,8 @@ def cpu_has_bf16() -> bool:
 
 
 def configure_threads(threads: int) -> int:
-    """Set torch's intra-op threads (0 = every usable core); returns the count set."""
-    count = threads if threads > 0 else usable_cores()
+    """Set torch's intra-op threads (0 or more than there are: every usable core); returns the count set."""
+    count = min(threads, usable_cores()) if threads > 0 else usable_cores()  # more oversubscribe (100,000 crash)
     torch.set_num_threads(count)
     return count
 

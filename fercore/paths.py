@@ -24,6 +24,18 @@ def user_path(path: str | Path) -> Path:
         raise UserError(f"{path}: no such user's home folder (did you mean ~/...?)") from None
 
 
+def output_path(path: str | Path) -> Path:
+    """A path to write (a file, or a run's folder), ~ expanded; UserError when nothing can be written there: it is
+    a device, a pipe or a broken link (a write would replace it), or what should be a folder above it is a file."""
+    out = user_path(path)
+    if os.path.lexists(out) and not (out.is_file() or out.is_dir()):
+        raise UserError(f"{path} is not a file or folder (a device, a pipe or a broken link): choose another path")
+    above = next(p for p in out.absolute().parents if os.path.lexists(p))  # the root always exists
+    if not above.is_dir():
+        raise UserError(f"cannot write {path}: {above} is a file, not a folder")
+    return out
+
+
 def shown(path: str) -> str:
     """A path as cards and messages print it: relative to the project when inside it (runs/x/best.pt)."""
     absolute = Path(os.path.abspath(path))

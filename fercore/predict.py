@@ -1,6 +1,7 @@
 """Prediction: a photo or a video frame -> detected faces -> emotion probabilities, all faces in one batch."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,7 @@ def predict_files(predictor: Predictor, paths: list[str | Path]) -> list[ImagePr
     """Predict each file, and each image directly inside each folder (by name); one bad file gives an error entry,
     the others still get predictions."""
     results = []
-    for path in map(Path, paths):
+    for path in (Path(os.path.expanduser(p)) for p in paths):
         if not path.is_dir():
             results.append(_predict_file(predictor, path))
         elif images := sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):

@@ -12,6 +12,8 @@ import pytest
 import torch
 from conftest import write_image_tree
 
+from fercore.checkpoint import read_checkpoint
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -62,6 +64,8 @@ def test_relative_paths_are_kept_absolute_and_a_run_dir_stands_for_its_best(tmp_
     assert fercore("train", *common[2:], "--data", "~/tree", "--run-dir", "c", cwd=tmp_path, home=tmp_path
                    ).returncode == 0
     assert json.loads((tmp_path / "c" / "config.json").read_text())["data"] == str(tmp_path / "tree")  # ~ expanded
+    assert fercore("train", *common, "--run-dir", "~/d", cwd=tmp_path, home=tmp_path).returncode == 0
+    assert (tmp_path / "d" / "best.pt").is_file() and not (tmp_path / "~").exists()
     shipped = fercore("ship", "--checkpoint", "b", "--data", "tree", "--out", "out/model.pt", cwd=tmp_path)
     assert shipped.returncode == 0, shipped.stderr
     assert torch.load(tmp_path / "out" / "model.pt", weights_only=True)["card"]["training"]["epochs"] == 2
@@ -138,8 +142,8 @@ def test_predict_json_contract(tiny_checkpoint: Path, astronaut_jpeg: bytes, tmp
 def test_predict_text_output_and_errors_on_stderr(tiny_checkpoint: Path, astronaut_jpeg: bytes,
                                                   tmp_path: Path) -> None:
     (tmp_path / "face.jpg").write_bytes(astronaut_jpeg)
-    result = fercore("predict", "--checkpoint", tiny_checkpoint, "--threads", "1", tmp_path / "face.jpg",
-                     tmp_path / "missing.jpg")
+    result = fercore("predict", "--checkpoint", tiny_checkpoint, "--threads", "1", "~/face.jpg",
+                     tmp_path / "missing.jpg", home=tmp_path)
     assert result.returncode == 0
     assert "face.jpg: 1 face\n  face at x=" in result.stdout and "missing" not in result.stdout
     assert result.stderr.strip() == f"fercore: error: {tmp_path / 'missing.jpg'}: file not found"
@@ -205,6 +209,26 @@ def test_width_scales_the_architecture(tmp_path: Path) -> None:
 def test_export_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
     result = fercore("export", "--checkpoint", tiny_checkpoint, "--format", "torchscript", "--out", tmp_path / "m.pt")
     assert result.returncode == 0 and (tmp_path / "m.pt").stat().st_size > 1000
+    result = fercore("export", "--checkpoint", tiny_checkpoint, "--format", "onnx", "--out", "~/m.onnx", home=tmp_path)
+    assert result.returncode == 0 and (tmp_path / "m.onnx").is_file()
+
+
+def test_outputs_that_cannot_be_written_are_refused_and_the_input_kept(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    kept = tmp_path / "model.pt"
+    kept.write_bytes(tiny_checkpoint.read_bytes())
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    export = ["export", "--checkpoint", kept, "--format", "torchscript", "--out"]
+    assert "is the checkpoint being exported" in _one_error_line(fercore(*export, kept))
+    assert read_checkpoint(kept)["arch"] == "basic"  # still the checkpoint
+    assert "not a file or folder" in _one_error_line(fercore(*export, "/dev/null"))
+    assert "not a file or folder" in _one_error_line(fercore(*export, tmp_path / "loop"))
+    assert "afile is a file, not a folder" in _one_error_line(fercore(*export, tmp_path / "afile" / "m.pt"))
+    train = ["train", "--data", "synthetic:700", "--epochs", "1", "--run-dir"]
+    assert "afile is a file, not a folder" in _one_error_line(fercore(*train, tmp_path / "afile" / "run"))
+    ship = ["ship", "--checkpoint", kept, "--data", "synthetic:700", "--out", tmp_path / "s.pt"]
+    assert "is not a training run" in _one_error_line(fercore(*ship, "--run", tmp_path / "nowhere"))
+    assert not (tmp_path / "s.pt").exists() and Path("/dev/null").is_char_device()
 
 
 def test_models_lists_architectures() -> None:
@@ -217,6 +241,7 @@ def test_models_lists_architectures() -> None:
     (["train"], "--data is required"),
     (["train", "--data", "/no/such/folder", "--run-dir", "{tmp}/r"], "data not found"),
     (["train", "--data", "synthetic", "--lr", "-1", "--run-dir", "{tmp}/r"], "learning rate must be positive"),
+    (["train", "--data", "synthetic", "--lr", "1e39", "--run-dir", "{tmp}/r"], "and at most 10"),
     (["train", "--data", "synthetic", "--classes", "happy", "grumpy"], "unknown emotion 'grumpy'"),
     (["train", "--epochs", "many"], "invalid int value"),
     (["train", "--preset", "fer2013", "--run-dir", "{tmp}/r"], "--data is required"),

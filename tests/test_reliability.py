@@ -205,3 +205,39 @@ def test_a_30_megapixel_photo_is_downscaled_not_choked_on(tiny_checkpoint: Path,
 def test_atomic_writes_get_the_usual_permissions(tmp_path: Path) -> None:
     atomic.atomic_write_bytes(tmp_path / "f", b"x")
     assert (tmp_path / "f").stat().st_mode & 0o777 == 0o666 & ~atomic._UMASK
+
+
+def test_more_threads_than_cores_are_the_cores() -> None:
+    import torch
+
+    from fercore import hardware
+
+    before = torch.get_num_threads()
+    try:  # 100,000 threads crashed torch (exit 139, no message)
+        assert hardware.configure_threads(100_000) == hardware.usable_cores() == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_save_that_fills_the_disk_is_an_os_error_and_keeps_the_previous_file(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    from types import SimpleNamespace
+
+    import torch
+
+    from fercore.checkpoint import save_checkpoint
+
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"a": torch.zeros(1)})
+
+    def full_disk(obj: object, handle: io.BufferedWriter) -> None:
+        handle.write(b"part")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 379968 vs 379864")
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: SimpleNamespace(free=4096))
+    with pytest.raises(OSError) as raised:
+        save_checkpoint(path, {"a": torch.ones(1)})
+    assert raised.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["a"].item() == 0 and [p.name for p in tmp_path.iterdir()] == ["c.pt"]
