@@ -261,7 +261,7 @@ def test_stale_lock_and_status_of_a_dead_process(tmp_path: Path) -> None:
 
 def test_diverging_loss_fails_the_run_with_a_message(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="loss became nan|loss became inf"):
-        run_training(_cfg(lr=1e12, schedule="constant", epochs=2), tmp_path / "nan")
+        run_training(_cfg(lr=10.0, schedule="constant", epochs=2), tmp_path / "nan")
     status = RunDir(tmp_path / "nan").status()
     assert status["state"] == "failed" and "learning rate" in status["error"]
 
