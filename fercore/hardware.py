@@ -78,7 +78,8 @@ def cpu_has_bf16() -> bool:
 
 def configure_threads(threads: int) -> int:
     """Set torch's intra-op threads (0 or more than there are: every usable core); returns the count set."""
-    count = min(threads, usable_cores()) if threads > 0 else usable_cores()  # more oversubscribe (100,000 crash)
+    # more than the cores would oversubscribe them (and 100,000 crashed torch)
+    count = min(threads, usable_cores()) if threads > 0 else usable_cores()
     torch.set_num_threads(count)
     return count
 
