@@ -15,6 +15,7 @@ from fercore.errors import UserError
 
 if TYPE_CHECKING:
     from fercore.config import TrainConfig
+    from fercore.runs import RunDir
 
 
 class _Parser(argparse.ArgumentParser):
@@ -243,13 +244,21 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_run(path: Path, named: str) -> RunDir:
+    """The run in the folder path; a one-line error, naming it as named, when the folder holds no run."""
+    from fercore.runs import CONFIG, RunDir
+
+    run = RunDir(path)
+    if not run.file(CONFIG).is_file():
+        raise UserError(f"{named} is not a training run (it has no {CONFIG})")
+    return run
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
-    from fercore.runs import CONFIG, RunDir, list_runs
+    from fercore.runs import list_runs
 
     if args.stop:
-        run = RunDir(Path(args.stop))
-        if not run.file(CONFIG).is_file():
-            raise UserError(f"{args.stop} is not a training run (it has no {CONFIG})")
+        run = _training_run(Path(args.stop), args.stop)
         if not run.is_active():
             raise UserError(f"{args.stop} is not training (state: {run.status().get('state', 'unknown')})")
         run.request_stop()
@@ -277,11 +286,8 @@ def cmd_ship(args: argparse.Namespace) -> int:
     from fercore.card import ship
     from fercore.checkpoint import checkpoint_file
     from fercore.paths import output_path, user_path
-    from fercore.runs import CONFIG
 
-    run = user_path(args.run) if args.run else None
-    if run and not (run / CONFIG).is_file():
-        raise UserError(f"--run {args.run} is not a training run (it has no {CONFIG})")
+    run = _training_run(user_path(args.run), f"--run {args.run}").path if args.run else None
     card = ship(checkpoint_file(args.checkpoint), args.data, output_path(args.out), run, args.half)
     v = card["validation"]["tta"]
     print(f"{args.out}: validation accuracy {v['accuracy']:.4f}, macro F1 {v['macro_f1']:.4f}")
