@@ -14,6 +14,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "plateau", "exponential", "constant")
 CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 AMP_MODES = ("auto", "on", "off")
+MAX_EPOCHS = 10_000  # a typo's bound: the longest published FER2013 schedules run a few hundred
 
 
 @dataclass
@@ -69,7 +70,7 @@ class TrainConfig:
         checks = [
             (classes == list(self.classes), f"classes must be distinct and in the order {', '.join(EMOTIONS)}"),
             (all(isinstance(t, str) for t in self.teachers), "teachers must be checkpoint paths"),
-            (self.epochs >= 1, "epochs must be at least 1"),
+            (1 <= self.epochs <= MAX_EPOCHS, f"epochs must be from 1 to {MAX_EPOCHS:,}"),
             (self.batch_size >= 2, "batch size must be at least 2"),
             (0 < self.lr <= 10, "learning rate must be positive and at most 10"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),

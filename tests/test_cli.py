@@ -244,6 +244,8 @@ def test_models_lists_architectures() -> None:
     (["train", "--data", "synthetic", "--lr", "1e39", "--run-dir", "{tmp}/r"], "and at most 10"),
     (["train", "--data", "synthetic", "--classes", "happy", "grumpy"], "unknown emotion 'grumpy'"),
     (["train", "--epochs", "many"], "invalid int value"),
+    (["train", "--data", "synthetic", "--epochs", "0", "--run-dir", "{tmp}/r"], "epochs must be from 1 to 10,000"),
+    (["train", "--data", "synthetic", "--epochs", "100000", "--run-dir", "{tmp}/r"], "epochs must be from 1 to 10,000"),
     (["train", "--preset", "fer2013", "--run-dir", "{tmp}/r"], "--data is required"),
     (["train", "--preset", "fer2013-distill", "--data", "synthetic", "--run-dir", "{tmp}/r"],
      "the fer2013-distill preset needs --teachers"),

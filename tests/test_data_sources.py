@@ -267,6 +267,7 @@ def test_csv_without_usage(tmp_path: Path) -> None:
     (f"9,{_pixels(1)},Training", "line 3: emotion 9 out of range"),
     (f"3,{_pixels(1, 2303)} x,Training", "line 3: non-numeric"),
     (f"3,{_pixels(300)},Training", "line 3: pixel values outside"),
+    (f"3,{_pixels(1)},Trainng", "line 3: Usage 'Trainng' is not one of Training, PublicTest, PrivateTest"),
 ])
 def test_csv_bad_rows_are_reported_by_line(tmp_path: Path, row: str, message: str) -> None:
     path = _csv(tmp_path / "f.csv", [f"0,{_pixels(5)},Training", row])
@@ -288,6 +289,16 @@ def test_csv_field_over_the_csv_modules_limit_is_one_line(tmp_path: Path) -> Non
 def test_csv_wrong_header(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="header must have 'emotion' and 'pixels'"):
         load_data(_csv(tmp_path / "f.csv", ["1,2"], header="label,image"))
+
+
+def test_a_binary_file_named_csv_is_one_printable_line(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_bytes(b"\x7fELF\x02\x01\x00\x00\x1b[31m" + bytes(range(256)) * 40)
+    with pytest.raises(UserError) as caught:
+        load_data(path)
+    message = str(caught.value)
+    assert message.startswith("CSV header must have 'emotion' and 'pixels'") and "\\x7fELF" in message
+    assert message.isprintable() and len(message) < 200
 
 
 def test_second_load_hits_the_cache(image_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:

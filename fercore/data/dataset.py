@@ -18,7 +18,7 @@ from fercore.errors import UserError
 from fercore.labels import EMOTIONS
 from fercore.paths import user_path
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bumped when reading rules change (2: a csv row with an unknown Usage is an error)
 SPLITS = ("train", "val", "test", "all")
 SYNTHETIC_PREFIX = "synthetic"
 DEFAULT_SYNTHETIC_SIZE = 3500

@@ -259,11 +259,17 @@ def read_zip(path: Path) -> RawFaces:
 
 # ---------------------------------------------------------------- fer2013.csv
 
+def _shown(text: str, limit: int = 60) -> str:
+    """text fit for a one-line message: control characters escaped (a binary file's bytes), cut at limit."""
+    escaped = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
+
+
 def _csv_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, str]]]:
     reader = csv.DictReader(lines)
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     if "emotion" not in header or "pixels" not in header:
-        found = ", ".join(reader.fieldnames or []) or "nothing"
+        found = _shown(", ".join(reader.fieldnames or [])) or "nothing"
         raise UserError(f"CSV header must have 'emotion' and 'pixels' (and optionally 'Usage'); found: {found}")
     reader.fieldnames = header
     try:
@@ -301,6 +307,9 @@ def _read_table(lines: Iterable[str], name: str) -> RawFaces:
                 problem = f"{pixels.size} pixels, expected {CSV_PIXELS}"
             elif pixels.min() < 0 or pixels.max() > 255:
                 problem = "pixel values outside 0-255"
+        usage = (row.get("usage") or "").strip()
+        if not problem and usage and usage.lower() not in SPLIT_NAMES:
+            problem = f"Usage {_shown(usage)!r} is not one of Training, PublicTest, PrivateTest (or train, val, test)"
         if problem:
             errors.append(f"line {line}: {problem}")
             if len(errors) >= 3:
@@ -308,8 +317,7 @@ def _read_table(lines: Iterable[str], name: str) -> RawFaces:
             continue
         images.append(pixels.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE))
         emotions.append(EMOTIONS.index(FER2013_CSV_ORDER[label]))
-        usage = (row.get("usage") or "").strip().lower()
-        splits.append(SPLIT_NAMES.get(usage, "all") if usage else "all")
+        splits.append(SPLIT_NAMES[usage.lower()] if usage else "all")
     if errors:
         raise UserError(f"{name}: bad rows: " + "; ".join(errors))
     if not images:
