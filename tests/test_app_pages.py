@@ -106,8 +106,8 @@ def test_the_home_page_starts_without_torch(tmp_path: Path) -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_the_app_refuses_to_run_when_started_outside_its_folder(tmp_path: Path) -> None:
-    """From another folder, Streamlit reads no .streamlit/config.toml: no address, so every network interface."""
+def test_the_app_refuses_to_run_when_its_server_has_no_address(tmp_path: Path) -> None:
+    """AppTest, run from another folder, reads no .streamlit/config.toml: no address, so every network interface."""
     script = ("from streamlit.testing.v1 import AppTest; "
               f"at = AppTest.from_file({str(APP)!r}, default_timeout=30).run(); "
               "assert not at.exception, at.exception; print([e.value for e in at.error], len(at.title))")

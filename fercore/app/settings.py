@@ -17,12 +17,13 @@ DATA_ROOTS_ENV = "FERCORE_DATA_ROOTS"  # extra folders (os.pathsep-separated) wh
 
 def unbound_server_refusal(address: str | None) -> str | None:
     """Why the app refuses to run when its server has no address, else None. Streamlit then listens on every
-    network interface: it read no .streamlit/config.toml, which it looks for in the folder it was started from."""
+    network interface: no .streamlit/config.toml it read (the project's, which sets 127.0.0.1, the user's, the
+    current folder's) set one, and no --server.address did."""
     if address:
         return None
-    return (f"The app was started outside its folder, so Streamlit read none of its settings and listens on every "
-            f"network interface; this app starts processes and reads your files. Start it from {PROJECT_ROOT} "
-            "(`streamlit run streamlit_app.py` there), or choose who may reach it with --server.address.")
+    return ("Streamlit has no server address (the project's .streamlit/config.toml, which sets 127.0.0.1, was not "
+            "read or was changed), so it listens on every network interface; this app starts processes and reads "
+            "your files. Restore that setting, or choose who may reach it with --server.address.")
 
 
 def data_dir() -> Path:
