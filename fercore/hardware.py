@@ -76,10 +76,15 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def configure_threads(threads: int) -> int:
-    """Set torch's intra-op threads (0 or more than there are: every usable core); returns the count set."""
+def thread_count(threads: int) -> int:
+    """The threads a request for threads runs on: 0 or more than there are means every usable core."""
     # more than the cores would oversubscribe them (and 100,000 crashed torch)
-    count = min(threads, usable_cores()) if threads > 0 else usable_cores()
+    return min(threads, usable_cores()) if threads > 0 else usable_cores()
+
+
+def configure_threads(threads: int) -> int:
+    """Set torch's intra-op threads to thread_count(threads); returns the count set."""
+    count = thread_count(threads)
     torch.set_num_threads(count)
     return count
 

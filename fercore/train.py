@@ -31,6 +31,7 @@ from fercore.augment import augment_batch, mix_batch
 from fercore.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint, with_calibration
 from fercore.config import TrainConfig
 from fercore.data import load_data
+from fercore.data.splits import epoch_steps
 from fercore.distill import DistillationLoss, teacher_probabilities
 from fercore.errors import SHOWN_AS_ONE_LINE, UserError
 from fercore.inference import Progress, predict_proba, to_input
@@ -92,10 +93,14 @@ def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
 
 
+WARMUP_SHARE = 0.2  # of a one-cycle schedule's steps, spent rising to the peak learning rate
+
+
 def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
     total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.2)
+    if cfg.schedule == "onecycle":  # torch divides by zero when the warm-up is exactly one step: make it two
+        warmup = WARMUP_SHARE if WARMUP_SHARE * total != 1 else 2 / total
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=warmup)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     if cfg.schedule == "plateau":
@@ -254,8 +259,7 @@ class Trainer:
         self.mean, self.std = _pixel_mean_std(self.train_set.images)
         self.images = torch.from_numpy(self.train_set.images).to(self.device)
         self.labels = torch.from_numpy(self.train_set.labels).to(self.device)
-        self.batch_size = min(cfg.batch_size, len(self.train_set))
-        self.steps_per_epoch = max(1, len(self.train_set) // self.batch_size)
+        self.steps_per_epoch, self.batch_size = epoch_steps(len(self.train_set), cfg.batch_size)
         torch.manual_seed(cfg.seed)
         self.model = models.build(cfg.arch, len(self.classes), **cfg.arch_args).to(
             self.device, memory_format=torch.channels_last)
@@ -428,8 +432,9 @@ class Trainer:
             soft = None if self.soft_targets is None else self.soft_targets[idx]
             x, lam = mix_batch(self._batch(idx), cfg.augment, random.Random(seed))
             loss, logits = training_step(self.model, self.optimizer, self.loss_fn, x, y, self.amp, soft, lam)
-            if self.scheduler is not None and cfg.schedule in PER_STEP_SCHEDULES:
-                self.scheduler.step()
+            last_step = epoch == cfg.epochs - 1 and step == self.steps_per_epoch - 1
+            if self.scheduler is not None and cfg.schedule in PER_STEP_SCHEDULES and not last_step:
+                self.scheduler.step()  # not past the last step: the lr reported at the end is the one it used
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == (y if lam >= 0.5 else y.flip(0))).sum()  # a mixed face: its main label
             seen_here += len(y)
@@ -591,7 +596,8 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
     trainer: Trainer | None = None
     try:
         run.clear_stop()
-        run.write_status(state="starting", pid=os.getpid(), pid_token=process_token(os.getpid()), threads=cfg.threads,
+        run.write_status(state="starting", pid=os.getpid(), pid_token=process_token(os.getpid()),
+                         threads=hardware.thread_count(cfg.threads),
                          epoch=0, total_epochs=cfg.epochs, started=run.status_raw().get("started", time.time()),
                          error=None, startup=None)
         if not resume:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from fercore import hardware
 from fercore import train as train_module
 from fercore.augment import AugmentConfig
 from fercore.checkpoint import load_model, read_checkpoint
@@ -88,8 +89,10 @@ def test_stop_then_resume_equals_an_uninterrupted_run(tmp_path: Path, monkeypatc
     assert [e["train_loss"] for e in a] == pytest.approx([e["train_loss"] for e in b], rel=1e-6)
 
 
-def test_weight_averaging_keeps_the_mean_of_the_last_epochs_with_fresh_norm_statistics(tmp_path: Path) -> None:
+def test_weight_averaging_keeps_the_mean_of_the_last_epochs_with_fresh_norm_statistics(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a constant schedule makes a 1-epoch run the first epoch of a 2-epoch one (randomness: seed, epoch, step)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)  # evaluated in float32, as the run validated
     plain = _cfg(data="synthetic:2100", epochs=1, schedule="constant", lr=0.01)
     run_training(plain, tmp_path / "one")
     run_training(dataclasses.replace(plain, epochs=2), tmp_path / "two")
@@ -288,6 +291,31 @@ def test_every_schedule_and_optimizer_runs(tmp_path: Path, schedule: str, optimi
     result = run_training(_cfg(schedule=schedule, optimizer=optimizer, epochs=2, class_weights="balanced",
                                label_smoothing=0.1, early_stop=1), tmp_path / schedule)
     assert 1 <= result["epochs"] <= 2
+
+
+@pytest.mark.parametrize("epochs, batch_size", [(1, 100), (5, 504)])  # 504 training faces: 5 steps in all
+def test_a_one_cycle_of_five_steps_trains(tmp_path: Path, epochs: int, batch_size: int) -> None:
+    result = run_training(_cfg(schedule="onecycle", epochs=epochs, batch_size=batch_size), tmp_path / "r")
+    assert result["epochs"] == epochs
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_the_last_epoch_reports_the_learning_rate_its_last_step_used(tmp_path: Path, schedule: str) -> None:
+    cfg = _cfg(schedule=schedule, epochs=2)
+    run_training(cfg, tmp_path / "r")
+    records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    steps = 504 // cfg.batch_size  # synthetic:700 keeps 504 training faces
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    schedule_alone = train_module._scheduler(cfg, optimizer, steps)
+    for _ in range(cfg.epochs * steps - 1):  # to the last step (the one-cycle's lr would rise again past it)
+        optimizer.step()
+        schedule_alone.step()
+    assert [r for r in records if r.get("type") == "epoch"][-1]["lr"] == pytest.approx(optimizer.param_groups[0]["lr"])
+
+
+def test_a_run_records_the_threads_it_runs_on_not_more_than_the_cores(tmp_path: Path) -> None:
+    run_training(_cfg(epochs=1, threads=64), tmp_path / "r")
+    assert RunDir(tmp_path / "r").threads() == hardware.usable_cores() < 64  # what the app counts as taken
 
 
 def test_early_stop_ends_patience_epochs_after_the_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""Stratified, seeded splits."""
+"""Stratified, seeded splits, and the batches an epoch cuts the training faces into."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,3 +15,10 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.nda
             take = 1
         mask[rng.permutation(members)[:take]] = True
     return mask
+
+
+def epoch_steps(faces: int, batch_size: int) -> tuple[int, int]:
+    """The steps of a training epoch over faces and their batch: full batches only (the faces left over sit out,
+    drawn anew each epoch), one batch of all the faces when they are fewer than batch_size."""
+    batch = min(batch_size, faces)
+    return max(1, faces // batch), batch
