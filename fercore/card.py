@@ -11,7 +11,7 @@ import torch
 from fercore import hardware, leakage, models
 from fercore.atomic import atomic_write_bytes, atomic_write_jsonl
 from fercore.checkpoint import LoadedModel, model_from_checkpoint, read_checkpoint, save_checkpoint, with_calibration
-from fercore.config import matching_preset
+from fercore.config import matching_preset, recipe_flags
 from fercore.data import FaceData, FaceSet, load_data
 from fercore.errors import UserError
 from fercore.evaluate import evaluate_faces, own_split
@@ -102,20 +102,26 @@ def _stages(run: RunDir, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     stages = []
     for stage in run.lineage():
         config = stage.config()
+        flags, unflagged = recipe_flags(config)
         stages.append({"run": stage.name, "epochs": sum(e.get("run") == stage.name for e in history),
-                       "preset": matching_preset(config), **{k: config.get(k) for k in STAGE_FIELDS}})
+                       "preset": matching_preset(config), "flags": flags, "unflagged": unflagged,
+                       **{k: config.get(k) for k in STAGE_FIELDS}})
     return stages
 
 
 def _flags(stage: dict[str, Any]) -> str:
-    """The `fercore train` flags that name a stage's recipe: the data (the card's data row says which), its preset,
-    and its teachers if it distilled."""
-    flags = " --data PATH" + (f" --preset {stage['preset']}" if stage["preset"] else "")
+    """The `fercore train` flags of a stage's recipe: the data (the card's data row says which), its preset and the
+    flags that change it, and its teachers if it distilled."""
+    flags = " --data PATH" + "".join(f" {flag}" for flag in stage["flags"])
     if stage.get("teachers"):
         flags += f" --teachers {' '.join(map(shown, stage['teachers']))} --distill {stage['distill']}"
-    if stage.get("swa_epochs"):
-        flags += f" --swa-epochs {stage['swa_epochs']}"
     return flags
+
+
+def _unflagged(stage: dict[str, Any]) -> str:
+    """A clause on the options of a stage's recipe that no flag sets (see the recipe section), or nothing."""
+    names = " and ".join(stage["unflagged"])
+    return f", with {names} set as in the recipe below (by --config: no flag sets them)" if names else ""
 
 
 def _distilled(stages: list[dict[str, Any]]) -> str:
@@ -154,7 +160,8 @@ def _provenance(card: dict[str, Any]) -> str:
     if len(stages) < 2:
         flags = _flags(stages[0]) if stages else ""
         init = f" --init {shown(stages[0]['init_from'])}" if stages and stages[0]["init_from"] else ""
-        return f"{scratch} with `python -m fercore train{flags}{init}`.{_distilled(stages)}"
+        unflagged = _unflagged(stages[0]) if stages else ""
+        return f"{scratch} with `python -m fercore train{flags}{init}`{unflagged}.{_distilled(stages)}"
     steps = []
     for number, stage in enumerate(stages):
         if number:
@@ -162,8 +169,8 @@ def _provenance(card: dict[str, Any]) -> str:
                      f"(`--init {Path(stage['init_from']).name}`)")
         else:  # a first run can only have started from a checkpoint whose own runs are not on this machine
             start = f"warm-started from `{shown(stage['init_from'])}`" if stage["init_from"] else "from scratch"
-        steps.append(f"{number + 1}. `python -m fercore train{_flags(stage)}` (run `{stage['run']}`): "
-                     f"{stage['epochs']} epochs {start}, {_schedule(stage)}, "
+        steps.append(f"{number + 1}. `python -m fercore train{_flags(stage)}`{_unflagged(stage)} "
+                     f"(run `{stage['run']}`): {stage['epochs']} epochs {start}, {_schedule(stage)}, "
                      f"seed {stage['seed']}")
     return (f"{scratch} in {len(stages)} runs, each continuing the last:{_distilled(stages)}\n\n"
             + "\n".join(steps) + "\n")

@@ -1,6 +1,7 @@
 """The training recipe as one dataclass, and the named presets."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -193,3 +194,51 @@ def matching_preset(config: dict[str, Any]) -> str | None:
         if all(values[k] == wanted[k] for k in options if k != "data"):
             return name
     return None
+
+
+# Recipe options whose `fercore train` flag is their name in dashes (the data, the machine's options, the
+# teachers and --init are given apart)
+FLAGGED_OPTIONS = ("arch", "epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
+                   "class_weights", "early_stop", "val_fraction", "seed", "swa_epochs")
+UNFLAGGED_OPTIONS = ("momentum", "nesterov", "split_seed", "tta")  # set only by --config
+MIXING = ("mixup", "cutmix")
+
+
+def recipe_flags(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The fewest `fercore train` flags that make a run's config.json recipe (from a preset the run could name, or
+    the defaults), and the options in which it differs that no flag sets (they come from --config or the app)."""
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k in known})
+    usable = [name for name, (option, _) in ((n, PRESET_NEEDS.get(n, (None, ""))) for n in PRESETS)
+              if not option or getattr(cfg, option)]
+    candidates = [_flags_from(cfg, name) for name in [*usable, None]]  # on a tie, the first preset: it names the intent
+    return min(candidates, key=lambda found: len(found[0]) + len(found[1]))
+
+
+def _flags_from(cfg: TrainConfig, name: str | None) -> tuple[list[str], list[str]]:
+    """recipe_flags from preset name (None: the defaults)."""
+    from fercore import models  # torch's model code: only when a card is written
+
+    base = preset(name) if name else TrainConfig()
+    flags = [f"--preset {name}"] if name else []
+    flags += [f"--{option.replace('_', '-')} {getattr(cfg, option)}" for option in FLAGGED_OPTIONS
+              if getattr(cfg, option) != getattr(base, option)]
+    unflagged = [option for option in UNFLAGGED_OPTIONS if getattr(cfg, option) != getattr(base, option)]
+    if cfg.classes != base.classes:
+        flags.append("--classes " + " ".join(cfg.classes))
+    if cfg.arch_args != base.arch_args:
+        factor = models.width_factor(cfg.arch, cfg.arch_args)
+        if cfg.arch_args == models.width_args(cfg.arch, factor):
+            flags.append(f"--width {factor:g}")
+        else:
+            unflagged.append("arch_args")
+    unmixed = dataclasses.replace(cfg.augment, mixup=0, cutmix=0)  # --mixup and --cutmix are added on top
+    mixed_into = base.augment
+    if unmixed != dataclasses.replace(base.augment, mixup=0, cutmix=0):
+        if unmixed == AugmentConfig.off():
+            flags.append("--no-augment")
+            mixed_into = AugmentConfig.off()
+        else:
+            unflagged.append("augment")
+    flags += [f"--{k} {getattr(cfg.augment, k)}" for k in MIXING if getattr(cfg.augment, k) != getattr(mixed_into, k)]
+    return flags, unflagged

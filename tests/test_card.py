@@ -91,7 +91,8 @@ def test_shipping_a_warm_started_run_keeps_the_whole_history(tiny_checkpoint: Pa
     assert "in 2 runs, each continuing the last" in readme
     assert (f"warm-started from the weights of run {first.name} (`--init best.pt`), constant lr 0.001, averaging "
             "the weights of its last 2 epochs, seed 0" in readme)
-    assert "`python -m fercore train --data PATH --swa-epochs 2` (run `again`)" in readme
+    assert ("`python -m fercore train --data PATH --preset demo --epochs 2 --lr 0.001 --schedule constant "
+            "--weight-decay 0.0005 --label-smoothing 0.1 --swa-epochs 2 --no-augment` (run `again`)") in readme
     assert (f"| best epoch | {card['best_epoch']} of {first_epochs + 2}: the average of the weights of "
             f"{again['averaged_epochs']} epochs |" in readme)
     assert f"(run `{first.name}`): {first_epochs} epochs from scratch, onecycle schedule peaking at lr 0.003" in readme
@@ -112,7 +113,8 @@ def test_a_warm_start_whose_runs_are_gone_is_named_not_called_from_scratch(tiny_
     card = ship(tmp_path / "run" / "best.pt", "synthetic:2100", tmp_path / "out" / "model.pt")
     assert [s["run"] for s in card["training"]["stages"]] == ["run"]
     readme = (tmp_path / "out" / "README.md").read_text()
-    assert f"`python -m fercore train --data PATH --init {loose}`" in readme
+    assert (f"`python -m fercore train --data PATH --arch basic --epochs 1 --batch-size 64 --no-augment "
+            f"--init {loose}`.") in readme
 
 
 def test_the_card_of_a_distilled_run_names_its_teachers(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -127,7 +129,8 @@ def test_the_card_of_a_distilled_run_names_its_teachers(tiny_checkpoint: Path, t
     card = ship(tmp_path / "student" / "best.pt", "synthetic:2100", tmp_path / "out" / "model.pt")
     assert card["training"]["stages"][0]["teachers"] == [str(tiny_checkpoint)]
     readme = (tmp_path / "out" / "README.md").read_text()
-    assert f"`python -m fercore train --data PATH --teachers {tiny_checkpoint} --distill 0.6`" in readme
+    assert (f"`python -m fercore train --data PATH --arch basic --epochs 1 --batch-size 64 --width 0.25 --no-augment "
+            f"--teachers {tiny_checkpoint} --distill 0.6`") in readme
     assert "averaged predictions of 1 teacher model(s)" in readme and f"`{tiny_checkpoint}`" in readme
     assert "-> FC 512; this one with widths 8-16-32-64.\n" in readme  # the description, then what arch_args changed
 
