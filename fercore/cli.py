@@ -23,14 +23,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"fercore: error: {message} (see --help)\n")
 
 
-def _progress_printer(stream=sys.stderr):
-    """A one-line progress bar on a terminal, one line per epoch (and a quarter of the start's long steps) otherwise."""
+def _progress_printer(run_dir: str | Path, stream=sys.stderr):
+    """Where the run is, once it has started; then a one-line progress bar on a terminal, one line per epoch (and a
+    quarter of the start's long steps) otherwise."""
     from fercore.runs import describe_startup
 
     tty = stream.isatty()
     quarters_told: set[int] = set()  # without a terminal, the start's progress is a line a quarter
+    started: list[bool] = []
 
     def show(record: dict[str, Any]) -> None:
+        if record["type"] in ("startup", "progress") and not started:
+            started.append(True)
+            stream.write(f"training in {run_dir} (stop, keeping last.pt: Ctrl-C or python -m fercore runs --stop "
+                         f"{run_dir})\n")
         if record["type"] == "data":
             stream.write(f"data: {record['note']}\n")
         elif record["type"] == "startup":
@@ -111,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = output_path(args.run_dir) if args.run_dir else runs_dir() / default_run_name(cfg.arch)
     if args.distill is not None and not cfg.teachers:
         raise UserError("--distill weighs the teachers' predictions: give --teachers too")
-    result = run_training(cfg, run_dir, on_progress=_progress_printer())
+    result = run_training(cfg, run_dir, on_progress=_progress_printer(run_dir))
     return _train_result(result, run_dir)
 
 
@@ -153,7 +159,8 @@ def _resume(args: argparse.Namespace) -> int:
     if recipe_flags:
         raise UserError(f"--resume continues the run's own recipe: drop {', '.join(recipe_flags)} "
                         "(only --threads and --device may change)")
-    result = resume_training(Path(args.resume), _progress_printer(), threads=args.threads, device=args.device)
+    result = resume_training(Path(args.resume), _progress_printer(args.resume), threads=args.threads,
+                             device=args.device)
     return _train_result(result, args.resume)
 
 
@@ -198,9 +205,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name, row in report.per_class().items():
         print(f"{name:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['f1']:>7.3f} {row['support']:>8d}")
     print("confusion (rows = true, columns = predicted):")
-    print(" " * 10 + " ".join(f"{c[:7]:>7}" for c in report.classes))
+    print(" " * 10 + " ".join(f"{c:>8}" for c in report.classes))
     for name, row in zip(report.classes, report.confusion()):
-        print(f"{name:<10}" + " ".join(f"{v:>7d}" for v in row))
+        print(f"{name:<10}" + " ".join(f"{v:>8d}" for v in row))
     return 0
 
 
@@ -229,7 +236,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from fercore.export import export
     from fercore.paths import output_path
 
-    print(export(args.checkpoint, args.format, output_path(args.out)))
+    print(export(args.checkpoint, args.format, output_path(args.out)).summary())
     return 0
 
 
@@ -264,9 +271,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         run.request_stop()
         print(f"stop requested: {args.stop}")
         return 0
-    if not Path(args.root).is_dir():
-        raise UserError(f"no runs folder at {args.root}")
-    rows = [r.summary() for r in list_runs(Path(args.root))]
+    root = Path(args.root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{args.root} is not a folder of runs")
+    rows = [r.summary() for r in list_runs(root)] if root.is_dir() else []  # none yet: an empty listing
     if args.json:
         print(json.dumps(rows))
         return 0

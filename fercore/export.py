@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -16,6 +17,16 @@ from fercore.checkpoint import LoadedModel, checkpoint_file, load_model
 from fercore.errors import UserError
 
 FORMATS = ("torchscript", "onnx")
+
+
+class Exported(NamedTuple):
+    path: Path
+    interface: dict[str, Any]  # what the model takes and gives, also stored in it as its "fercore" metadata
+
+    def summary(self) -> str:
+        """One line for people: the file, its input and its output."""
+        i = self.interface
+        return f"{self.path}: input {i['input']}; output {i['output']} in the order {', '.join(i['classes'])}"
 
 
 class ProbabilityModel(nn.Module):
@@ -43,8 +54,8 @@ def _quiet_logger(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def export(checkpoint: str | Path, fmt: str, out: str | Path) -> Path:
-    """Write the exported model atomically; returns its path."""
+def export(checkpoint: str | Path, fmt: str, out: str | Path) -> Exported:
+    """Write the exported model atomically; returns its path and what it takes and gives."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}: choose {' or '.join(FORMATS)}")
     out = Path(out)
@@ -55,8 +66,9 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path) -> Path:
     loaded = load_model(checkpoint, precision="float")
     wrapper = ProbabilityModel(loaded).eval()
     example = torch.rand(2, 1, loaded.size, loaded.size) * 255
-    card = json.dumps({"classes": list(loaded.classes), "input": "float32 [N,1,48,48] grayscale 0..255",
-                       "output": "probabilities [N,C]", "arch": loaded.info.get("arch")})
+    interface = {"classes": list(loaded.classes), "input": "float32 [N,1,48,48] grayscale 0..255 (face crops)",
+                 "output": f"probabilities [N,{len(loaded.classes)}]", "arch": loaded.info.get("arch")}
+    card = json.dumps(interface)
     if fmt == "torchscript":
         with torch.no_grad():
             scripted = torch.jit.trace(wrapper, example)
@@ -72,4 +84,4 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path) -> Path:
         model = program.model_proto
         onnx.helper.set_model_props(model, {"fercore": card})
         atomic_write(out, lambda handle: handle.write(model.SerializeToString()))
-    return out
+    return Exported(out, interface)

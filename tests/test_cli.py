@@ -12,7 +12,9 @@ import pytest
 import torch
 from conftest import write_image_tree
 
+from fercore.augment import AugmentConfig
 from fercore.checkpoint import read_checkpoint
+from fercore.config import PRESETS, TrainConfig, preset, recipe_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +39,8 @@ def test_train_then_resume_from_the_cli(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["epochs"] == 1
     assert "epoch 1:" in result.stderr
+    assert result.stderr.splitlines()[0] == (f"training in {run} (stop, keeping last.pt: Ctrl-C or python -m fercore "
+                                             f"runs --stop {run})")
     config = json.loads((run / "config.json").read_text())
     assert config["classes"] == ["angry", "happy", "neutral", "sad"]
     assert (config["augment"]["cutmix"], config["augment"]["mixup"], config["augment"]["rotate"]) == (0.5, 0.0, 15.0)
@@ -124,6 +128,9 @@ def test_evaluate_json_contract(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert json.loads(only_test.stdout)["n"] == 21 and json.loads(only_test.stdout)["tta"] is False
     text = fercore("evaluate", "--checkpoint", tiny_checkpoint, "--data", data, "--split", "all")
     assert "accuracy" in text.stdout and "confusion" in text.stdout
+    header = text.stdout.splitlines()[text.stdout.splitlines().index(next(
+        line for line in text.stdout.splitlines() if line.startswith("confusion"))) + 1]
+    assert header.split() == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]  # whole names
 
 
 def test_predict_json_contract(tiny_checkpoint: Path, astronaut_jpeg: bytes, tmp_path: Path) -> None:
@@ -209,6 +216,9 @@ def test_width_scales_the_architecture(tmp_path: Path) -> None:
 def test_export_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
     result = fercore("export", "--checkpoint", tiny_checkpoint, "--format", "torchscript", "--out", tmp_path / "m.pt")
     assert result.returncode == 0 and (tmp_path / "m.pt").stat().st_size > 1000
+    assert result.stdout.strip() == (f"{tmp_path / 'm.pt'}: input float32 [N,1,48,48] grayscale 0..255 (face crops); "
+                                     "output probabilities [N,7] in the order angry, disgust, fear, happy, neutral, "
+                                     "sad, surprise")
     result = fercore("export", "--checkpoint", tiny_checkpoint, "--format", "onnx", "--out", "~/m.onnx", home=tmp_path)
     assert result.returncode == 0 and (tmp_path / "m.onnx").is_file()
 
@@ -282,7 +292,7 @@ def test_models_lists_architectures() -> None:
     (["train", "--data", "synthetic", "--seed", "-1", "--run-dir", "{tmp}/r"], "seed must be"),
     (["evaluate", "--data", "synthetic", "--checkpoint", "{ckpt}", "--threads", "-1"], "threads must not be"),
     (["export", "--format", "onnx", "--out", "{tmp}", "--checkpoint", "{ckpt}"], "is a directory: --out takes"),
-    (["runs", "--root", "{tmp}/nothing"], "no runs folder at"),
+    (["runs", "--root", "{ckpt}"], "is not a folder of runs"),
     (["runs", "--stop", "{tmp}"], "is not a training run (it has no config.json)"),
     (["runs", "--stop", "{run}"], "is not training (state: finished)"),
     (["frobnicate"], "invalid choice"),
@@ -394,3 +404,37 @@ def test_an_internal_error_is_one_line_unless_fercore_debug_asks_for_the_traceba
     monkeypatch.setenv("FERCORE_DEBUG", "1")
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["models"])
+
+
+def test_runs_before_any_run_is_an_empty_listing(tmp_path: Path) -> None:
+    listing = fercore("runs", "--root", tmp_path / "none-yet")
+    assert listing.returncode == 0 and listing.stderr.strip() == f"no runs in {tmp_path / 'none-yet'}"
+    assert json.loads(fercore("runs", "--root", tmp_path / "none-yet", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("recipe", [
+    {"arch": "basic", "epochs": 1, "batch_size": 96, "lr": 0.004, "optimizer": "adamw", "schedule": "cosine",
+     "weight_decay": 0.001, "label_smoothing": 0.05, "class_weights": "balanced", "early_stop": 3,
+     "val_fraction": 0.2, "seed": 5, "swa_epochs": 1, "classes": ["happy", "sad", "surprise"],
+     "arch_args": {"widths": [16, 32, 64, 128]}, "augment": {**AugmentConfig.off().to_dict(), "cutmix": 1.0}},
+    {**PRESETS["demo"], "epochs": 1, "augment": {**PRESETS["demo"]["augment"].to_dict(), "mixup": 0.4}},
+])
+def test_the_flags_a_model_card_names_rebuild_the_runs_recipe(tmp_path: Path, recipe: dict) -> None:
+    config = TrainConfig.from_dict({**recipe, "data": "synthetic:700"}).to_dict()
+    flags, unflagged = recipe_flags(config)
+    assert unflagged == []
+    result = fercore("train", "--data", "synthetic:700", *" ".join(flags).split(), "--threads", "1",
+                     "--run-dir", tmp_path / "again")
+    assert result.returncode == 0, result.stderr
+    rebuilt = TrainConfig.from_dict(json.loads((tmp_path / "again" / "config.json").read_text())).to_dict()
+    machine = ("data", "threads", "device", "amp")
+    assert {k: v for k, v in rebuilt.items() if k not in machine} == {k: v for k, v in config.items()
+                                                                      if k not in machine}
+
+
+def test_recipe_options_no_flag_sets_are_named() -> None:
+    config = TrainConfig(momentum=0.8, augment=AugmentConfig(rotate=3), arch_args={"widths": [8, 8, 8, 8, 8]})
+    assert recipe_flags(config.to_dict()) == ([], ["momentum", "arch_args", "augment"])
+    wide = preset("fer2013-wide", epochs=5, teachers=["t.pt"]).to_dict()
+    assert recipe_flags(wide) == (["--preset fer2013-wide", "--epochs 5"], [])
+    assert recipe_flags({**wide, "teachers": []})[0] == ["--preset fer2013", "--epochs 5", "--width 1.5"]

@@ -171,7 +171,8 @@ def test_annotate_draws_in_the_emotion_colour(tiny_checkpoint: Path, astronaut_j
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_export_gives_the_checkpoint_probabilities(tiny_checkpoint: Path, tmp_path: Path, fmt: str,
                                                    capfd: pytest.CaptureFixture[str]) -> None:
-    out = export(tiny_checkpoint, fmt, tmp_path / f"model.{fmt}")
+    out, interface = export(tiny_checkpoint, fmt, tmp_path / f"model.{fmt}")
+    assert interface["output"] == "probabilities [N,7]" and interface["classes"][0] == "angry"
     assert capfd.readouterr().err == ""  # the exporter's own warnings are not the user's business
     faces = np.random.default_rng(0).integers(0, 255, (5, 48, 48), dtype=np.uint8)
     loaded = load_model(tiny_checkpoint, precision="float")
