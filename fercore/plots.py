@@ -16,12 +16,24 @@ METRIC_TITLES = {
     "val_acc": "validation accuracy", "val_macro_f1": "validation macro F1", "val_loss": "validation loss",
     "train_acc": "training accuracy", "train_loss": "training loss", "lr": "learning rate",
 }
+FEW_POINTS = 20  # a line with at most this many points shows them as markers too
+PERCENT = ".1~%"  # 12.5%, 40%: a decimal only where the ticks need one
 
 
 def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3),
                       **extra)
     return fig
+
+
+def _lines(points: int) -> str:
+    """A line trace's mode: markers too while it has few points (a line of one point draws nothing)."""
+    return "lines+markers" if points <= FEW_POINTS else "lines"
+
+
+def _from_zero(fig: go.Figure, tickformat: str, **where: Any) -> None:
+    """A y axis from 0 up: a point or two alone no longer zoom it to a sliver whose ticks all read the same."""
+    fig.update_yaxes(rangemode="tozero", tickformat=tickformat, **where)
 
 
 def _epoch_axis(fig: go.Figure) -> None:
@@ -50,17 +62,17 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], progress: Sequence[Mapp
                                      line=dict(color=color), legendgroup=split, showlegend=col == 1), row=1, col=col)
         if live:
             fig.add_trace(go.Scatter(x=live_x, y=[p[f"train_{key}"] for p in live], name="train (this epoch)",
-                                     mode="lines", line=dict(color=TRAIN_COLOR, dash="dot"), legendgroup="live",
-                                     showlegend=col == 1), row=1, col=col)
+                                     mode=_lines(len(live)), line=dict(color=TRAIN_COLOR, dash="dot"),
+                                     legendgroup="live", showlegend=col == 1), row=1, col=col)
     lr_x, lr_y = x + live_x, [e["lr"] for e in epochs] + [p["lr"] for p in live]
-    fig.add_trace(go.Scatter(x=lr_x, y=lr_y, name="lr", mode="lines", line=dict(color=LR_COLOR), showlegend=False),
-                  row=1, col=3)
+    fig.add_trace(go.Scatter(x=lr_x, y=lr_y, name="lr", mode=_lines(len(lr_x)), line=dict(color=LR_COLOR),
+                             showlegend=False), row=1, col=3)
     for before, after in zip(epochs, epochs[1:]):  # a history of several runs (see RunDir.history)
         if before.get("run") != after.get("run"):
             fig.add_vline(x=after["epoch"] - 0.5, line=dict(color="grey", dash="dash", width=1), row="all", col="all")
     _epoch_axis(fig)
-    fig.update_yaxes(tickformat=".0%", row=1, col=2)
-    fig.update_yaxes(tickformat=".2~g", row=1, col=3)
+    _from_zero(fig, PERCENT, row=1, col=2)
+    _from_zero(fig, ".2~g", row=1, col=3)
     return _layout(fig, 320)
 
 
@@ -71,7 +83,9 @@ def runs_overlay(runs: Mapping[str, Sequence[Mapping[str, Any]]], metric: str = 
         fig.add_trace(go.Scatter(x=[e["epoch"] for e in epochs], y=[e.get(metric) for e in epochs], name=name,
                                  mode="lines+markers"))
     _epoch_axis(fig)
-    fig.update_yaxes(title_text=METRIC_TITLES.get(metric, metric), tickformat=".0%" if "acc" in metric else None)
+    fig.update_yaxes(title_text=METRIC_TITLES.get(metric, metric))
+    if "acc" in metric:
+        _from_zero(fig, PERCENT)
     return _layout(fig, 360)
 
 
@@ -109,9 +123,12 @@ def probability_bars(probabilities: Mapping[str, float], title: str | None = Non
     ranked = sorted(probabilities.items(), key=lambda kv: kv[1])
     fig = go.Figure(go.Bar(x=[p for _, p in ranked], y=[c for c, _ in ranked], orientation="h",
                            marker_color=[COLORS.get(c, "#888888") for c, _ in ranked],
-                           text=[f"{p:.0%}" for _, p in ranked], textposition="auto"))
+                           text=[f"{p:.0%}" for _, p in ranked], textposition="outside", textangle=0,
+                           cliponaxis=False))  # beside its bar, level: text too long for a bar inside is turned 90°
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
-    return _layout(fig, 60 + 26 * len(ranked), title=title)
+    _layout(fig, 60 + 26 * len(ranked), title=title)
+    fig.update_layout(margin_r=40)  # room for the text of a bar that fills the axis ("100%")
+    return fig
 
 
 def class_counts(counts: Mapping[str, int], title: str | None = None) -> go.Figure:

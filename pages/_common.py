@@ -199,13 +199,16 @@ def show_card(path: Path) -> None:
 
 
 def runs_table(runs: list[RunDir]) -> None:
-    """The run history: one row per run."""
+    """The run history: one row per run; a dash where a run has nothing to show (no epoch yet, no error)."""
     rows = [run.summary() for run in runs]
     for row in rows:
-        row["duration_min"] = row.pop("duration_s") / 60
-    st.dataframe(rows, hide_index=True, column_order=(
-        "name", "state", "arch", "epochs", "best_val_acc", "duration_min", "error", "data", "path"), column_config={
-        "best_val_acc": st.column_config.NumberColumn("best val acc", format="percent"),
-        "duration_min": st.column_config.NumberColumn("training min", format="%.1f"),
-        "error": st.column_config.TextColumn("why it ended"),
+        row["training"] = model_menu.duration(row.pop("duration_s"))
+        if row["best_val_acc"] is not None:  # in percent, for a format of one decimal
+            row["best_val_acc"] *= 100
+    st.dataframe(rows, hide_index=True, placeholder="–", column_order=(
+        "name", "state", "arch", "epochs", "best_val_acc", "training", "error", "data", "path"), column_config={
+        "name": st.column_config.TextColumn("name", width="medium"),  # an automatic name whole: 20261206-110614-fernet
+        "best_val_acc": st.column_config.NumberColumn("best val acc", format="%.1f%%"),
+        "training": st.column_config.TextColumn("training time"),
+        "error": st.column_config.TextColumn("why it ended", width="large"),
     })

@@ -82,8 +82,8 @@ def live_webcam(predictor: Predictor) -> None:
     if stream.state.playing:
         st.fragment(live_stats, run_every=1)(annotator)
     if not stream.state.playing:
-        st.caption("No camera, or the browser refuses it? The Photos tab takes pictures, and Camera snapshot one "
-                   "still frame.")
+        st.caption("No camera, or the browser refuses it? Upload photos in the Photos tab instead. The camera works "
+                   "but the live stream does not connect? Camera snapshot labels one still frame (no WebRTC needed).")
     if not ice_servers:
         st.caption(f"No ICE servers configured: works when the browser reaches this server directly (same machine or "
                    f"network). For other setups give STUN/TURN servers in {settings.ICE_SERVERS_ENV}.")

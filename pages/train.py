@@ -11,7 +11,7 @@ from fercore import hardware, leakage, models, paths, plots
 from fercore.app import data_views, launcher, model_menu
 from fercore.config import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES, TrainConfig, preset
 from fercore.data import FaceData, FaceSet, is_synthetic
-from fercore.data.dataset import SYNTHETIC_TEST_FRACTION
+from fercore.data.splits import epoch_steps
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.labels import CLASS_SETS, EMOTIONS, resolve_classes
 from fercore.runs import ACTIVE_STATES, LAST, RunDir, default_run_name, delete_run, describe_startup, list_runs
@@ -33,6 +33,8 @@ AUGMENTATIONS = {
     "cutmix": ("CutMix: paste a patch of another face, labels by area (Beta α; 0 = off)", 2.0, 0.1),
 }
 PREVIEW_FACES = 10
+# the Start from option of random weights: not None, which a kept selectbox takes for no choice (a blank box)
+FROM_SCRATCH = ""
 RESUMABLE_STATES = ("stopped", "interrupted", "failed")
 # While a run trains, its progress line refreshes every STATUS_REFRESH_S and its curves every CURVES_REFRESH_S.
 # The server and the browser spend CPU on every refresh, and the run loses about twice that: with the Live tab open
@@ -163,13 +165,13 @@ def repeats_note(fingerprint: str, _data: FaceData) -> str:
     return leakage.repeats_note(_data.raw.images, _data.raw.emotions)
 
 
-def data_preview(faces: FaceSet, note: str, held_out: str, repeats: str) -> None:
-    """Class counts and sample faces of the training faces (held_out: what the split leaves out of them;
-    repeats: the whole data set's copied faces)."""
+def data_preview(faces: FaceSet, note: str, origin: str, repeats: str) -> None:
+    """Class counts and sample faces of the training faces (origin: which of the data's faces they are, and what
+    was held out of them; repeats: the whole data set's copied faces)."""
     counts = faces.counts()
     left, right = st.columns([3, 2])
     left.plotly_chart(plots.class_counts(counts, title=f"{len(faces):,} training faces"))
-    left.caption(held_out)
+    left.caption(origin)
     images, labels = data_views.class_samples(faces, per_class=6)
     right.image(data_views.face_grid(images, columns=6),
                 caption="six per class, rows: " + ", ".join(dict.fromkeys(labels)))
@@ -204,9 +206,9 @@ def warm_start_picker(classes: tuple[str, ...]) -> tuple[Path, dict[str, Any]] |
     choices = model_menu.warm_start_choices(classes, checkpoint_card)
     # options are paths, labels looked up: a label that changes (a run's accuracy so far) keeps the choice
     cards = {str(choice.path): card for choice, card in choices}
-    labels = {str(choice.path): f"{choice.label}: {card['arch']} (continue training it)" for choice, card in choices}
-    picked = st.selectbox("Start from", [None, *cards], key="warm-start", **KEPT,
-                          format_func=lambda p: "random weights (from scratch)" if p is None else labels.get(p, p),
+    labels = {FROM_SCRATCH: "random weights (from scratch)", **{
+        str(choice.path): f"{choice.label}: {card['arch']} (continue training it)" for choice, card in choices}}
+    picked = st.selectbox("Start from", list(labels), key="warm-start", **KEPT, format_func=lambda p: labels.get(p, p),
                           help="Continue a trained model with a fresh learning-rate cycle (a warm restart); on "
                                "FER2013 data the recipe defaults become the fer2013-restart preset's. A model "
                                "that learned this run's validation faces is refused when the run starts.")
@@ -320,15 +322,15 @@ def start_button(cfg: TrainConfig, name: str, train_faces: int) -> None:
         st.warning(f"Already training: {', '.join(busy)}. A second run shares the CPU with it and both slow down.")
     else:
         threads = launcher.training_threads()
-        steps = max(1, train_faces // cfg.batch_size)
+        steps, batch = epoch_steps(train_faces, cfg.batch_size)
         try:
-            step_s = step_seconds(cfg.arch, cfg.arch_args, cfg.batch_size, cfg.device, len(cfg.classes), threads)
+            step_s = step_seconds(cfg.arch, cfg.arch_args, batch, cfg.device, len(cfg.classes), threads)
         except (RuntimeError, MemoryError) as exc:  # out of memory at this batch, say
             st.caption(f"Could not time a training step here ({str(exc).splitlines()[0][:120]}).")
         else:
-            st.caption(f"About **{eta(step_s * steps)} per epoch** on this machine ({steps} steps of "
-                       f"{cfg.batch_size} faces at {step_s * 1000:.0f} ms, measured with {threads} thread(s), as the "
-                       "run will use).")
+            st.caption(f"About **{eta(step_s * steps)} per epoch** on this machine: "
+                       f"{data_views.epoch_note(train_faces, cfg.batch_size)}, at {step_s * 1000:.0f} ms a step "
+                       f"(measured with {threads} thread(s), as the run will use).")
     if st.button("Start training", type="primary", icon=":material/play_arrow:"):
         launch(lambda: launcher.start_training(cfg, name or default_run_name(cfg.arch)))
 
@@ -354,10 +356,8 @@ def new_run_section() -> None:
     except SHOWN_AS_ONE_LINE as exc:
         st.error(str(exc))
         return
-    held_out = (f"The data's train split less the {base.val_fraction:.0%} held out for validation"
-                + (f" (the synthetic set keeps another {SYNTHETIC_TEST_FRACTION:.0%} as its test split)."
-                   if is_synthetic(source) else "."))
-    data_preview(faces, data.raw.report.summary(), held_out, repeats_note(data.fingerprint, data))
+    origin = data_views.training_faces_note(data.splits_present(), base.val_fraction, is_synthetic(source))
+    data_preview(faces, data.raw.report.summary(), origin, repeats_note(data.fingerprint, data))
     cfg, name = recipe_form(base, preset_name, start is not None, faces, data.fingerprint)
     start_button(cfg, name, len(faces))
 

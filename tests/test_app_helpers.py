@@ -16,6 +16,7 @@ from fercore.app import data_views, launcher, model_menu, outputs, settings
 from fercore.augment import AugmentConfig
 from fercore.config import TrainConfig
 from fercore.data import FaceSet
+from fercore.data.splits import epoch_steps
 from fercore.errors import UserError
 from fercore.predict import Predictor
 from fercore.runs import RunDir
@@ -149,6 +150,23 @@ def test_checkpoint_choices_list_each_runs_best_and_last(tiny_checkpoint: Path, 
     assert model_menu.checkpoint_choices()[0].label == "shipped model (best.pt)"
 
 
+def test_checkpoint_choices_list_models_shipped_beside_the_shipped_one(tiny_checkpoint: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ship --out checkpoints/mine/mine.pt` puts a model of one's own where the menu finds it: after the shipped
+    model, before the runs; deeper folders are not searched."""
+    monkeypatch.setenv(paths.RUNS_DIR_ENV, str(tiny_checkpoint.parent.parent))
+    folder = tmp_path / "checkpoints"
+    for shipped in ("fer2013.pt", "mine/mine.pt", "other.pt", "deeper/still/deep.pt", "mine/README.md"):
+        (folder / shipped).parent.mkdir(parents=True, exist_ok=True)
+        (folder / shipped).write_bytes(b"")
+    monkeypatch.setattr(model_menu, "SHIPPED_CHECKPOINT", folder / "fer2013.pt")
+    choices = model_menu.checkpoint_choices()
+    assert [c.label for c in choices[:3]] == ["shipped model (fer2013.pt)", "mine/mine.pt (shipped)",
+                                              "other.pt (shipped)"]
+    assert choices[1].path == folder / "mine" / "mine.pt"
+    assert [c.path.name for c in choices[3:]] == ["best.pt", "last.pt"]
+
+
 def test_card_rows(tiny_checkpoint: Path) -> None:
     rows = model_menu.card_rows(model_menu.read_card(tiny_checkpoint), tiny_checkpoint)
     epochs = RunDir(tiny_checkpoint.parent).epochs()
@@ -229,6 +247,29 @@ def test_face_grid_tiles_enlarged_faces() -> None:
     grid = data_views.face_grid(faces, columns=2, zoom=2, gap=2)
     assert grid.shape == (2 * 96 + 2, 2 * 96 + 2)
     assert grid[0, 0] == 0 and grid[0, 98] == 100 and grid[98, 0] == 200 and grid[98, 98] == 255
+
+
+def test_training_faces_note_says_whether_validation_faces_were_held_out() -> None:
+    assert data_views.training_faces_note(["test", "train", "val"], 0.1, synthetic=False) == (
+        "All of the data's train split: its own validation split validates the run, so none are held out.")
+    assert data_views.training_faces_note(["test", "train"], 0.1, synthetic=False) == (
+        "The data's train split less the 10% held out for validation.")
+    assert data_views.training_faces_note(["all"], 0.2, synthetic=False) == (
+        "The data's faces less the 20% held out for validation.")
+    assert data_views.training_faces_note(["test", "train"], 0.1, synthetic=True).endswith(
+        "held out for validation (the synthetic set keeps another 20% as its test split).")
+
+
+@pytest.mark.parametrize("faces, batch_size, said", [
+    (224, 128, "1 step of 128 faces (96 faces left out each epoch, drawn anew each time)"),
+    (256, 128, "2 steps of 128 faces"),
+    (96, 128, "1 step of 96 faces (a batch of 128 is more than the 96 training faces)"),
+    (2520, 64, "39 steps of 64 faces (24 faces left out each epoch, drawn anew each time)"),
+])
+def test_epoch_note_counts_the_steps_as_the_trainer_runs_them(faces: int, batch_size: int, said: str) -> None:
+    assert data_views.epoch_note(faces, batch_size) == said
+    steps, batch = epoch_steps(faces, batch_size)
+    assert steps * batch <= faces and faces - steps * batch < batch
 
 
 def test_augmentation_previews() -> None:

@@ -134,6 +134,23 @@ def test_home_shows_the_shipped_model_card_and_the_runs(open_page: OpenPage, wit
     assert at.dataframe[0].value["name"].tolist() == [with_tiny_run.parent.name]
 
 
+def test_the_runs_table_shows_blanks_one_decimal_of_accuracy_and_training_time(open_page: OpenPage,
+                                                                               tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "runs" / "20261206-110614-fernet")
+    run.write_config(TrainConfig(data="synthetic:300", epochs=3).to_dict())
+    run.log({"type": "epoch", "epoch": 1, "train_loss": 1.9, "train_acc": 0.13, "val_loss": 1.9, "val_acc": 0.1429,
+             "val_macro_f1": 0.1, "lr": 0.01, "seconds": 4.2, "images_per_s": 27.0})
+    run.write_status(state="stopped", epoch=2, total_epochs=3, best_val_acc=0.1429)
+    at = open_page("pages/home.py")
+    table = at.dataframe[0]
+    row = table.value.iloc[0]
+    assert (row["best_val_acc"], row["training"]) == (pytest.approx(14.29), "4 s")
+    config = json.loads(table.proto.columns)
+    assert config["best_val_acc"]["type_config"]["format"] == "%.1f%%"  # 14.3%, as 12.5% reads 12.5%
+    assert table.proto.placeholder == "–"  # not "None" where a run has no error
+    assert config["name"]["width"] == "medium" and config["error"]["width"] == "large"
+
+
 def test_train_page_starts_a_run_that_finishes(open_page: OpenPage) -> None:
     at = open_page("pages/train.py")
     at.number_input(key="train-synthetic").set_value(700)
@@ -285,6 +302,15 @@ def test_train_page_continues_a_trained_model(open_page: OpenPage, tiny_checkpoi
     assert [r.name for r in run.lineage()] == ["tiny", "continued"]
 
 
+def test_start_from_shows_random_weights_after_a_look_at_another_data_source(open_page: OpenPage) -> None:
+    at = open_page("pages/train.py")
+    at.radio(key="train-kind").set_value("upload").run()  # no data: the picker is not drawn
+    at.radio(key="train-kind").set_value("synthetic").run()
+    picker = at.selectbox(key="warm-start")
+    assert picker.value is not None and picker.format_func(picker.value) == "random weights (from scratch)"
+    assert picker.index == 0
+
+
 def test_a_warm_start_shows_its_own_parameter_count(open_page: OpenPage) -> None:
     uneven = {"widths": [8, 20, 32, 64]}  # no multiple of the basic network's 32-64-128-256
     run_training(TrainConfig(data="synthetic:700", arch="basic", arch_args=uneven, epochs=1, batch_size=64,
@@ -406,6 +432,25 @@ def test_the_new_run_form_and_its_upload_outlast_a_look_at_another_tab(open_page
     assert not [n for n in at.number_input if n.key == "fer2013-epochs"]  # no data: no recipe
 
 
+def test_train_page_says_a_csvs_own_validation_split_holds_none_out_and_counts_the_steps(
+        open_page: OpenPage, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fercore.train
+
+    monkeypatch.setattr(fercore.train, "measure_step_seconds", lambda *args: 0.5)
+    rows = [f"{label},{' '.join([str(8 * label + n)] * 2304)},{usage}" for label in range(7)
+            for usage, count in (("Training", 32), ("PublicTest", 2), ("PrivateTest", 2)) for n in range(count)]
+    at = open_page("pages/train.py")
+    at.radio(key="train-kind").set_value("upload").run()
+    at.file_uploader(key="train-upload").set_value([("fer2013.csv", "\n".join(["emotion,pixels,Usage", *rows]).encode(),
+                                                    "text/csv")]).run()
+    assert not at.exception and not at.error
+    assert "All of the data's train split: its own validation split validates the run, so none are held out." in [
+        c.value for c in at.caption]
+    estimate = next(c.value for c in at.caption if "per epoch** on this machine" in c.value)
+    assert estimate.endswith(": 1 step of 128 faces (96 faces left out each epoch, drawn anew each time), at 500 ms "
+                             f"a step (measured with {launcher.training_threads()} thread(s), as the run will use).")
+
+
 def test_a_stored_upload_is_deleted_from_the_data_picker(open_page: OpenPage, tmp_path: Path) -> None:
     from fercore.app import data_views
 
@@ -512,9 +557,11 @@ def test_live_webcam_annotates_frames_with_no_outside_ice_servers(open_page: Ope
                                                                   webrtc_calls: list[dict]) -> None:
     from skimage.data import astronaut
 
-    open_page("pages/predict.py")
+    at = open_page("pages/predict.py")
     call = webrtc_calls[-1]
     assert call["rtc_configuration"] == {"iceServers": []}
+    assert any(c.value.startswith("No camera, or the browser refuses it? Upload photos in the Photos tab instead.")
+               for c in at.caption)  # the Photos tab takes uploads, not pictures
     frames = [av.VideoFrame.from_ndarray(astronaut(), format="rgb24") for _ in range(2)]
     with ThreadPoolExecutor(1) as worker:  # as streamlit-webrtc runs it: an event loop in a thread of its own
         annotated = worker.submit(asyncio.run, call["queued_video_frames_callback"](frames)).result()

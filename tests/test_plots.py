@@ -53,6 +53,17 @@ def test_training_curves_before_any_epoch() -> None:
     assert list(traces(fig, "train (this epoch)")[0].x) == [0.5]
 
 
+def test_training_curves_of_one_epoch_show_their_points_on_axes_from_zero() -> None:
+    fig = plots.training_curves([epoch(1, train_acc=0.128, val_acc=0.131)], [progress(2, 3)])
+    assert {t.mode for t in fig.data} == {"lines+markers"}  # the lr's and this epoch's single points too
+    many = plots.training_curves([epoch(n) for n in range(1, plots.FEW_POINTS + 2)])
+    assert traces(many, "lr")[0].mode == "lines"
+    assert (fig.layout.yaxis2.rangemode, fig.layout.yaxis2.tickformat) == ("tozero", ".1~%")  # not 13%, 13%, 13%
+    assert fig.layout.yaxis3.rangemode == "tozero"
+    overlay = plots.runs_overlay({"a": [epoch(1)]}, "val_acc")
+    assert (overlay.layout.yaxis.rangemode, overlay.layout.yaxis.tickformat) == ("tozero", ".1~%")
+
+
 def test_runs_overlay_has_a_line_per_run() -> None:
     fig = plots.runs_overlay({"a": [epoch(1), epoch(2)], "b": [epoch(1)]}, "val_macro_f1")
     assert [t.name for t in fig.data] == ["a", "b"]
@@ -84,6 +95,11 @@ def test_probability_bars_rank_classes_in_their_colours() -> None:
     assert list(bar.y) == ["sad", "fear", "happy"]  # the top class is drawn on top
     assert list(bar.marker.color) == [COLORS["sad"], COLORS["fear"], COLORS["happy"]]
     assert list(bar.text) == ["10%", "20%", "70%"] and fig.layout.title.text == "face 1"
+
+
+def test_probability_bars_write_their_share_level_beside_the_bar() -> None:
+    bar = plots.probability_bars({"happy": 0.97, "sad": 0.02, "fear": 0.01}).data[0]
+    assert (bar.textposition, bar.textangle, bar.cliponaxis) == ("outside", 0, False)  # never turned 90 degrees
 
 
 def test_class_counts() -> None:

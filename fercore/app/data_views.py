@@ -1,9 +1,11 @@
-"""Data sets in the app: stored uploads, class samples, imbalance, face grids and augmentation previews."""
+"""Data sets in the app: stored uploads, class samples, imbalance, what an epoch trains on, face grids and augmentation
+previews."""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,8 @@ import numpy as np
 from fercore.app.launcher import LAUNCH_CONFIG, launching
 from fercore.app.settings import data_dir
 from fercore.atomic import atomic_write_bytes
+from fercore.data.dataset import SYNTHETIC_TEST_FRACTION
+from fercore.data.splits import epoch_steps
 from fercore.errors import UserError
 from fercore.paths import runs_dir, user_path
 from fercore.runs import CONFIG, RunDir
@@ -83,6 +87,27 @@ def imbalance_warning(counts: dict[str, int]) -> str | None:
     return (f"Imbalanced classes: {rarest} has {counts[rarest]:,} images, {commonest} {counts[commonest]:,} "
             f"({counts[commonest] / max(1, counts[rarest]):.0f}x). Class weights 'sqrt' or 'balanced' help the "
             "rare classes.")
+
+
+def training_faces_note(splits: Collection[str], val_fraction: float, synthetic: bool) -> str:
+    """Where a run's training faces come from, as FaceData.split takes them (splits: the data's splits present): the
+    whole train split when the data has a validation split of its own, else the train split less the faces carved
+    out of it to validate on."""
+    pool = "train split" if "train" in splits else "faces"
+    if "val" in splits:
+        return f"All of the data's {pool}: its own validation split validates the run, so none are held out."
+    test = f" (the synthetic set keeps another {SYNTHETIC_TEST_FRACTION:.0%} as its test split)" if synthetic else ""
+    return f"The data's {pool} less the {val_fraction:.0%} held out for validation{test}."
+
+
+def epoch_note(faces: int, batch_size: int) -> str:
+    """An epoch's steps in words: '7 steps of 64 faces (56 faces left out each epoch, drawn anew each time)'."""
+    steps, batch = epoch_steps(faces, batch_size)
+    note = f"{steps:,} step{'' if steps == 1 else 's'} of {batch:,} faces"
+    left = faces - steps * batch
+    if batch < batch_size:
+        return f"{note} (a batch of {batch_size:,} is more than the {faces:,} training faces)"
+    return f"{note} ({left:,} faces left out each epoch, drawn anew each time)" if left else note
 
 
 def face_grid(faces: np.ndarray, columns: int, zoom: int = 2, gap: int = 2) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The checkpoints the app offers (the shipped model, each run's best and last) and their cards as rows."""
+"""The checkpoints the app offers (the shipped model, models shipped beside it, each run's best and last) and their
+cards as rows."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -18,10 +19,27 @@ class CheckpointChoice:
 
 
 def checkpoint_choices() -> list[CheckpointChoice]:
-    """The shipped model (when it exists), then each run's best.pt and last.pt, newest run first."""
+    """The shipped model (when it exists), the models shipped beside it (shipped_beside), then each run's best.pt
+    and last.pt, newest run first; a run's checkpoint is listed once, as the run's."""
+    runs = run_choices()
+    listed = {choice.path for choice in runs}
+    shipped = [CheckpointChoice(f"shipped model ({SHIPPED_CHECKPOINT.name})", SHIPPED_CHECKPOINT)
+               ] if SHIPPED_CHECKPOINT.is_file() else []
+    return shipped + [choice for choice in shipped_beside() if choice.path not in listed] + runs
+
+
+def shipped_beside() -> list[CheckpointChoice]:
+    """Every other .pt in the shipped model's folder and in its immediate subfolders, where `python -m fercore ship
+    --out checkpoints/NAME/NAME.pt` puts a model of one's own (with its card), labelled by its path there."""
+    folder = SHIPPED_CHECKPOINT.parent
+    found = sorted({*folder.glob("*.pt"), *folder.glob("*/*.pt")} - {SHIPPED_CHECKPOINT})
+    return [CheckpointChoice(f"{path.relative_to(folder).as_posix()} (shipped)", path)
+            for path in found if path.is_file()]
+
+
+def run_choices() -> list[CheckpointChoice]:
+    """Each run's best.pt and last.pt, newest run first."""
     choices = []
-    if SHIPPED_CHECKPOINT.is_file():
-        choices.append(CheckpointChoice(f"shipped model ({SHIPPED_CHECKPOINT.name})", SHIPPED_CHECKPOINT))
     for run in list_runs(runs_dir()):
         summary = run.summary()
         if run.file(BEST).is_file():
