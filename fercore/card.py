@@ -176,6 +176,13 @@ def _provenance(card: dict[str, Any]) -> str:
             + "\n".join(steps) + "\n")
 
 
+def _training_time(seconds: float) -> str:
+    """Hours to two decimals from an hour up (the shipped model's 4.18 h), else minutes or seconds."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def _stored(card: dict[str, Any]) -> str:
     """A clause for weights the file keeps in less than float32 (every number of this card was measured so)."""
     dtype = card.get("stored_weights", "float32")
@@ -210,7 +217,7 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
                            + _stored(card),
         "best epoch": (f"{card['best_epoch']} of {card['training']['epochs']}"
                        + (f": the average of the weights of {averaged} epochs" if averaged else "")),
-        "training time": f"{card['training']['seconds'] / 3600:.2f} h on {card['training']['hardware']}",
+        "training time": f"{_training_time(card['training']['seconds'])} on {card['training']['hardware']}",
         "inference": (f"{inf['batch1']:.2f} ms per face alone, {inf['batch32']:.2f} ms per face in a batch of 32"
                       + (f" ({inf['float_batch32']:.2f} in {inf['float_dtype']})" if as_float else "")
                       + f"; TTA {'on' if inf['tta'] else 'off'}, one thread of {inf['cpu']}"),

@@ -1,6 +1,7 @@
 """Shipping a checkpoint with its model card."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ def test_ship_writes_checkpoint_card_and_metrics(tiny_checkpoint: Path, tmp_path
     trained_on = torch.load(tiny_checkpoint, weights_only=True)["trained_on"]
     assert stored["training"]["hardware"].startswith(f"{trained_on['processor']}, 1 thread(s)")
     assert readme.startswith("# Model card: `fer2013.pt`") and "`synthetic:2100`, " in readme
+    assert re.search(r"\| training time \| (\d+ s|\d+\.\d min) on ", readme)  # a short run's, not "0.00 h"
     assert "also training faces" not in readme  # the synthetic faces are all different
     stored["validation"]["tta"] |= {"seen_in_training": 3, "accuracy_unseen": 0.5}  # as FER2013's repeats make it
     assert ("; 3 of the validation faces are, pixel for pixel, also training faces (the data repeats them): "

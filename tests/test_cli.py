@@ -374,11 +374,12 @@ def test_the_teachers_pass_is_told_a_line_a_quarter_without_a_terminal() -> None
     from fercore.cli import _progress_printer
 
     stream = io.StringIO()
-    show = _progress_printer(stream)
+    show = _progress_printer("runs/r", stream)
     for done in range(50, 1001, 50):  # the first report knows no rate yet
         show({"type": "startup", "phase": "teachers", "done": done, "total": 1000,
               "eta_s": (1000 - done) * 0.6 if done > 50 else None})
     assert stream.getvalue().splitlines() == [
+        "training in runs/r (stop, keeping last.pt: Ctrl-C or python -m fercore runs --stop runs/r)",
         "the teachers' predictions: 50 of 1,000 faces (5%)",
         "the teachers' predictions: 250 of 1,000 faces (25%), ETA 8 min",
         "the teachers' predictions: 500 of 1,000 faces (50%), ETA 5 min",
