@@ -176,11 +176,16 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     return TrainConfig.from_dict({**PRESETS[name], **overrides})
 
 
+def preset_usable(name: str, cfg: TrainConfig) -> bool:
+    """Whether cfg has what preset name cannot go without (the teachers of fer2013-distill)."""
+    option, _ = PRESET_NEEDS.get(name, (None, ""))
+    return not option or bool(getattr(cfg, option))
+
+
 def check_preset_needs(name: str, cfg: TrainConfig) -> None:
-    """A one-line error when a preset is used without what it needs (the teachers of fer2013-distill)."""
-    option, flag = PRESET_NEEDS.get(name, (None, ""))
-    if option and not getattr(cfg, option):
-        raise UserError(f"the {name} preset needs {flag}")
+    """A one-line error when a preset is used without what it needs."""
+    if not preset_usable(name, cfg):
+        raise UserError(f"the {name} preset needs {PRESET_NEEDS[name][1]}")
 
 
 def matching_preset(config: dict[str, Any]) -> str | None:
@@ -209,8 +214,7 @@ def recipe_flags(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     the defaults), and the options in which it differs that no flag sets (they come from --config or the app)."""
     known = {f.name for f in fields(TrainConfig)}
     cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k in known})
-    usable = [name for name, (option, _) in ((n, PRESET_NEEDS.get(n, (None, ""))) for n in PRESETS)
-              if not option or getattr(cfg, option)]
+    usable = [name for name in PRESETS if preset_usable(name, cfg)]
     candidates = [_flags_from(cfg, name) for name in [*usable, None]]  # on a tie, the first preset: it names the intent
     return min(candidates, key=lambda found: len(found[0]) + len(found[1]))
 
