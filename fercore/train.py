@@ -591,10 +591,13 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
     """Train cfg in run (fresh or from its last.pt), keeping status.json true whatever happens. created: this
     call makes the directory, and removes it again when bad input (data, checkpoints, device) stops the run
     before it trains."""
-    cfg.validate()  # before anything is written: a bad option or a missing data path leaves no run behind
+    if not resume:
+        cfg.validate()  # before anything is written: a bad option or a missing data path leaves no run behind
     run.acquire()
     trainer: Trainer | None = None
     try:
+        if resume:
+            cfg.validate()  # a resume that cannot start (its data gone, say) says why in the run's status
         run.clear_stop()
         run.write_status(state="starting", pid=os.getpid(), pid_token=process_token(os.getpid()),
                          threads=hardware.thread_count(cfg.threads),

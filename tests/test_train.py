@@ -4,12 +4,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import write_image_tree
 
 from fercore import hardware
 from fercore import train as train_module
@@ -316,6 +318,21 @@ def test_the_last_epoch_reports_the_learning_rate_its_last_step_used(tmp_path: P
 def test_a_run_records_the_threads_it_runs_on_not_more_than_the_cores(tmp_path: Path) -> None:
     run_training(_cfg(epochs=1, threads=64), tmp_path / "r")
     assert RunDir(tmp_path / "r").threads() == hardware.usable_cores() < 64  # what the app counts as taken
+
+
+def test_a_resume_that_cannot_start_says_why_in_the_runs_status(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
+    data = write_image_tree(tmp_path / "faces", per_class=6)
+    run_dir = tmp_path / "r"
+    assert run_training(_cfg(data=str(data), epochs=2, batch_size=8), run_dir,
+                        on_progress=_stop_at(run_dir, 1, 2))["stopped"]
+    shutil.rmtree(data)
+    with pytest.raises(UserError, match="data not found"):
+        resume_training(run_dir)
+    status = RunDir(run_dir).status()
+    assert status["state"] == "failed" and status["error"].startswith("data not found")  # the app shows it
+    assert (run_dir / "last.pt").is_file()
 
 
 def test_early_stop_ends_patience_epochs_after_the_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
