@@ -264,6 +264,9 @@ def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None, ha
     if readme.is_file() and not readme.read_text(errors="replace").startswith(CARD_TITLE):
         raise UserError(f"{readme} is not a model card and would be overwritten: ship into a folder of its own")
     run = RunDir(run_dir) if run_dir else RunDir(Path(checkpoint).parent)
+    if run.is_active():  # its card would mix a best epoch, a history and a recipe of different moments
+        raise UserError(f"run {run.path} is still training: ship it once it ends, or stop it first "
+                        f"(python -m fercore runs --stop {run.path})")
     source = load_data(data)
     raw = read_checkpoint(checkpoint)
     if half:

@@ -184,3 +184,17 @@ def test_the_shipped_model_is_small_safe_to_load_and_made_by_a_named_preset() ->
     assert f"--preset {stage['preset']}" in beside and f"**{card['validation']['tta']['accuracy']:.2%}**" in beside
     assert (PROJECT_ROOT / "checkpoints" / "metrics.jsonl").read_text().count('"type": "epoch"') == \
         card["training"]["epochs"]
+
+
+def test_a_run_still_training_is_not_shipped(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from fercore.runs import RunDir, process_token
+
+    run = RunDir(tmp_path / "training")
+    shutil.copytree(tiny_checkpoint.parent, run.path)
+    run.write_status(state="running", pid=os.getpid(), pid_token=process_token(os.getpid()))  # alive: this process
+    with pytest.raises(UserError, match="is still training: ship it once it ends, or stop it first"):
+        ship(run.file("best.pt"), "synthetic:2100", tmp_path / "out" / "model.pt")
+    assert not (tmp_path / "out").exists()
