@@ -66,9 +66,14 @@ def load_faces(source: str) -> FaceData:
 
 def data_source_picker(key: str, default: str = "synthetic") -> str | None:
     """Synthetic faces, a path on disk or an upload, as a load_data source; None until the user has given one.
+    A new default (Evaluate's model trained on other data) starts the choice over from it.
 
     Raises UserError for a refused upload, OSError when it cannot be stored.
     """
+    if st.session_state.get(f"{key}-default", default) != default:
+        for widget in ("kind", "synthetic", "path"):
+            st.session_state.pop(f"{key}-{widget}", None)
+    st.session_state[f"{key}-default"] = default
     kinds = list(SOURCE_KINDS)
     kind = st.radio("Data", kinds, index=0 if is_synthetic(default) else 1, format_func=SOURCE_KINDS.get,
                     horizontal=True, key=f"{key}-kind", **KEPT)
@@ -83,7 +88,7 @@ def data_source_picker(key: str, default: str = "synthetic") -> str | None:
                              help=f"Allowed under: {', '.join(map(str, settings.data_roots()))} "
                                   f"(more with {settings.DATA_ROOTS_ENV})")
         return str(settings.allowed_data_path(path.strip())) if path.strip() else None
-    upload = st.file_uploader("archive.zip (Kaggle) or fer2013.csv", type=["zip", "csv"], key=f"{key}-upload",
+    upload = st.file_uploader("archive.zip (Kaggle) or fer2013.csv", type=["zip", "csv"], key=uploader_key(key),
                               max_upload_size=data_views.MAX_DATA_UPLOAD_MB)
     stored_uploads_manager(key)
     stored: dict[str, str] = st.session_state.setdefault(f"{key}-stored", {})  # upload id -> stored path
@@ -110,6 +115,13 @@ def data_source_picker(key: str, default: str = "synthetic") -> str | None:
     return stored[upload.file_id]
 
 
+def uploader_key(key: str) -> str:
+    """The upload widget's key: a new one each time its file's stored copy is deleted, as only a new widget lets
+    go of the file (the browser keeps it)."""
+    cleared = st.session_state.get(f"{key}-uploads-cleared", 0)
+    return f"{key}-upload" + (f"-{cleared}" if cleared else "")
+
+
 def stored_uploads_manager(key: str) -> None:
     """The data sets uploaded so far (kept, as runs read them), with a way to delete one."""
     uploads = data_views.stored_uploads()
@@ -130,6 +142,8 @@ def stored_uploads_manager(key: str) -> None:
             last = st.session_state.get(f"{key}-last-upload")
             if last and last[1] == str(doomed):
                 del st.session_state[f"{key}-last-upload"]
+            if str(doomed) in st.session_state.get(f"{key}-stored", {}).values():  # maybe still in the uploader
+                st.session_state[f"{key}-uploads-cleared"] = st.session_state.get(f"{key}-uploads-cleared", 0) + 1
             st.toast(f"Deleted {doomed.name}")
             st.rerun()
 

@@ -595,3 +595,72 @@ def test_a_restarted_app_reconnects_to_a_run_still_training(open_page: OpenPage)
         while run.is_active() and time.monotonic() < deadline:
             time.sleep(0.2)
     assert run.status()["state"] == "stopped"
+
+
+def test_evaluate_takes_the_data_of_the_model_picked(open_page: OpenPage, tiny_checkpoint: Path) -> None:
+    shutil.copytree(tiny_checkpoint.parent, paths.runs_dir() / "tiny")
+    run_training(TrainConfig(data="synthetic:420", arch="basic", epochs=1, batch_size=32, threads=1,
+                             augment=AugmentConfig.off()), paths.runs_dir() / "small")
+    at = open_page("pages/evaluate.py")
+    model = at.selectbox(key="evaluate-model")
+    assert model.value.path.parent.name == "small"
+    assert at.number_input(key="evaluate-synthetic").value == 420
+    at.radio(key="evaluate-kind").set_value("path").run()  # a choice of one's own, for this model
+    model.select_index(next(i for i, o in enumerate(model.options) if o.startswith("tiny · best"))).run()
+    assert not at.exception and not at.error and at.selectbox(key="evaluate-model").value.path.parent.name == "tiny"
+    assert at.radio(key="evaluate-kind").value == "synthetic"
+    assert at.number_input(key="evaluate-synthetic").value == 2100
+    assert any("trained on these faces" in c.value for c in at.caption)
+    assert not any("other data" in i.value for i in at.info)
+
+
+def test_deleting_the_upload_in_the_uploader_clears_it(open_page: OpenPage) -> None:
+    from fercore.app import data_views
+
+    rows = "\n".join(f"{label},{' '.join([str(40 * label)] * 2304)},Training" for label in range(7) for _ in range(4))
+    content = f"emotion,pixels,Usage\n{rows}\n".encode()
+    at = open_page("pages/train.py")
+    at.radio(key="train-kind").set_value("upload").run()
+    at.file_uploader(key="train-upload").set_value([("faces.csv", content, "text/csv")]).run()
+    [stored] = data_views.stored_uploads()
+    at.run()  # stored during the last run, after the list of stored uploads was drawn
+    at.selectbox(key="train-doomed-upload").set_value(stored).run()
+    at.button(key="train-delete-upload").click().run()
+    assert not at.exception and not at.error
+    assert not stored.exists() and not data_views.stored_uploads()  # not stored again from the uploader
+    assert [t.value for t in at.toast] == [f"Deleted {stored.name}"]
+    assert not any(c.value.startswith(("Stored as", "Using faces.csv")) for c in at.caption)
+    at.file_uploader[0].set_value([("faces.csv", content, "text/csv")]).run()  # uploaded again: stored again
+    assert not at.exception and not at.error and stored.exists()
+    assert any(c.value == f"Stored as {stored}" for c in at.caption)
+
+
+def test_evaluate_says_a_csvs_own_validation_split_validated_its_model(open_page: OpenPage, tmp_path: Path) -> None:
+    rows = [f"{label},{' '.join([str(8 * label + n)] * 2304)},{usage}" for label in range(7)
+            for usage, count in (("Training", 8), ("PublicTest", 2), ("PrivateTest", 2)) for n in range(count)]
+    csv = tmp_path / "data" / "fer2013.csv"
+    csv.parent.mkdir()
+    csv.write_text("\n".join(["emotion,pixels,Usage", *rows]))
+    run_training(TrainConfig(data=str(csv), arch="basic", epochs=1, batch_size=16, threads=1,
+                             augment=AugmentConfig.off()), paths.runs_dir() / "csv")
+    at = open_page("pages/evaluate.py")
+    assert not at.exception and not at.error
+    assert at.radio(key="evaluate-kind").value == "path"
+    assert [c.value for c in at.caption if "trained on these faces" in c.value] == [
+        f"This model was trained on these faces ({csv}): its val split is the data's own, which validated that "
+        "training, its test split was not trained on (a note below counts any faces it repeats)."]
+
+
+def test_a_run_cards_rows_say_how_its_weights_were_made(tmp_path: Path) -> None:
+    card = {"arch": "basic", "data_source": "synthetic:700", "metrics": {"val_acc": 0.5, "averaged_epochs": 2},
+            "config": {"init_from": "/models/start.pt", "teachers": ["/models/a.pt", "/models/b.pt"], "distill": 0.8,
+                       "swa_epochs": 3}}
+    rows = model_menu.card_rows(card, tmp_path / "run" / "best.pt")
+    assert rows["Warm-started from"] == "/models/start.pt"
+    assert rows["Distilled from"] == "/models/a.pt, /models/b.pt (their averaged predictions weigh 0.8 in the loss)"
+    assert rows["Weight averaging"] == "over the last 3 epochs: these weights are the average of 2 epoch(s)"
+    del card["metrics"]["averaged_epochs"]  # last.pt, or a best epoch before the averaging began
+    assert model_menu.card_rows(card, tmp_path / "run" / "last.pt")["Weight averaging"] == (
+        "over the last 3 epochs: these weights are the trained ones, not an average")
+    plain = model_menu.card_rows({**card, "config": TrainConfig().to_dict()}, tmp_path / "run" / "best.pt")
+    assert not {"Warm-started from", "Distilled from", "Weight averaging"} & set(plain)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fercore.errors import UserError
-from fercore.paths import SHIPPED_CHECKPOINT, runs_dir
+from fercore.paths import SHIPPED_CHECKPOINT, runs_dir, shown
 from fercore.runs import BEST, LAST, RunDir, list_runs
 
 
@@ -91,7 +91,8 @@ def read_card(path: Path) -> dict[str, Any]:
 
 
 def card_rows(card: dict[str, Any], path: Path) -> dict[str, str]:
-    """A model card as display rows: architecture, parameters, data, validation accuracy, training time.
+    """A model card as display rows: architecture, parameters, data, validation accuracy, training time, and how
+    the run made its weights when it did more than train them (recipe_rows).
 
     A shipped checkpoint carries its measured card (`python -m fercore ship`); a run's checkpoint has only its
     best epoch's metrics and the run's metrics.jsonl beside it.
@@ -123,4 +124,21 @@ def card_rows(card: dict[str, Any], path: Path) -> dict[str, str]:
         "Validation accuracy": accuracy,
         "Training time": f"{duration(seconds)} for {epochs} epoch(s)" if epochs else "?",
         "Trained on": hardware,
+        **recipe_rows(card.get("config") or {}, metrics),
     }
+
+
+def recipe_rows(recipe: dict[str, Any], metrics: dict[str, Any]) -> dict[str, str]:
+    """Rows for a warm start, teachers and weight averaging, each when the run's recipe had it; metrics: the
+    checkpoint's epoch's (averaged_epochs when its weights are an average)."""
+    rows = {}
+    if recipe.get("init_from"):
+        rows["Warm-started from"] = shown(recipe["init_from"])
+    if teachers := recipe.get("teachers"):
+        rows["Distilled from"] = (f"{', '.join(map(shown, teachers))} (their averaged predictions weigh "
+                                  f"{recipe.get('distill', '?')} in the loss)")
+    if swa_epochs := recipe.get("swa_epochs"):
+        averaged = metrics.get("averaged_epochs")
+        rows["Weight averaging"] = f"over the last {swa_epochs} epochs: these weights are " + (
+            f"the average of {averaged} epoch(s)" if averaged else "the trained ones, not an average")
+    return rows
