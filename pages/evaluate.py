@@ -76,8 +76,9 @@ if data.fingerprint == card.get("data_fingerprint"):
     # training carves its validation faces (by the checkpoint's val_split) only from data without a val split
     validated = ("the data's own, which validated that training" if "val" in splits
                  else "the part held out from that training")
-    st.caption(f"This model was trained on these faces ({trained_on}): its val split is {validated}, its test "
-               "split was not trained on (a note below counts any faces it repeats).")
+    tested = ", its test split was not trained on" if "test" in splits else ""
+    st.caption(f"This model was trained on these faces ({trained_on}): its val split is {validated}{tested} (a note "
+               "below counts any faces it repeats).")
 else:
     drawn = (" These drawn faces are unlike its photographs: expect a score far below its validation accuracy."
              if is_synthetic(source) and not is_synthetic(trained_on) else "")
