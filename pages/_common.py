@@ -20,6 +20,8 @@ from fercore.paths import user_path
 from fercore.runs import RunDir
 
 if TYPE_CHECKING:
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
+
     from fercore.predict import Predictor
 
 T = TypeVar("T")
@@ -90,7 +92,16 @@ def data_source_picker(key: str, default: str = "synthetic") -> str | None:
         return str(settings.allowed_data_path(path.strip())) if path.strip() else None
     upload = st.file_uploader("archive.zip (Kaggle) or fer2013.csv", type=["zip", "csv"], key=uploader_key(key),
                               max_upload_size=data_views.MAX_DATA_UPLOAD_MB)
-    stored_uploads_manager(key)
+    manager = st.container()  # filled last, so that it lists an upload stored by this very run of the page
+    try:
+        return _upload_source(key, upload)
+    finally:
+        with manager:
+            stored_uploads_manager(key)
+
+
+def _upload_source(key: str, upload: UploadedFile | None) -> str | None:
+    """The stored copy of the uploaded data set (stored now if new), the one uploaded earlier, or None."""
     stored: dict[str, str] = st.session_state.setdefault(f"{key}-stored", {})  # upload id -> stored path
     if upload is None:  # the uploader forgets its file when not drawn (another tab): the stored copy stays in use
         last = st.session_state.get(f"{key}-last-upload")
