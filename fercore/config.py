@@ -188,12 +188,17 @@ def check_preset_needs(name: str, cfg: TrainConfig) -> None:
         raise UserError(f"the {name} preset needs {PRESET_NEEDS[name][1]}")
 
 
+def _run_recipe(config: dict[str, Any]) -> TrainConfig:
+    """A run's config.json as a TrainConfig, options this fercore does not know left out."""
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig.from_dict({k: v for k, v in config.items() if k in known})
+
+
 def matching_preset(config: dict[str, Any]) -> str | None:
     """The preset a run's config follows (every option of the recipe the preset sets, data aside), if any."""
     if not config:
         return None
-    known = {f.name for f in fields(TrainConfig)}
-    values = TrainConfig.from_dict({k: v for k, v in config.items() if k in known}).to_dict()
+    values = _run_recipe(config).to_dict()
     for name, options in sorted(PRESETS.items(), key=lambda item: -len(item[1])):  # the most specific first
         wanted = preset(name).to_dict()
         if all(values[k] == wanted[k] for k in options if k != "data"):
@@ -212,8 +217,7 @@ MIXING = ("mixup", "cutmix")
 def recipe_flags(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     """The fewest `fercore train` flags that make a run's config.json recipe (from a preset the run could name, or
     the defaults), and the options in which it differs that no flag sets (they come from --config or the app)."""
-    known = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k in known})
+    cfg = _run_recipe(config)
     usable = [name for name in PRESETS if preset_usable(name, cfg)]
     candidates = [_flags_from(cfg, name) for name in [*usable, None]]  # on a tie, the first preset: it names the intent
     return min(candidates, key=lambda found: len(found[0]) + len(found[1]))

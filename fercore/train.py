@@ -31,7 +31,7 @@ from fercore.augment import augment_batch, mix_batch
 from fercore.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint, with_calibration
 from fercore.config import TrainConfig
 from fercore.data import load_data
-from fercore.data.splits import epoch_steps
+from fercore.data.splits import carves_validation, epoch_steps
 from fercore.distill import DistillationLoss, teacher_probabilities
 from fercore.errors import SHOWN_AS_ONE_LINE, UserError
 from fercore.inference import Progress, predict_proba, to_input
@@ -255,7 +255,7 @@ class Trainer:
         train_digests = leakage.digests(self.train_set.images)
         self.learned = leakage.stored_form(train_digests)  # kept in every checkpoint the run saves
         self.holdout = leakage.Holdout(self.val_set.images, train_digests, data.fingerprint, cfg.val_split(),
-                                       carved="val" not in data.splits_present())
+                                       carved=carves_validation(data.splits_present()))
         self.mean, self.std = _pixel_mean_std(self.train_set.images)
         self.images = torch.from_numpy(self.train_set.images).to(self.device)
         self.labels = torch.from_numpy(self.train_set.labels).to(self.device)

@@ -9,6 +9,7 @@ import streamlit as st
 from fercore import plots
 from fercore.app import data_views, outputs, settings
 from fercore.data import FaceData, is_synthetic
+from fercore.data.splits import carves_validation
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.evaluate import EvalReport, evaluate
 from fercore.latest import LatestKept
@@ -73,9 +74,8 @@ except SHOWN_AS_ONE_LINE as exc:
     st.error(str(exc))
     st.stop()
 if data.fingerprint == card.get("data_fingerprint"):
-    # training carves its validation faces (by the checkpoint's val_split) only from data without a val split
-    validated = ("the data's own, which validated that training" if "val" in splits
-                 else "the part held out from that training")
+    validated = ("the part held out from that training" if carves_validation(splits)
+                 else "the data's own, which validated that training")
     tested = ", its test split was not trained on" if "test" in splits else ""
     st.caption(f"This model was trained on these faces ({trained_on}): its val split is {validated}{tested} (a note "
                "below counts any faces it repeats).")

@@ -15,7 +15,7 @@ from fercore.app.launcher import LAUNCH_CONFIG, launching
 from fercore.app.settings import data_dir
 from fercore.atomic import atomic_write_bytes
 from fercore.data.dataset import SYNTHETIC_TEST_FRACTION
-from fercore.data.splits import epoch_steps
+from fercore.data.splits import carves_validation, epoch_steps
 from fercore.errors import UserError
 from fercore.paths import runs_dir, user_path
 from fercore.runs import CONFIG, RunDir
@@ -94,7 +94,7 @@ def training_faces_note(splits: Collection[str], val_fraction: float, synthetic:
     whole train split when the data has a validation split of its own, else the train split less the faces carved
     out of it to validate on."""
     pool = "train split" if "train" in splits else "faces"
-    if "val" in splits:
+    if not carves_validation(splits):
         return f"All of the data's {pool}: its own validation split validates the run, so none are held out."
     test = f" (the synthetic set keeps another {SYNTHETIC_TEST_FRACTION:.0%} as its test split)" if synthetic else ""
     return f"The data's {pool} less the {val_fraction:.0%} held out for validation{test}."

@@ -13,7 +13,7 @@ import numpy as np
 
 from fercore.atomic import atomic_write
 from fercore.data.sources import READERS, LoadReport, RawFaces, source_kind, stat_fingerprint
-from fercore.data.splits import stratified_holdout
+from fercore.data.splits import carves_validation, stratified_holdout
 from fercore.errors import UserError
 from fercore.labels import EMOTIONS
 from fercore.paths import user_path
@@ -62,7 +62,7 @@ class FaceData:
         present = set(splits.tolist())
         if name == "all":
             mask = np.ones(len(splits), dtype=bool)
-        elif name == "test" or (name in ("train", "val") and "val" in present):
+        elif name == "test" or (name in ("train", "val") and not carves_validation(present)):
             mask = splits == name
             if name == "train" and "train" not in present:
                 mask = splits == "all"

@@ -1,6 +1,8 @@
 """Stratified, seeded splits, and the batches an epoch cuts the training faces into."""
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 
@@ -22,3 +24,9 @@ def epoch_steps(faces: int, batch_size: int) -> tuple[int, int]:
     drawn anew each epoch), one batch of all the faces when they are fewer than batch_size."""
     batch = min(batch_size, faces)
     return max(1, faces // batch), batch
+
+
+def carves_validation(splits: Collection[str]) -> bool:
+    """Whether a source with these splits has its validation faces carved from its train split: it has none of its
+    own (a val folder, a csv's PublicTest rows)."""
+    return "val" not in splits
