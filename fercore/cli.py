@@ -212,13 +212,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from fercore.paths import output_path
     from fercore.predict import Predictor, predict_files
 
     _use_threads(args.threads)
-    results = predict_files(Predictor.from_checkpoint(args.checkpoint, args.precision, args.device), args.images)
+    folder = output_path(args.explain) if args.explain else None  # refused before any work
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.precision, args.device)
+    results = predict_files(predictor, args.images)
+    maps: list[list[Path]] = [[] for _ in results]
+    if folder is not None:
+        from fercore.explain import save_maps
+
+        maps = save_maps(predictor.loaded, results, folder)
     if args.json:
-        print(json.dumps([r.to_json() for r in results]))
-    for result in results:
+        out = [r.to_json() for r in results]
+        for image, paths in zip(out, maps):
+            for face, path in zip(image["faces"], paths):
+                face["explanation"] = str(path)
+        print(json.dumps(out))
+    for result, paths in zip(results, maps):
         if result.error:
             print(f"fercore: error: {result.image}: {result.error}", file=sys.stderr)
         elif not args.json and result.no_face_found:
@@ -229,6 +241,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for face in result.faces:
                 x, y, w, h = face.box
                 print(f"  face at x={x} y={y} w={w} h={h}: {face.label} {face.confidence:.1%}")
+        if not args.json and paths:
+            print(f"  where the model looked: {', '.join(map(str, paths))}")
     return 0 if any(r.error is None for r in results) else 2
 
 
@@ -390,6 +404,9 @@ def build_parser() -> _Parser:
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders: every image directly in "
                          "them, by name")
     predict.add_argument("--json", action="store_true")
+    predict.add_argument("--explain", metavar="FOLDER",
+                         help="also draw where the model looked for each face (an occlusion map of its label) into "
+                              "FOLDER as IMAGE-faceN-LABEL.png")
     predict.set_defaults(func=cmd_predict)
     for command in (evaluate, predict):
         command.add_argument("--precision", choices=PRECISIONS, default="auto",

@@ -19,12 +19,14 @@ from fercore.paths import SHIPPED_CHECKPOINT
 
 @dataclass
 class FacePrediction:
-    """One face: its box (x, y, w, h) in the image's pixels, the top label and every class's probability."""
+    """One face: its box (x, y, w, h) in the image's pixels, the top label, every class's probability and the
+    48x48 grey face the model read (for explanations; not part of the JSON)."""
 
     box: tuple[int, int, int, int]
     label: str
     confidence: float
     probabilities: dict[str, float]
+    face: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"box": list(self.box), "label": self.label, "confidence": self.confidence,
@@ -67,12 +69,13 @@ class Predictor:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         return self.loaded.proba(faces, tta)
 
-    def _predictions(self, boxes: list[tuple[int, int, int, int]], probs: np.ndarray) -> list[FacePrediction]:
+    def _predictions(self, boxes: list[tuple[int, int, int, int]], crops: np.ndarray,
+                     probs: np.ndarray) -> list[FacePrediction]:
         out = []
-        for box, p in zip(boxes, probs):
+        for box, crop, p in zip(boxes, crops, probs):
             top = int(p.argmax())
             out.append(FacePrediction(tuple(int(v) for v in box), self.classes[top], float(p[top]),
-                                      {c: float(v) for c, v in zip(self.classes, p)}))
+                                      {c: float(v) for c, v in zip(self.classes, p)}, crop))
         return out
 
     def predict_array(self, rgb: np.ndarray, detect_scale: float = 1.0,
@@ -97,7 +100,7 @@ class Predictor:
         for i, (x, y, bw, bh) in enumerate(boxes):  # only the crops are converted to gray, not the frame
             crop = rgb[y:y + bh, x:x + bw]
             crops[i] = to_face(to_gray(Image.fromarray(crop)) if crop.ndim == 3 else crop)
-        return self._predictions(boxes, self.classify(crops, tta))
+        return self._predictions(boxes, crops, self.classify(crops, tta))
 
     def predict_image(self, source: ImageSource, name: str = "image") -> ImagePrediction:
         """A photo file or bytes: faces with boxes in the photo's own (EXIF-rotated) pixels; errors are caught."""

@@ -20,8 +20,10 @@ from fercore.paths import user_path
 from fercore.runs import RunDir
 
 if TYPE_CHECKING:
+    import numpy as np
     from streamlit.runtime.uploaded_file_manager import UploadedFile
 
+    from fercore.explain import OcclusionMap
     from fercore.predict import Predictor
 
 T = TypeVar("T")
@@ -173,16 +175,28 @@ def checkpoint_card(path: Path) -> dict[str, Any]:
     return _card(str(path), mtime(path))
 
 
-@st.cache_resource(max_entries=2, show_spinner="Loading the model...")
-def _predictor(path: str, modified: float) -> Predictor:
+@st.cache_resource(max_entries=3, show_spinner="Loading the model...")
+def _predictor(path: str, modified: float, precision: str) -> Predictor:
     from fercore.predict import Predictor
 
-    return Predictor.from_checkpoint(path)
+    return Predictor.from_checkpoint(path, precision)
 
 
-def load_predictor(path: Path) -> Predictor:
+def load_predictor(path: Path, precision: str = "auto") -> Predictor:
     """The model and face detector of a checkpoint, loaded once per process while the file is unchanged."""
-    return _predictor(str(path), mtime(path))
+    return _predictor(str(path), mtime(path), precision)
+
+
+@st.cache_data(max_entries=64, ttl=1800, show_spinner="Hiding each part of the face in turn...")
+def explained_face(_predictor: Predictor, checkpoint: str, checkpoint_mtime: float, precision: str, face: np.ndarray,
+                   targets: tuple[str, ...], tta: bool | None = None) -> list[tuple[OcclusionMap, np.ndarray]]:
+    """Occlusion maps of a 48x48 face for the named classes, each with its drawing; cached per model file and face
+    (the predictor itself is not hashed: the checkpoint names it)."""
+    from fercore.explain import occlusion_maps, overlay
+
+    loaded = _predictor.loaded
+    maps = occlusion_maps(loaded, face, [loaded.classes.index(t) for t in targets], tta)
+    return [(m, overlay(m)) for m in maps]
 
 
 def checkpoint_picker(key: str) -> Path | None:

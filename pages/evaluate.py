@@ -18,7 +18,9 @@ from pages._common import (
     checkpoint_card,
     data_source_picker,
     enter_app,
+    explained_face,
     load_faces,
+    load_predictor,
     mtime,
     picked_checkpoint,
     show_card,
@@ -131,8 +133,21 @@ st.subheader("Most confident mistakes")
 mistakes = report.mistakes(MISTAKES)
 if mistakes:
     st.caption("true → predicted, with the model's confidence")
+    captions = [f"{m['true']} → {m['predicted']} {m['confidence']:.0%}" for m in mistakes]
     st.image([data_views.face_grid(report.faces.images[m["index"]][None], 1) for m in mistakes], width=96,
-             caption=[f"{m['true']} → {m['predicted']} {m['confidence']:.0%}" for m in mistakes])
+             caption=captions)
+    if st.toggle("Show where the model looked for one of them", key="evaluate-explain",
+                 help="The face coloured by how much hiding each part (a 12-pixel square of grey, one position at a "
+                      "time) changes the probability of the emotion it predicted and of the true one"):
+        picked = st.selectbox("Mistake", range(len(mistakes)), format_func=lambda i: f"{i + 1}. {captions[i]}",
+                              key="evaluate-explain-pick")
+        mistake = mistakes[picked]
+        maps = explained_face(load_predictor(checkpoint, precision), str(checkpoint), mtime(checkpoint), precision,
+                              report.faces.images[mistake["index"]], (mistake["predicted"], mistake["true"]),
+                              report.tta)
+        for column, (occlusion, drawn), role in zip(st.columns(2), maps, ("predicted", "true")):
+            column.image(drawn, width=192, caption=f"{role}: {occlusion.target} {occlusion.probability:.0%}; hiding "
+                         f"red lowers it (by up to {occlusion.strongest():.0%}), hiding blue raises it")
 else:
     st.success("No mistakes on this split.")
 

@@ -30,6 +30,7 @@ from fercore.augment import AugmentConfig
 from fercore.checkpoint import read_checkpoint
 from fercore.config import TrainConfig, preset
 from fercore.evaluate import evaluate
+from fercore.explain import occlusion_maps
 from fercore.predict import Predictor
 from fercore.runs import ACTIVE_STATES, RunDir
 from fercore.train import run_training
@@ -551,6 +552,35 @@ def test_predict_labels_a_photo_and_reports_a_bad_file(open_page: OpenPage, with
     huge = astronaut_jpeg + bytes(26 * 1024**2)  # past the browser's cap, as a client that ignores it sends it
     at.file_uploader[0].set_value([("huge.jpg", huge, "image/jpeg")]).run()
     assert [e.value for e in at.error] == ["huge.jpg is 26 MB, over the limit of 25 MB"] and not at.image
+
+
+def test_predict_shows_where_the_model_looked_at_each_face(open_page: OpenPage, with_tiny_run: Path,
+                                                          astronaut_jpeg: bytes) -> None:
+    at = open_page("pages/predict.py")
+    at.file_uploader[0].set_value([("astronaut.jpg", astronaut_jpeg, "image/jpeg")]).run()
+    assert len(at.image) == 1
+    at.toggle(key="explain-photos").set_value(True).run()
+    assert not at.exception
+    predictor = Predictor.from_checkpoint(with_tiny_run)
+    face = predictor.predict_image(astronaut_jpeg).faces[0]
+    (occlusion,) = occlusion_maps(predictor.loaded, face.face, [predictor.classes.index(face.label)])
+    assert at.image[1].captions == [f"Where face 1 reads as {face.label}: hiding a red part lowers it (by up to "
+                                    f"{occlusion.strongest():.0%}), hiding a blue part raises it"]
+
+
+def test_evaluate_shows_where_the_model_looked_for_a_mistake(open_page: OpenPage, with_tiny_run: Path) -> None:
+    at = open_page("pages/evaluate.py")
+    report = evaluate(with_tiny_run, model_menu.read_card(with_tiny_run)["data_source"], "test")
+    mistakes = report.mistakes()
+    assert mistakes, "the tiny model should make some mistakes on its test split"
+    shown = len(at.image)
+    at.toggle(key="evaluate-explain").set_value(True).run()
+    at.selectbox(key="evaluate-explain-pick").set_value(len(mistakes) - 1).run()
+    assert not at.exception
+    last = mistakes[-1]
+    predicted, true = (image.captions[0] for image in at.image[shown:])
+    assert predicted.startswith(f"predicted: {last['predicted']} {last['confidence']:.0%}; hiding red lowers it")
+    assert true.startswith(f"true: {last['true']} ")
 
 
 def test_live_webcam_annotates_frames_with_no_outside_ice_servers(open_page: OpenPage, with_tiny_run: Path,

@@ -156,6 +156,25 @@ def test_predict_text_output_and_errors_on_stderr(tiny_checkpoint: Path, astrona
     assert result.stderr.strip() == f"fercore: error: {tmp_path / 'missing.jpg'}: file not found"
 
 
+def test_predict_draws_where_the_model_looked_for_each_face(tiny_checkpoint: Path, astronaut_jpeg: bytes,
+                                                            tmp_path: Path) -> None:
+    (tmp_path / "face.jpg").write_bytes(astronaut_jpeg)
+    result = fercore("predict", "--checkpoint", tiny_checkpoint, tmp_path / "face.jpg", "--explain", tmp_path / "maps")
+    assert result.returncode == 0, result.stderr
+    (drawn,) = (tmp_path / "maps").iterdir()
+    label = drawn.stem.split("-")[-1]
+    assert drawn.name == f"face-face1-{label}.png" and f": {label} " in result.stdout
+    assert result.stdout.endswith(f"  where the model looked: {drawn}\n")
+    as_json = fercore("predict", "--checkpoint", tiny_checkpoint, tmp_path / "face.jpg", "--json", "--explain",
+                      tmp_path / "maps")
+    assert json.loads(as_json.stdout)[0]["faces"][0]["explanation"] == str(drawn)
+    refused = fercore("predict", "--checkpoint", tiny_checkpoint, tmp_path / "face.jpg", "--explain",
+                      tmp_path / "face.jpg" / "maps")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == (f"fercore: error: cannot write {tmp_path / 'face.jpg' / 'maps'}: "
+                                      f"{tmp_path / 'face.jpg'} is a file, not a folder")
+
+
 def test_a_stopped_run_says_how_to_continue_and_a_run_dir_stands_for_its_best(tmp_path: Path) -> None:
     run = tmp_path / "run"
     command = [sys.executable, "-m", "fercore", "train", "--data", "synthetic:700", "--arch", "basic", "--epochs",
