@@ -37,6 +37,15 @@ class OcclusionMap:
         """The largest fall, in probability (0 when hiding anything only raises it)."""
         return max(0.0, float(self.drop.max()))
 
+    def describe(self) -> str:
+        """What the drawing shows, in one line (for captions)."""
+        change = float(np.abs(self.drop).max())
+        if change < FAINT:
+            return (f"no one part decides it: hiding any one changes {self.target} by {100 * change:.1f} points at "
+                    "most (drawn faint)")
+        return (f"hiding a red part lowers {self.target} (by up to {100 * self.strongest():.0f} points), hiding a "
+                "blue part raises it")
+
 
 def _patch_origins(patch: int, stride: int) -> list[tuple[int, int]]:
     """Top-left corners (y, x) of the patches, the last row and column flush with the face's edge."""

@@ -146,8 +146,8 @@ if mistakes:
                               report.faces.images[mistake["index"]], (mistake["predicted"], mistake["true"]),
                               report.tta)
         for column, (occlusion, drawn), role in zip(st.columns(2), maps, ("predicted", "true")):
-            column.image(drawn, width=192, caption=f"{role}: {occlusion.target} {occlusion.probability:.0%}; hiding "
-                         f"red lowers it (by up to {occlusion.strongest():.0%}), hiding blue raises it")
+            column.image(drawn, width=192,
+                         caption=f"{role}: {occlusion.target} {occlusion.probability:.0%}; {occlusion.describe()}")
 else:
     st.success("No mistakes on this split.")
 

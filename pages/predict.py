@@ -47,8 +47,7 @@ def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str
             if explain:
                 (occlusion, drawn), = explained_face(predictor, str(checkpoint), mtime(checkpoint), "auto",
                                                      face.face, (face.label,))
-                right.image(drawn, width=192, caption=f"Where {what} reads as {face.label}: hiding a red part "
-                            f"lowers it (by up to {occlusion.strongest():.0%}), hiding a blue part raises it")
+                right.image(drawn, width=192, caption=f"Where {what} reads as {face.label}: {occlusion.describe()}")
 
 
 def live_stats(annotator: LiveAnnotator) -> None:

@@ -564,8 +564,7 @@ def test_predict_shows_where_the_model_looked_at_each_face(open_page: OpenPage, 
     predictor = Predictor.from_checkpoint(with_tiny_run)
     face = predictor.predict_image(astronaut_jpeg).faces[0]
     (occlusion,) = occlusion_maps(predictor.loaded, face.face, [predictor.classes.index(face.label)])
-    assert at.image[1].captions == [f"Where face 1 reads as {face.label}: hiding a red part lowers it (by up to "
-                                    f"{occlusion.strongest():.0%}), hiding a blue part raises it"]
+    assert at.image[1].captions == [f"Where face 1 reads as {face.label}: {occlusion.describe()}"]
 
 
 def test_evaluate_shows_where_the_model_looked_for_a_mistake(open_page: OpenPage, with_tiny_run: Path) -> None:
@@ -578,9 +577,12 @@ def test_evaluate_shows_where_the_model_looked_for_a_mistake(open_page: OpenPage
     at.selectbox(key="evaluate-explain-pick").set_value(len(mistakes) - 1).run()
     assert not at.exception
     last = mistakes[-1]
-    predicted, true = (image.captions[0] for image in at.image[shown:])
-    assert predicted.startswith(f"predicted: {last['predicted']} {last['confidence']:.0%}; hiding red lowers it")
-    assert true.startswith(f"true: {last['true']} ")
+    loaded = Predictor.from_checkpoint(with_tiny_run).loaded
+    maps = occlusion_maps(loaded, report.faces.images[last["index"]],
+                          [loaded.classes.index(last["predicted"]), loaded.classes.index(last["true"])], report.tta)
+    assert maps[0].probability == pytest.approx(last["confidence"], abs=1e-5)
+    assert [image.captions[0] for image in at.image[shown:]] == [
+        f"{role}: {m.target} {m.probability:.0%}; {m.describe()}" for role, m in zip(("predicted", "true"), maps)]
 
 
 def test_live_webcam_annotates_frames_with_no_outside_ice_servers(open_page: OpenPage, with_tiny_run: Path,

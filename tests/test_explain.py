@@ -40,6 +40,8 @@ def test_the_map_marks_the_part_the_model_reads_and_nothing_else() -> None:
     assert happy.drop[:12, :12].min() > 0.05  # hiding the bright corner takes 'happy' away
     assert np.all(happy.drop[24:, :] == 0) and np.all(happy.drop[:, 24:] == 0)  # no patch there reaches the corner
     assert happy.strongest() == pytest.approx(float(happy.drop.max()))
+    assert happy.describe() == (f"hiding a red part lowers happy (by up to {100 * happy.strongest():.0f} points), "
+                                "hiding a blue part raises it")
 
 
 def test_a_map_for_another_class_shows_the_opposite_evidence() -> None:
@@ -87,6 +89,10 @@ def test_a_tiny_change_is_drawn_faintly_not_stretched_to_full_colour() -> None:
     red, grey = overlay(weak, side=48)[5, 5].astype(int), overlay(weak, side=48)[40, 40].astype(int)
     assert 0 < red[0] - red[2] < 0.2 * (overlay(happy, side=48)[5, 5, 0] - overlay(happy, side=48)[5, 5, 2])
     assert grey[0] == grey[2]
+    change = float(np.abs(weak.drop).max())
+    assert 0 < change < 0.05
+    assert weak.describe() == (f"no one part decides it: hiding any one changes happy by {100 * change:.1f} points "
+                               "at most (drawn faint)")
 
 
 def test_saved_maps_name_the_image_the_face_and_its_label(tmp_path: Path, tiny_checkpoint: Path,

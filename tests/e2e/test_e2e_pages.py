@@ -52,6 +52,13 @@ def test_predict_labels_the_faces_of_an_uploaded_photo(page, app_server, astrona
     expect(annotated).to_be_visible()
     shown = Image.open(io.BytesIO(annotated.screenshot())).convert("RGB")
     assert np.asarray(shown).std() > 10, "the annotated photo is blank"
+    page.get_by_text("Show where the model looks").first.click()
+    emotion = "|".join(EMOTIONS)
+    where = page.get_by_text(re.compile(rf"Where face 1 reads as ({emotion}): (hiding a red part|no one part)"))
+    expect(where).to_be_visible(timeout=SLOW)
+    drawn = page.get_by_test_id("stImage").locator("img").nth(1)
+    expect(drawn).to_be_visible()
+    assert np.asarray(Image.open(io.BytesIO(drawn.screenshot())).convert("RGB")).std() > 10, "the map is blank"
     shoot(page, "predict")
 
 
