@@ -96,9 +96,23 @@ class EvalReport:
         """Counts, rows = true class, columns = predicted class."""
         return confusion_matrix(self.labels, self.predictions, len(self.classes))
 
-    def mistakes(self, limit: int = 24) -> list[dict[str, Any]]:
-        """The most confident wrong predictions, most confident first."""
-        wrong = np.flatnonzero(self.predictions != self.labels)
+    def _wrong(self, true: str | None, predicted: str | None) -> np.ndarray:
+        """Positions of the wrong predictions, of a true and/or predicted class when named."""
+        wrong = self.predictions != self.labels
+        if true is not None:
+            wrong &= self.labels == self.classes.index(true)
+        if predicted is not None:
+            wrong &= self.predictions == self.classes.index(predicted)
+        return np.flatnonzero(wrong)
+
+    def count_mistakes(self, true: str | None = None, predicted: str | None = None) -> int:
+        """How many wrong predictions there are (of a true and/or predicted class when named)."""
+        return len(self._wrong(true, predicted))
+
+    def mistakes(self, limit: int = 24, true: str | None = None, predicted: str | None = None) -> list[dict[str, Any]]:
+        """The most confident wrong predictions, most confident first; only those of a true and/or predicted class
+        when named."""
+        wrong = self._wrong(true, predicted)
         conf = self.probabilities[wrong, self.predictions[wrong]]
         order = wrong[np.argsort(-conf, kind="stable")][:limit]
         return [{"index": int(i), "true": self.classes[self.labels[i]], "predicted": self.classes[self.predictions[i]],

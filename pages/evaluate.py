@@ -130,9 +130,17 @@ left.dataframe(table, column_config={m: st.column_config.NumberColumn(format="%.
 right.plotly_chart(plots.per_class_bars(per_class))
 
 st.subheader("Most confident mistakes")
-mistakes = report.mistakes(MISTAKES)
+ANY = "any"
+true_pick, predicted_pick = st.columns(2)
+true_class = true_pick.selectbox("True emotion", [ANY, *report.classes], key="evaluate-mistakes-true")
+predicted_class = predicted_pick.selectbox("Predicted as", [ANY, *report.classes], key="evaluate-mistakes-predicted")
+kind = {"true": None if true_class == ANY else true_class,
+        "predicted": None if predicted_class == ANY else predicted_class}
+mistakes = report.mistakes(MISTAKES, **kind)
 if mistakes:
-    st.caption("true → predicted, with the model's confidence")
+    count = report.count_mistakes(**kind)
+    st.caption(f"true → predicted, with the model's confidence: the {len(mistakes)} most confident of {count:,} "
+               "such mistakes" if count > len(mistakes) else "true → predicted, with the model's confidence")
     captions = [f"{m['true']} → {m['predicted']} {m['confidence']:.0%}" for m in mistakes]
     st.image([data_views.face_grid(report.faces.images[m["index"]][None], 1) for m in mistakes], width=96,
              caption=captions)
@@ -148,8 +156,10 @@ if mistakes:
         for column, (occlusion, drawn), role in zip(st.columns(2), maps, ("predicted", "true")):
             column.image(drawn, width=192,
                          caption=f"{role}: {occlusion.target} {occlusion.probability:.0%}; {occlusion.describe()}")
-else:
+elif kind == {"true": None, "predicted": None}:
     st.success("No mistakes on this split.")
+else:
+    st.success("No such mistakes on this split.")
 
 epochs = RunDir(Path(checkpoint).parent).history()
 if epochs:

@@ -585,6 +585,22 @@ def test_evaluate_shows_where_the_model_looked_for_a_mistake(open_page: OpenPage
         f"{role}: {m.target} {m.probability:.0%}; {m.describe()}" for role, m in zip(("predicted", "true"), maps)]
 
 
+def test_evaluate_shows_the_mistakes_of_one_kind(open_page: OpenPage, with_tiny_run: Path) -> None:
+    at = open_page("pages/evaluate.py")
+    report = evaluate(with_tiny_run, model_menu.read_card(with_tiny_run)["data_source"], "test")
+    confusion = report.confusion()
+    np.fill_diagonal(confusion, 0)
+    true, predicted = np.unravel_index(confusion.argmax(), confusion.shape)  # the commonest kind of mistake
+    at.selectbox(key="evaluate-mistakes-true").set_value(report.classes[true]).run()
+    at.selectbox(key="evaluate-mistakes-predicted").set_value(report.classes[predicted]).run()
+    gallery = next(image for image in at.image if "→" in image.captions[0])
+    expected = report.mistakes(true=report.classes[true], predicted=report.classes[predicted])
+    assert gallery.captions == [f"{m['true']} → {m['predicted']} {m['confidence']:.0%}" for m in expected]
+    assert len(expected) == min(24, confusion[true, predicted])
+    at.selectbox(key="evaluate-mistakes-predicted").set_value(report.classes[true]).run()
+    assert [s.value for s in at.success] == ["No such mistakes on this split."]
+
+
 def test_live_webcam_annotates_frames_with_no_outside_ice_servers(open_page: OpenPage, with_tiny_run: Path,
                                                                   webrtc_calls: list[dict]) -> None:
     from skimage.data import astronaut

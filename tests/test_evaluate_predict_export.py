@@ -34,6 +34,11 @@ def test_report_matches_a_known_case() -> None:
     happy = report.per_class()["happy"]
     assert happy == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
     assert [m["index"] for m in report.mistakes()] == [1, 4]
+    assert [m["index"] for m in report.mistakes(true="happy")] == [4]
+    assert [m["index"] for m in report.mistakes(predicted="happy")] == [1]
+    assert report.mistakes(true="angry", predicted="sad") == [] and report.mistakes(true="sad") == []
+    counts = [report.count_mistakes(), report.count_mistakes("happy"), report.count_mistakes(predicted="sad")]
+    assert counts == [2, 1, 1]
     out = report.to_json()
     assert out["n"] == 6 and out["classes"] == list(classes) and out["confusion"][0] == [1, 1, 0]
 
