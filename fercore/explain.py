@@ -20,7 +20,7 @@ PATCH = 12  # pixels hidden at a time, a quarter of the face's side: an eye and 
 # most FER2013 faces' labels standing: a smile survives losing any one corner)
 STRIDE = 4  # 10 x 10 = 100 positions; each pixel is hidden by 1 to 9 of them
 SMOOTHING = 2.0  # sigma in face pixels of the blur drawn maps get
-FAINT = 0.05  # a map whose largest change is under 5 probability points is drawn faint, not stretched to full colour
+FAINT = 0.05  # the colour scale's least span (probability): a map of small changes stays pale, not stretched
 
 
 @dataclass
@@ -41,8 +41,7 @@ class OcclusionMap:
         """What the drawing shows, in one line (for captions)."""
         change = float(np.abs(self.drop).max())
         if change < FAINT:
-            return (f"no one part decides it: hiding any one changes {self.target} by {100 * change:.1f} points at "
-                    "most (drawn faint)")
+            return f"no one part decides it: hiding any one changes {self.target} by {100 * change:.1f} points at most"
         return (f"hiding a red part lowers {self.target} (by up to {100 * self.strongest():.0f} points), hiding a "
                 "blue part raises it")
 
