@@ -11,7 +11,7 @@ from fercore import leakage
 from fercore.checkpoint import LoadedModel, load_model
 from fercore.data import FaceData, FaceSet, load_data
 from fercore.inference import Progress
-from fercore.metrics import confusion_matrix, macro_f1, per_class_scores
+from fercore.metrics import Calibration, calibration, confusion_matrix, macro_f1, per_class_scores
 
 
 @dataclass
@@ -92,6 +92,10 @@ class EvalReport:
                     "f1": float(scores["f1"][i]), "support": int(scores["support"][i])}
                 for i, c in enumerate(self.classes)}
 
+    def calibration(self, bins: int = 10) -> Calibration:
+        """How well the confidence of its predictions matches how often they are right."""
+        return calibration(self.probabilities, self.labels, bins)
+
     def confusion(self) -> np.ndarray:
         """Counts, rows = true class, columns = predicted class."""
         return confusion_matrix(self.labels, self.predictions, len(self.classes))
@@ -123,7 +127,8 @@ class EvalReport:
                 "classes": list(self.classes), "per_class": self.per_class(),
                 "confusion": self.confusion().tolist(), "tta": self.tta, "dtype": self.dtype,
                 "split": self.split, "data": self.data, "seen_in_training": self.seen_in_training,
-                "accuracy_unseen": self.unseen_accuracy, "left_out_seen": self.left_out}
+                "accuracy_unseen": self.unseen_accuracy, "left_out_seen": self.left_out,
+                "calibration": self.calibration().to_json()}
 
 
 def own_split(checkpoint: dict[str, Any], source: FaceData, split: str) -> FaceSet:

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from fercore.labels import COLORS
+from fercore.metrics import Calibration
 
 TRAIN_COLOR, VAL_COLOR, LR_COLOR = "#3e63dd", "#e5484d", "#12a594"
 METRIC_TITLES = {
@@ -116,6 +117,26 @@ def per_class_bars(per_class: Mapping[str, Mapping[str, float]]) -> go.Figure:
                      for metric in ("precision", "recall", "f1")])
     fig.update_yaxes(range=[0, 1], tickformat=".0%")
     return _layout(fig, 320, barmode="group")
+
+
+def reliability_diagram(fit: Calibration) -> go.Figure:
+    """Accuracy against confidence per bin (metrics.Calibration), the diagonal a calibrated model would follow,
+    and how many faces each bin holds (bars, right axis)."""
+    middles = ((fit.edges[:-1] + fit.edges[1:]) / 2).tolist()  # lists: plain numbers in the figure's JSON
+    used = fit.counts > 0
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Bar(x=middles, y=fit.counts.tolist(), width=(np.diff(fit.edges) * 0.9).tolist(), name="faces",
+                         marker_color="#d0d7e2", hovertemplate="%{y:,} faces<extra></extra>"), secondary_y=True)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="calibrated",
+                             line=dict(color="#8b8d98", dash="dash"), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=fit.confidence[used].tolist(), y=fit.accuracy[used].tolist(), mode="lines+markers",
+                             name="this model",
+                             line=dict(color=VAL_COLOR),
+                             hovertemplate="confidence %{x:.1%}<br>right %{y:.1%}<extra></extra>"))
+    fig.update_xaxes(title_text="confidence (probability of the class predicted)", range=[0, 1], tickformat=".0%")
+    fig.update_yaxes(title_text="share right", range=[0, 1], tickformat=".0%", secondary_y=False)
+    fig.update_yaxes(title_text="faces", rangemode="tozero", showgrid=False, secondary_y=True)
+    return _layout(fig, 360)
 
 
 def probability_bars(probabilities: Mapping[str, float], title: str | None = None) -> go.Figure:

@@ -129,6 +129,12 @@ left.dataframe(table, column_config={m: st.column_config.NumberColumn(format="%.
                                      for m in ("precision", "recall", "f1")})
 right.plotly_chart(plots.per_class_bars(per_class))
 
+st.subheader("Confidence")
+fit = report.calibration()
+st.caption(f"{fit.summary().capitalize()}. Each point: the faces predicted with about that confidence, and the share "
+           "of them it got right; a model whose confidence can be taken at its word follows the dashed line.")
+st.plotly_chart(plots.reliability_diagram(fit))
+
 st.subheader("Most confident mistakes")
 ANY = "any"
 true_pick, predicted_pick = st.columns(2)

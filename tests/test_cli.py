@@ -15,6 +15,7 @@ from conftest import write_image_tree
 from fercore.augment import AugmentConfig
 from fercore.checkpoint import read_checkpoint
 from fercore.config import PRESETS, TrainConfig, preset, recipe_flags
+from fercore.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,11 +124,14 @@ def test_evaluate_json_contract(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert out["classes"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
     assert set(out["per_class"]["happy"]) == {"precision", "recall", "f1", "support"}
     assert len(out["confusion"]) == 7 and sum(map(sum, out["confusion"])) == 21 and out["tta"] is True
+    assert sum(out["calibration"]["counts"]) == 21 and 0 <= out["calibration"]["error"] <= 1
     only_test = fercore("evaluate", "--checkpoint", tiny_checkpoint, "--data", data / "test", "--split", "test",
                         "--no-tta", "--json")
     assert json.loads(only_test.stdout)["n"] == 21 and json.loads(only_test.stdout)["tta"] is False
     text = fercore("evaluate", "--checkpoint", tiny_checkpoint, "--data", data, "--split", "all")
     assert "accuracy" in text.stdout and "confusion" in text.stdout
+    every_face = evaluate(tiny_checkpoint, data, "all")
+    assert text.stdout.splitlines()[2] == every_face.calibration().summary()
     header = text.stdout.splitlines()[text.stdout.splitlines().index(next(
         line for line in text.stdout.splitlines() if line.startswith("confusion"))) + 1]
     assert header.split() == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]  # whole names

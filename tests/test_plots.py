@@ -7,6 +7,7 @@ import pytest
 
 from fercore import plots
 from fercore.labels import COLORS
+from fercore.metrics import calibration
 
 
 def epoch(n: int, **values: float) -> dict:
@@ -117,3 +118,11 @@ def test_epoch_ticks_are_whole_epochs() -> None:
     within_the_first = plots.training_curves([], [{"epoch": 1, "step": 5, "steps": 10, "train_loss": 1.0,
                                                    "train_acc": 0.3, "lr": 0.01}])
     assert tuple(within_the_first.layout.xaxis.range) == (0, 1)  # the epoch axis shows its ticks
+
+
+def test_reliability_diagram_plots_accuracy_against_confidence_beside_the_diagonal() -> None:
+    fit = calibration(np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.55, 0.45]]), np.array([0, 1, 1, 0]))
+    bars, diagonal, model = plots.reliability_diagram(fit).data
+    assert list(bars.y) == fit.counts.tolist() and bars.yaxis == "y2"
+    assert list(diagonal.x) == [0, 1] and list(diagonal.y) == [0, 1]
+    assert list(model.x) == pytest.approx([0.575, 0.8, 0.9]) and list(model.y) == [1, 0, 1]  # empty bins left out
