@@ -7,7 +7,7 @@ from fercore import plots, rtc
 from fercore.app import outputs, settings
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.live import LiveAnnotator, frames_to_annotate
-from fercore.predict import Predictor
+from fercore.predict import ImagePrediction, Predictor
 from pages._common import enter_app, explained_face, load_predictor, mtime, picked_checkpoint
 
 enter_app()
@@ -23,14 +23,15 @@ def annotated_photo(_predictor: Predictor, checkpoint: str, checkpoint_mtime: fl
     return outputs.annotate_photo(_predictor, content, name)
 
 
-def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str, key: str, explain: bool) -> None:
+def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str, key: str,
+               explain: bool) -> ImagePrediction:
     """One photo: the annotated image and its download, and a probability chart per face (with where the model
-    looked, if asked); one line for a bad file."""
+    looked, if asked); one line for a bad file. Returns its prediction."""
     result = annotated_photo(predictor, str(checkpoint), mtime(checkpoint), content, name)
     prediction = result.prediction
     if prediction.error:
         st.error(f"{name}: {prediction.error}")
-        return
+        return prediction
     with st.container(border=True):
         left, right = st.columns([3, 2])
         found = "no face found" if prediction.no_face_found else f"{len(prediction.faces)} face(s)"
@@ -48,6 +49,7 @@ def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str
                 (occlusion, drawn), = explained_face(predictor, str(checkpoint), mtime(checkpoint), "auto",
                                                      face.face, (face.label,))
                 right.image(drawn, width=192, caption=f"Where {what} reads as {face.label}: {occlusion.describe()}")
+    return prediction
 
 
 def live_stats(annotator: LiveAnnotator) -> None:
@@ -107,12 +109,19 @@ with photos:
                                max_upload_size=outputs.MAX_IMAGE_UPLOAD_MB)
     if len(uploads or []) > MAX_PHOTOS:
         st.info(f"Showing the first {MAX_PHOTOS} of {len(uploads)} photos.")
+    shown = []
     for index, upload in enumerate((uploads or [])[:MAX_PHOTOS]):
         if upload.size > outputs.MAX_IMAGE_UPLOAD_MB * 1024**2:  # the uploader's cap is the browser's: check here
             st.error(f"{upload.name} is {upload.size / 1024**2:.0f} MB, over the limit of "
                      f"{outputs.MAX_IMAGE_UPLOAD_MB} MB")
             continue
-        show_photo(predictor, checkpoint, upload.getvalue(), upload.name, f"photo{index}", explain_photos)
+        shown.append(show_photo(predictor, checkpoint, upload.getvalue(), upload.name, f"photo{index}",
+                                explain_photos))
+    if len(shown) > 1:
+        faces = sum(len(p.faces) for p in shown if not p.no_face_found)
+        st.download_button(f"All {faces} face(s) of these {len(shown)} photos as CSV",
+                           outputs.faces_csv(shown, predictor.classes), "faces.csv", "text/csv", on_click="ignore",
+                           key="photos-csv")
 with snapshot:
     explain_snapshot = st.toggle("Show where the model looks", key="explain-snapshot", help=EXPLAIN_HELP)
     picture = st.camera_input("Take a snapshot")

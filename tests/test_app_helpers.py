@@ -299,6 +299,27 @@ def test_annotate_photo(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:
     assert bad.image is None and bad.prediction.error
 
 
+def test_faces_csv_has_a_row_per_face_of_every_photo(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:
+    import csv
+
+    from fercore.predict import ImagePrediction, Predictor
+
+    predictor = Predictor.from_checkpoint(tiny_checkpoint)
+    blank = io.BytesIO()
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(blank, "PNG")
+    photos = [predictor.predict_image(astronaut_jpeg, 'me, "smiling".jpg'),
+              predictor.predict_image(blank.getvalue(), "grey.png"), ImagePrediction("notes.jpg", error="not an image")]
+    rows = list(csv.DictReader(io.StringIO(outputs.faces_csv(photos, predictor.classes))))
+    face = photos[0].faces[0]
+    assert [r["image"] for r in rows] == ['me, "smiling".jpg', "grey.png", "notes.jpg"]
+    first = rows[0]
+    assert [int(first[k]) for k in ("face", "x", "y", "width", "height")] == [1, *face.box]
+    assert first["label"] == face.label and float(first["confidence"]) == pytest.approx(face.confidence, abs=1e-5)
+    assert [float(first[c]) for c in predictor.classes] == pytest.approx(list(face.probabilities.values()), abs=1e-5)
+    assert (first["whole_image"], rows[1]["whole_image"]) == ("0", "1") and rows[1]["label"]
+    assert rows[2]["error"] == "not an image" and rows[2]["label"] == "" and rows[2]["happy"] == ""
+
+
 def test_predictions_csv(tiny_checkpoint: Path) -> None:
     from fercore.evaluate import evaluate
 

@@ -552,6 +552,11 @@ def test_predict_labels_a_photo_and_reports_a_bad_file(open_page: OpenPage, with
     Image.new("RGB", (320, 240), (128, 128, 128)).save(blank, "PNG")
     at.file_uploader[0].set_value([("grey.png", blank.getvalue(), "image/png")]).run()
     assert [spec["layout"]["title"]["text"].split(":")[0] for spec in chart_specs(at)] == ["the whole image"]
+    assert not at.main.get("download_button")[1:]  # one photo: its own download, no table of every face
+    at.file_uploader[0].set_value([("grey.png", blank.getvalue(), "image/png"),
+                                   ("astronaut.jpg", astronaut_jpeg, "image/jpeg")]).run()
+    table = at.main.get("download_button")[-1]
+    assert table.proto.label == "All 1 face(s) of these 2 photos as CSV"
     huge = astronaut_jpeg + bytes(26 * 1024**2)  # past the browser's cap, as a client that ignores it sends it
     at.file_uploader[0].set_value([("huge.jpg", huge, "image/jpeg")]).run()
     assert [e.value for e in at.error] == ["huge.jpg is 26 MB, over the limit of 25 MB"] and not at.image

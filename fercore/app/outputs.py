@@ -31,6 +31,25 @@ def predictions_csv(report: EvalReport) -> str:
     return buffer.getvalue()
 
 
+def faces_csv(predictions: list[ImagePrediction], classes: tuple[str, ...]) -> str:
+    """One row per face of every photo: the photo, the face's number and box, its label, confidence and every
+    class's probability; a photo with no face found has its whole-image row marked, a bad file one row with its
+    error."""
+    import csv
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")  # photo names may hold commas or quotes
+    writer.writerow(["image", "face", "x", "y", "width", "height", "label", "confidence", "whole_image", "error",
+                     *classes])
+    for prediction in predictions:
+        if prediction.error:
+            writer.writerow([prediction.image, *[""] * 8, prediction.error, *[""] * len(classes)])
+        for number, face in enumerate(prediction.faces, 1):
+            writer.writerow([prediction.image, number, *face.box, face.label, f"{face.confidence:.5f}",
+                             int(prediction.no_face_found), "", *(f"{face.probabilities[c]:.5f}" for c in classes)])
+    return buffer.getvalue()
+
+
 DISPLAY_SIDE = 1600  # the longest side of an annotated photo as the page keeps and shows it
 
 
