@@ -22,6 +22,7 @@ from fercore.data import FaceSet, load_data
 from fercore.data.images import downscale, open_image
 from fercore.draw import annotate
 from fercore.evaluate import evaluate_faces
+from fercore.explain import occlusion_maps
 from fercore.inference import to_input
 from fercore.labels import EMOTIONS
 from fercore.live import LiveAnnotator
@@ -63,6 +64,8 @@ def face_rows(predictor: Predictor, faces: np.ndarray, samples: int) -> list[Row
         (f"Predictor.classify, batch of {BATCH} faces", predictor.classify, BATCH, PLAIN_BATCH),
         (PLAIN_ONE, lambda b: plain_forward(predictor, b[:1]), 1, PLAIN_ONE),
         ("Predictor.classify, 1 face", lambda b: predictor.classify(b[:1]), 1, PLAIN_ONE),
+        ("occlusion map of 1 face (fercore.explain)", lambda b: occlusion_maps(predictor.loaded, b[0]), 1,
+         "Predictor.classify, 1 face"),
     ]
     timing = Interleaved()
     batches = [faces.take(np.arange(i * BATCH, (i + 1) * BATCH), axis=0, mode="wrap") for i in range(samples)]

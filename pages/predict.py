@@ -102,7 +102,7 @@ checkpoint, predictor = picked_checkpoint("predict-model", load_predictor)
 photos, snapshot, webcam = st.tabs(["Photos", "Camera snapshot", "Live webcam"])
 EXPLAIN_HELP = ("For each face of a photo or snapshot: the 48x48 face the model read, coloured by how much hiding "
                 "each part (a 12-pixel square of grey, one position at a time) changes the probability of the "
-                "emotion it predicts. About 0.3 s a face on one CPU core.")
+                "emotion it predicts. About a quarter of a second a face on one CPU core.")
 with photos:
     explain_photos = st.toggle("Show where the model looks", key="explain-photos", help=EXPLAIN_HELP)
     uploads = st.file_uploader("Drop photos here", type=IMAGE_TYPES, accept_multiple_files=True,
