@@ -121,9 +121,10 @@ def per_class_bars(per_class: Mapping[str, Mapping[str, float]]) -> go.Figure:
 
 def reliability_diagram(fit: Calibration) -> go.Figure:
     """Accuracy against confidence per bin (metrics.Calibration), the diagonal a calibrated model would follow,
-    and how many faces each bin holds (bars, right axis)."""
+    and how many faces each bin holds (bars, right axis). The line leaves out bins of under 1% of the faces
+    (a bin of one face is right 0% or 100% of the time: noise, not calibration)."""
     middles = ((fit.edges[:-1] + fit.edges[1:]) / 2).tolist()  # lists: plain numbers in the figure's JSON
-    used = fit.counts > 0
+    used = fit.counts >= max(1.0, 0.01 * fit.counts.sum())
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Bar(x=middles, y=fit.counts.tolist(), width=(np.diff(fit.edges) * 0.9).tolist(), name="faces",
                          marker_color="#d0d7e2", hovertemplate="%{y:,} faces<extra></extra>"), secondary_y=True)

@@ -131,8 +131,10 @@ right.plotly_chart(plots.per_class_bars(per_class))
 
 st.subheader("Confidence")
 fit = report.calibration()
-st.caption(f"{fit.summary().capitalize()}. Each point: the faces predicted with about that confidence, and the share "
-           "of them it got right; a model whose confidence can be taken at its word follows the dashed line.")
+summary = fit.summary()
+st.caption(f"{summary[0].upper()}{summary[1:]}. Each point: the faces predicted with about that confidence (bins of "
+           "under 1% of the faces left out), and the share of them it got right; a model whose confidence can be "
+           "taken at its word follows the dashed line.")
 st.plotly_chart(plots.reliability_diagram(fit))
 
 st.subheader("Most confident mistakes")

@@ -474,7 +474,8 @@ def test_evaluate_shows_the_engines_numbers(open_page: OpenPage, with_tiny_run: 
     confusion = next(s for s in chart_specs(at) if s["data"][0]["type"] == "heatmap")
     assert confusion["data"][0]["text"] == [[str(count) for count in row] for row in report.confusion()]
     assert len(at.main.get("download_button")) == 3
-    assert any(c.value.startswith(report.calibration().summary().capitalize() + ".") for c in at.caption)
+    summary = report.calibration().summary()
+    assert any(c.value.startswith(f"{summary[0].upper()}{summary[1:]}. ") for c in at.caption)
     diagram = next(s for s in chart_specs(at) if any(t.get("name") == "calibrated" for t in s["data"]))
     assert diagram["data"][0]["y"] == report.calibration().counts.tolist()
     assert any("Inference in int8" in c.value for c in at.caption)

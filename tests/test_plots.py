@@ -126,3 +126,6 @@ def test_reliability_diagram_plots_accuracy_against_confidence_beside_the_diagon
     assert list(bars.y) == fit.counts.tolist() and bars.yaxis == "y2"
     assert list(diagonal.x) == [0, 1] and list(diagonal.y) == [0, 1]
     assert list(model.x) == pytest.approx([0.575, 0.8, 0.9]) and list(model.y) == [1, 0, 1]  # empty bins left out
+    rare = np.vstack([np.tile([0.95, 0.05], (199, 1)), [[0.15, 0.85]]])  # one face of 200 in the 80-90% bin
+    (_, _, line) = plots.reliability_diagram(calibration(rare, np.zeros(200, int))).data
+    assert list(line.x) == pytest.approx([0.95])
