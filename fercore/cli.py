@@ -213,18 +213,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fercore.paths import output_path
+    from fercore.explain import maps_folder, save_maps
     from fercore.predict import Predictor, predict_files
 
     _use_threads(args.threads)
-    folder = output_path(args.explain) if args.explain else None  # refused before any work
+    folder = maps_folder(args.explain) if args.explain else None  # refused before any work
     predictor = Predictor.from_checkpoint(args.checkpoint, args.precision, args.device)
     results = predict_files(predictor, args.images)
-    maps: list[list[Path]] = [[] for _ in results]
-    if folder is not None:
-        from fercore.explain import save_maps
-
-        maps = save_maps(predictor.loaded, results, folder)
+    maps = save_maps(predictor.loaded, results, folder) if folder else [[] for _ in results]
     if args.json:
         out = [r.to_json() for r in results]
         for image, paths in zip(out, maps):
@@ -407,7 +403,7 @@ def build_parser() -> _Parser:
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--explain", metavar="FOLDER",
                          help="also draw where the model looked for each face (an occlusion map of its label) into "
-                              "FOLDER as IMAGE-faceN-LABEL.png")
+                              "FOLDER as IMAGE-faceN-LABEL.png, replacing files of those names")
     predict.set_defaults(func=cmd_predict)
     for command in (evaluate, predict):
         command.add_argument("--precision", choices=PRECISIONS, default="auto",

@@ -6,6 +6,7 @@ go through the model in one batch.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import numpy as np
 from fercore.atomic import atomic_write_bytes
 from fercore.checkpoint import LoadedModel
 from fercore.data.images import FACE_SIZE
+from fercore.errors import UserError
+from fercore.paths import output_path
 from fercore.predict import ImagePrediction
 
 PATCH = 12  # pixels hidden at a time, a quarter of the face's side: an eye and its brow, half the mouth (8 left
@@ -25,25 +28,30 @@ FAINT = 0.05  # the colour scale's least span (probability): a map of small chan
 
 @dataclass
 class OcclusionMap:
-    """A face, the class explained and, per pixel, the mean fall of that class's probability when it is hidden
-    (negative where hiding it raises the probability)."""
+    """A face, the class explained, how much hiding each square changed that class's probability, and per pixel
+    the mean of those changes over the squares that hid it (for drawing)."""
 
     face: np.ndarray  # uint8 [48,48]
     target: str
     probability: float  # the class's probability for the whole face
-    drop: np.ndarray  # float32 [48,48]
+    drop: np.ndarray  # float32 [48,48]: per pixel, the mean fall when a square hid it (negative: a rise)
+    square_drops: np.ndarray  # float32 [squares]: each square's fall, hidden alone
 
     def strongest(self) -> float:
-        """The largest fall, in probability (0 when hiding anything only raises it)."""
-        return max(0.0, float(self.drop.max()))
+        """The largest fall one square caused, in probability (0 when hiding any one only raises it)."""
+        return max(0.0, float(self.square_drops.max()))
 
     def describe(self) -> str:
         """What the drawing shows, in one line (for captions)."""
-        change = float(np.abs(self.drop).max())
-        if change < FAINT:
-            return f"no one part decides it: hiding any one changes {self.target} by {100 * change:.1f} points at most"
-        return (f"hiding a red part lowers {self.target} (by up to {100 * self.strongest():.0f} points), hiding a "
-                "blue part raises it")
+        fall, rise = self.strongest(), max(0.0, -float(self.square_drops.min()))
+        if max(fall, rise) < FAINT:
+            return (f"no one part decides it: hiding any one square changes {self.target} by "
+                    f"{100 * max(fall, rise):.1f} points at most")
+        if fall < FAINT:
+            return (f"nothing here holds up {self.target}: hiding a blue part raises it (by up to {100 * rise:.0f} "
+                    "points)")
+        return (f"hiding a red part lowers {self.target} (by up to {100 * fall:.0f} points), hiding a blue part "
+                "raises it")
 
 
 def _patch_origins(patch: int, stride: int) -> list[tuple[int, int]]:
@@ -70,11 +78,19 @@ def occlusion_maps(loaded: LoadedModel, face: np.ndarray, targets: list[int] | N
     probs = loaded.proba(copies, tta)
     maps = []
     for t in [int(probs[0].argmax())] if targets is None else targets:
+        square_drops = (probs[0, t] - probs[1:, t]).astype(np.float32)
         drop = np.zeros((FACE_SIZE, FACE_SIZE), np.float32)
-        for (y, x), hidden in zip(origins, probs[1:, t]):
-            drop[y:y + patch, x:x + patch] += probs[0, t] - hidden
-        maps.append(OcclusionMap(face, loaded.classes[t], float(probs[0, t]), drop / cover))
+        for (y, x), fall in zip(origins, square_drops):
+            drop[y:y + patch, x:x + patch] += fall
+        maps.append(OcclusionMap(face, loaded.classes[t], float(probs[0, t]), drop / cover, square_drops))
     return maps
+
+
+def explain_faces(loaded: LoadedModel, faces: Sequence[np.ndarray], labels: Sequence[Sequence[str]],
+                  tta: bool | None = None) -> list[list[tuple[OcclusionMap, np.ndarray]]]:
+    """For each face, its occlusion map for each class named for it, with the map's drawing (overlay)."""
+    return [[(m, overlay(m)) for m in occlusion_maps(loaded, face, [loaded.classes.index(c) for c in names], tta)]
+            for face, names in zip(faces, labels)]
 
 
 def overlay(occlusion: OcclusionMap, side: int = 192) -> np.ndarray:
@@ -92,22 +108,40 @@ def overlay(occlusion: OcclusionMap, side: int = 192) -> np.ndarray:
     return np.clip(rgb.round(), 0, 255).astype(np.uint8)
 
 
+def maps_folder(path: str | Path) -> Path:
+    """The folder save_maps may write into (~ expanded); UserError, before any work, when it cannot be one."""
+    folder = output_path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{path} is a file, not a folder for the maps")
+    return folder
+
+
 def save_maps(loaded: LoadedModel, predictions: list[ImagePrediction], folder: Path) -> list[list[Path]]:
-    """Draw each predicted face's occlusion map for its label into folder as <image>-face<N>-<label>.png (the
-    image's position is added to names two images share); the paths, per image and face."""
+    """Draw each predicted face's occlusion map for its label into folder as <image>-face<N>-<label>.png (an image
+    whose name another shares gets -<its position> after its name); the paths, per image and face."""
     import cv2
 
     folder.mkdir(parents=True, exist_ok=True)
-    stems = [Path(p.image).stem for p in predictions]
     saved = []
-    for number, (prediction, stem) in enumerate(zip(predictions, stems), 1):
-        if stems.count(stem) > 1:
-            stem = f"{stem}-{number}"
+    for prediction, stem in zip(predictions, _distinct_stems([p.image for p in predictions])):
+        drawn = explain_faces(loaded, [f.crop for f in prediction.faces], [[f.label] for f in prediction.faces])
         paths = []
-        for i, face in enumerate(prediction.faces, 1):
-            (occlusion,) = occlusion_maps(loaded, face.face, [loaded.classes.index(face.label)])
-            path = folder / f"{stem}-face{i}-{face.label}.png"
-            atomic_write_bytes(path, cv2.imencode(".png", overlay(occlusion)[..., ::-1])[1].tobytes())
+        for number, (face, ((_, drawing),)) in enumerate(zip(prediction.faces, drawn), 1):
+            path = folder / f"{stem}-face{number}-{face.label}.png"
+            atomic_write_bytes(path, cv2.imencode(".png", drawing[..., ::-1])[1].tobytes())
             paths.append(path)
         saved.append(paths)
     return saved
+
+
+def _distinct_stems(names: list[str]) -> list[str]:
+    """The names' stems, each shared one followed by -<its position from 1>, none equal to another."""
+    stems = [Path(name).stem for name in names]
+    alone = {stem for stem in stems if stems.count(stem) == 1}
+    out: list[str] = []
+    for number, stem in enumerate(stems, 1):
+        name = stem if stem in alone else f"{stem}-{number}"
+        while name in out or (name != stem and name in alone):
+            name = f"{name}-{number}"
+        out.append(name)
+    return out

@@ -26,7 +26,7 @@ class FacePrediction:
     label: str
     confidence: float
     probabilities: dict[str, float]
-    face: np.ndarray | None = field(default=None, repr=False, compare=False)
+    crop: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"box": list(self.box), "label": self.label, "confidence": self.confidence,

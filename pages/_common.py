@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
     from streamlit.runtime.uploaded_file_manager import UploadedFile
 
+    from fercore.checkpoint import LoadedModel
     from fercore.explain import OcclusionMap
     from fercore.predict import Predictor
 
@@ -175,28 +176,43 @@ def checkpoint_card(path: Path) -> dict[str, Any]:
     return _card(str(path), mtime(path))
 
 
-@st.cache_resource(max_entries=3, show_spinner="Loading the model...")
-def _predictor(path: str, modified: float, precision: str) -> Predictor:
+@st.cache_resource(max_entries=2, show_spinner="Loading the model...")
+def _predictor(path: str, modified: float) -> Predictor:
     from fercore.predict import Predictor
 
-    return Predictor.from_checkpoint(path, precision)
+    return Predictor.from_checkpoint(path)
 
 
-def load_predictor(path: Path, precision: str = "auto") -> Predictor:
+def load_predictor(path: Path) -> Predictor:
     """The model and face detector of a checkpoint, loaded once per process while the file is unchanged."""
-    return _predictor(str(path), mtime(path), precision)
+    return _predictor(str(path), mtime(path))
 
 
-@st.cache_data(max_entries=64, ttl=1800, show_spinner="Hiding each part of the face in turn...")
-def explained_face(_predictor: Predictor, checkpoint: str, checkpoint_mtime: float, precision: str, face: np.ndarray,
-                   targets: tuple[str, ...], tta: bool | None = None) -> list[tuple[OcclusionMap, np.ndarray]]:
-    """Occlusion maps of a 48x48 face for the named classes, each with its drawing; cached per model file and face
-    (the predictor itself is not hashed: the checkpoint names it)."""
-    from fercore.explain import occlusion_maps, overlay
+@st.cache_resource(max_entries=2, show_spinner="Loading the model...")
+def _model(path: str, modified: float, precision: str) -> LoadedModel:
+    from fercore.checkpoint import load_model
 
-    loaded = _predictor.loaded
-    maps = occlusion_maps(loaded, face, [loaded.classes.index(t) for t in targets], tta)
-    return [(m, overlay(m)) for m in maps]
+    return load_model(path, "auto", precision)
+
+
+def load_model_at(path: Path, precision: str) -> LoadedModel:
+    """A checkpoint's model at a precision (auto, int8 or float) without a face detector, loaded once per process
+    while the file is unchanged."""
+    return _model(str(path), mtime(path), precision)
+
+
+MAPS_KEPT = 64  # photos' (or faces') sets of occlusion maps kept: more than a page of photos shows at once
+
+
+@st.cache_data(max_entries=MAPS_KEPT, ttl=1800, show_spinner="Hiding each part of the faces in turn...")
+def explained_faces(_loaded: LoadedModel, checkpoint: str, checkpoint_mtime: float, dtype: str,
+                    faces: tuple[np.ndarray, ...], labels: tuple[tuple[str, ...], ...],
+                    tta: bool | None = None) -> list[list[tuple[OcclusionMap, np.ndarray]]]:
+    """Occlusion maps (with drawings) of 48x48 faces for the classes named for each, one call per photo; cached per
+    model file, precision and faces (the model itself is not hashed: the checkpoint and dtype name it)."""
+    from fercore.explain import explain_faces
+
+    return explain_faces(_loaded, faces, labels, tta)
 
 
 def checkpoint_picker(key: str) -> Path | None:

@@ -18,9 +18,9 @@ from pages._common import (
     checkpoint_card,
     data_source_picker,
     enter_app,
-    explained_face,
+    explained_faces,
     load_faces,
-    load_predictor,
+    load_model_at,
     mtime,
     picked_checkpoint,
     show_card,
@@ -156,13 +156,14 @@ if mistakes:
                  help="The face coloured by how much hiding each part (a 12-pixel square of grey, one position at a "
                       "time) changes the probability of the emotion it predicted and of the true one"):
         picked = st.selectbox("Mistake", range(len(mistakes)), format_func=lambda i: f"{i + 1}. {captions[i]}",
-                              key="evaluate-explain-pick")
+                              key=f"evaluate-explain-pick-{true_class}-{predicted_class}")  # a new kind: the first
         mistake = mistakes[picked]
-        maps = explained_face(load_predictor(checkpoint, precision), str(checkpoint), mtime(checkpoint), precision,
-                              report.faces.images[mistake["index"]], (mistake["predicted"], mistake["true"]),
-                              report.tta)
-        for column, (occlusion, drawn), role in zip(st.columns(2), maps, ("predicted", "true")):
-            column.image(drawn, width=192,
+        loaded = load_model_at(checkpoint, precision)
+        (maps,) = explained_faces(loaded, str(checkpoint), mtime(checkpoint), loaded.dtype,
+                                  (report.faces.images[mistake["index"]],), ((mistake["predicted"], mistake["true"]),),
+                                  report.tta)
+        for column, (occlusion, drawing), role in zip(st.columns(2), maps, ("predicted", "true")):
+            column.image(drawing, width=192,
                          caption=f"{role}: {occlusion.target} {occlusion.probability:.0%}; {occlusion.describe()}")
 elif kind == {"true": None, "predicted": None}:
     st.success("No mistakes on this split.")

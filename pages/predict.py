@@ -8,7 +8,7 @@ from fercore.app import outputs, settings
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.live import LiveAnnotator, frames_to_annotate
 from fercore.predict import ImagePrediction, Predictor
-from pages._common import enter_app, explained_face, load_predictor, mtime, picked_checkpoint
+from pages._common import enter_app, explained_faces, load_predictor, mtime, picked_checkpoint
 
 enter_app()
 
@@ -41,14 +41,17 @@ def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str
         if prediction.no_face_found:
             right.info("No face found. Shown instead: the whole image classified as one face, which is only "
                        "meaningful when the image is a face crop.")
+        loaded = predictor.loaded
+        maps = explained_faces(loaded, str(checkpoint), mtime(checkpoint), loaded.dtype,
+                               tuple(f.crop for f in prediction.faces),
+                               tuple((f.label,) for f in prediction.faces)) if explain else []
         for i, face in enumerate(prediction.faces, 1):
             what = "the whole image" if prediction.no_face_found else f"face {i}"
             title = f"{what}: {face.label} {face.confidence:.0%}"
             right.plotly_chart(plots.probability_bars(face.probabilities, title), key=f"{key}-face{i}")
-            if explain:
-                (occlusion, drawn), = explained_face(predictor, str(checkpoint), mtime(checkpoint), "auto",
-                                                     face.face, (face.label,))
-                right.image(drawn, width=192, caption=f"Where {what} reads as {face.label}: {occlusion.describe()}")
+            if maps:
+                ((occlusion, drawing),) = maps[i - 1]
+                right.image(drawing, width=192, caption=f"Where {what} reads as {face.label}: {occlusion.describe()}")
     return prediction
 
 
@@ -118,8 +121,7 @@ with photos:
         shown.append(show_photo(predictor, checkpoint, upload.getvalue(), upload.name, f"photo{index}",
                                 explain_photos))
     if len(shown) > 1:
-        faces = sum(len(p.faces) for p in shown if not p.no_face_found)
-        st.download_button(f"All {faces} face(s) of these {len(shown)} photos as CSV",
+        st.download_button(f"Every face of these {len(shown)} photos (CSV)",
                            outputs.faces_csv(shown, predictor.classes), "faces.csv", "text/csv", on_click="ignore",
                            key="photos-csv")
 with snapshot:

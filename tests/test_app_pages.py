@@ -557,7 +557,7 @@ def test_predict_labels_a_photo_and_reports_a_bad_file(open_page: OpenPage, with
     at.file_uploader[0].set_value([("grey.png", blank.getvalue(), "image/png"),
                                    ("astronaut.jpg", astronaut_jpeg, "image/jpeg")]).run()
     table = at.main.get("download_button")[-1]
-    assert table.proto.label == "All 1 face(s) of these 2 photos as CSV"
+    assert table.proto.label == "Every face of these 2 photos (CSV)"
     huge = astronaut_jpeg + bytes(26 * 1024**2)  # past the browser's cap, as a client that ignores it sends it
     at.file_uploader[0].set_value([("huge.jpg", huge, "image/jpeg")]).run()
     assert [e.value for e in at.error] == ["huge.jpg is 26 MB, over the limit of 25 MB"] and not at.image
@@ -572,7 +572,7 @@ def test_predict_shows_where_the_model_looked_at_each_face(open_page: OpenPage, 
     assert not at.exception
     predictor = Predictor.from_checkpoint(with_tiny_run)
     face = predictor.predict_image(astronaut_jpeg).faces[0]
-    (occlusion,) = occlusion_maps(predictor.loaded, face.face, [predictor.classes.index(face.label)])
+    (occlusion,) = occlusion_maps(predictor.loaded, face.crop, [predictor.classes.index(face.label)])
     assert at.image[1].captions == [f"Where face 1 reads as {face.label}: {occlusion.describe()}"]
 
 
@@ -583,7 +583,7 @@ def test_evaluate_shows_where_the_model_looked_for_a_mistake(open_page: OpenPage
     assert mistakes, "the tiny model should make some mistakes on its test split"
     shown = len(at.image)
     at.toggle(key="evaluate-explain").set_value(True).run()
-    at.selectbox(key="evaluate-explain-pick").set_value(len(mistakes) - 1).run()
+    at.selectbox(key="evaluate-explain-pick-any-any").set_value(len(mistakes) - 1).run()
     assert not at.exception
     last = mistakes[-1]
     loaded = Predictor.from_checkpoint(with_tiny_run).loaded

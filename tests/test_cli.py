@@ -172,6 +172,9 @@ def test_predict_draws_where_the_model_looked_for_each_face(tiny_checkpoint: Pat
     as_json = fercore("predict", "--checkpoint", tiny_checkpoint, tmp_path / "face.jpg", "--json", "--explain",
                       tmp_path / "maps")
     assert json.loads(as_json.stdout)[0]["faces"][0]["explanation"] == str(drawn)
+    on_a_file = fercore("predict", "--checkpoint", tiny_checkpoint, tmp_path / "face.jpg", "--explain",
+                        tmp_path / "face.jpg")
+    assert _one_error_line(on_a_file) == f"fercore: error: {tmp_path / 'face.jpg'} is a file, not a folder for the maps"
     refused = fercore("predict", "--checkpoint", tiny_checkpoint, tmp_path / "face.jpg", "--explain",
                       tmp_path / "face.jpg" / "maps")
     assert refused.returncode == 2 and refused.stdout == ""

@@ -42,6 +42,12 @@ def test_a_model_right_as_often_as_it_says_has_almost_no_calibration_error(seed:
     confidence = rng.uniform(0.5, 1.0, 20_000)
     labels = (rng.uniform(size=confidence.size) >= confidence).astype(int)  # class 0 right with p = confidence
     fit = calibration(np.stack([confidence, 1 - confidence], 1), labels)
-    assert fit.error < 0.02 and "as confident as it is right" not in calibration(
-        np.stack([np.full(100, 0.99), np.full(100, 0.01)], 1), np.ones(100, int)).summary()
-    assert calibration(np.zeros((0, 3)), np.zeros(0, int)).error == 0.0
+    assert fit.error < 0.02
+
+
+def test_a_model_always_sure_and_always_wrong_is_overconfident_by_its_whole_confidence() -> None:
+    wrong = calibration(np.stack([np.full(100, 0.99), np.full(100, 0.01)], 1), np.ones(100, int))
+    assert wrong.summary() == ("mean confidence 99.0% against accuracy 0.0%: overconfident by 99.0 points; "
+                               "calibration error (ECE, 10 bins) 99.0 points")
+    empty = calibration(np.zeros((0, 3)), np.zeros(0, int))
+    assert empty.error == 0.0 and empty.counts.sum() == 0
