@@ -15,6 +15,7 @@ from fercore.config import matching_preset, recipe_flags
 from fercore.data import FaceData, FaceSet, load_data
 from fercore.errors import UserError
 from fercore.evaluate import evaluate_faces, own_split
+from fercore.metrics import Calibration
 from fercore.paths import shown
 from fercore.runs import RunDir
 
@@ -212,6 +213,8 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
                                    if as_float else "")),
         "validation macro F1": (f"**{v['macro_f1']:.3f}** with TTA, {plain['macro_f1']:.3f} without"
                                 + (f"; {as_float['macro_f1']:.3f} in {inf['float_dtype']}" if as_float else "")),
+        **({"validation confidence": f"{Calibration.from_json(v['calibration']).summary()} (with TTA)"}
+           if "calibration" in v else {}),  # cards shipped before it was measured lack it
         "inference dtype": ("int8 on CPUs with PyTorch's oneDNN engine (calibrated after training; "
                             "`--precision float` runs the float model)" if inf["dtype"] == "int8" else inf["dtype"])
                            + _stored(card),

@@ -69,6 +69,13 @@ class Calibration:
         return (f"mean confidence {self.mean_confidence:.1%} against accuracy {self.accuracy_overall:.1%}: {leaning}; "
                 f"calibration error (ECE, {len(self.counts)} bins) {100 * self.error:.1f} points")
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Calibration:
+        """Back from to_json (a model card keeps it)."""
+        return cls(*(np.asarray(data[k], dtype) for k, dtype in (("edges", np.float64), ("counts", np.int64),
+                                                                  ("confidence", np.float64),
+                                                                  ("accuracy", np.float64))))
+
     def to_json(self) -> dict[str, Any]:
         return {"error": self.error, "mean_confidence": self.mean_confidence, "edges": self.edges.tolist(),
                 "counts": self.counts.tolist(), "confidence": self.confidence.tolist(),

@@ -30,6 +30,9 @@ def test_ship_writes_checkpoint_card_and_metrics(tiny_checkpoint: Path, tmp_path
     assert readme.startswith("# Model card: `fer2013.pt`") and "`synthetic:2100`, " in readme
     assert re.search(r"\| training time \| (\d+ s|\d+\.\d min) on ", readme)  # a short run's, not "0.00 h"
     assert "also training faces" not in readme  # the synthetic faces are all different
+    assert f"| validation confidence | {val.calibration().summary()} (with TTA) |" in readme
+    del stored["validation"]["tta"]["calibration"]  # a card shipped before calibration was measured
+    assert "validation confidence" not in card_markdown(stored, "fer2013.pt")
     stored["validation"]["tta"] |= {"seen_in_training": 3, "accuracy_unseen": 0.5}  # as FER2013's repeats make it
     assert ("; 3 of the validation faces are, pixel for pixel, also training faces (the data repeats them): "
             "50.00% with TTA on the others") in card_markdown(stored, "fer2013.pt")

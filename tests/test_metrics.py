@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from fercore.metrics import calibration, confusion_matrix, macro_f1, per_class_scores
+from fercore.metrics import Calibration, calibration, confusion_matrix, macro_f1, per_class_scores
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -34,6 +34,8 @@ def test_calibration_bins_faces_by_the_confidence_of_their_prediction() -> None:
     assert fit.summary() == ("mean confidence 71.2% against accuracy 75.0%: underconfident by 3.7 points; "
                              "calibration error (ECE, 10 bins) 43.8 points")
     assert fit.to_json()["counts"] == fit.counts.tolist()
+    back = Calibration.from_json(fit.to_json())
+    assert back.summary() == fit.summary() and back.counts.tolist() == fit.counts.tolist()
 
 
 @pytest.mark.parametrize("seed", range(3))
