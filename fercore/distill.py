@@ -16,7 +16,7 @@ from fercore.leakage import Holdout
 
 def teacher_probabilities(paths: Sequence[str | Path], faces: np.ndarray, classes: Sequence[str],
                           holdout: Holdout, device: torch.device, on_progress: Progress | None = None) -> torch.Tensor:
-    """The teachers' class probabilities [N,C] for the faces, averaged, each with its own default TTA;
+    """The teachers' class probabilities [N,C] for the faces, averaged, each with its own default TTA and temperature;
     on_progress(done, total) counts the faces of all teachers' passes (N x teachers in all).
 
     Each teacher must have the run's classes and must not have learned the run's validation faces (holdout):

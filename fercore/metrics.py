@@ -57,16 +57,16 @@ class Calibration:
         return float((self.counts * self.confidence).sum() / total) if total else 0.0
 
     @property
-    def accuracy_overall(self) -> float:
+    def overall_accuracy(self) -> float:
         total = self.counts.sum()
         return float((self.counts * self.accuracy).sum() / total) if total else 0.0
 
     def summary(self) -> str:
         """One line: mean confidence against accuracy, and the calibration error, in points."""
-        gap = 100 * (self.mean_confidence - self.accuracy_overall)
+        gap = 100 * (self.mean_confidence - self.overall_accuracy)
         leaning = (f"overconfident by {gap:.1f} points" if gap >= 0.05 else
                    f"underconfident by {-gap:.1f} points" if gap <= -0.05 else "as confident as it is right")
-        return (f"mean confidence {self.mean_confidence:.1%} against accuracy {self.accuracy_overall:.1%}: {leaning}; "
+        return (f"mean confidence {self.mean_confidence:.1%} against accuracy {self.overall_accuracy:.1%}: {leaning}; "
                 f"calibration error (ECE, {len(self.counts)} bins) {100 * self.error:.1f} points")
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from fercore.checkpoint import read_checkpoint
 from fercore.cli import main
 from fercore.errors import UserError
 from fercore.evaluate import evaluate
+from fercore.temperature import sharpen
 
 
 def test_ship_writes_checkpoint_card_and_metrics(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -30,7 +32,19 @@ def test_ship_writes_checkpoint_card_and_metrics(tiny_checkpoint: Path, tmp_path
     assert readme.startswith("# Model card: `fer2013.pt`") and "`synthetic:2100`, " in readme
     assert re.search(r"\| training time \| (\d+ s|\d+\.\d min) on ", readme)  # a short run's, not "0.00 h"
     assert "also training faces" not in readme  # the synthetic faces are all different
-    assert f"| validation confidence | {val.calibration().summary()} (with TTA) |" in readme
+    shipped = torch.load(out, weights_only=True)
+    fitted = card["temperature"]["value"]
+    assert shipped["temperature"] == fitted and 0.25 <= fitted <= 4
+    unscaled = evaluate(tiny_checkpoint, "synthetic:2100", "val")  # the run's checkpoint has no temperature
+    assert card["temperature"]["unscaled"] == pytest.approx(unscaled.calibration().to_json())
+    scaled = evaluate(out, "synthetic:2100", "val")
+    np.testing.assert_allclose(scaled.probabilities, sharpen(unscaled.probabilities, fitted), atol=1e-5)
+    assert scaled.accuracy == unscaled.accuracy  # scaling changes no label
+    assert (f"| validation confidence | probabilities scaled by temperature {fitted:.2f} (fitted on these faces by "
+            f"log-loss); calibration error {100 * unscaled.calibration().error:.1f} points unscaled, ") in readme
+    del stored["temperature"]  # a card shipped before temperatures: its measured calibration
+    assert f"| validation confidence | {scaled.calibration().summary()} (with TTA) |" in card_markdown(
+        stored, "fer2013.pt")
     del stored["validation"]["tta"]["calibration"]  # a card shipped before calibration was measured
     assert "validation confidence" not in card_markdown(stored, "fer2013.pt")
     stored["validation"]["tta"] |= {"seen_in_training": 3, "accuracy_unseen": 0.5}  # as FER2013's repeats make it

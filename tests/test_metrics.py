@@ -30,7 +30,7 @@ def test_calibration_bins_faces_by_the_confidence_of_their_prediction() -> None:
     assert fit.confidence[[5, 7, 8]] == pytest.approx([0.575, 0.8, 0.9])
     assert fit.accuracy[[5, 7, 8]].tolist() == [1, 0, 1]
     assert fit.error == pytest.approx((2 * 0.425 + 0.8 + 0.1) / 4)
-    assert fit.mean_confidence == pytest.approx(0.7125) and fit.accuracy_overall == pytest.approx(0.75)
+    assert fit.mean_confidence == pytest.approx(0.7125) and fit.overall_accuracy == pytest.approx(0.75)
     assert fit.summary() == ("mean confidence 71.2% against accuracy 75.0%: underconfident by 3.7 points; "
                              "calibration error (ECE, 10 bins) 43.8 points")
     assert fit.to_json()["counts"] == fit.counts.tolist()
