@@ -191,6 +191,23 @@ def test_export_gives_the_checkpoint_probabilities(tiny_checkpoint: Path, tmp_pa
     np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
 
 
+def test_export_gives_the_probabilities_at_the_checkpoints_temperature(tiny_checkpoint: Path,
+                                                                        tmp_path: Path) -> None:
+    from fercore.checkpoint import TEMPERATURE, read_checkpoint, save_checkpoint
+    from fercore.temperature import sharpen
+
+    scaled = tmp_path / "scaled.pt"
+    save_checkpoint(scaled, {**read_checkpoint(tiny_checkpoint), TEMPERATURE: 0.5})
+    out, _ = export(scaled, "torchscript", tmp_path / "model.pt")
+    faces = np.random.default_rng(1).integers(0, 255, (5, 48, 48), dtype=np.uint8)
+    loaded = load_model(tiny_checkpoint, precision="float")
+    unscaled = predict_proba(loaded.model, faces, loaded.mean, loaded.std, amp=False).numpy()
+    got = torch.jit.load(str(out))(torch.from_numpy(faces[:, None].astype(np.float32))).detach().numpy()
+    np.testing.assert_allclose(got, sharpen(unscaled, 0.5), atol=1e-5)
+    in_fercore = load_model(scaled, precision="float").proba(faces, tta=False)  # bf16 autocast where the CPU has it
+    np.testing.assert_allclose(in_fercore, got, atol=5e-3)
+
+
 def test_checkpoint_errors_are_clear(tmp_path: Path, tiny_checkpoint: Path) -> None:
     import pickle
 
