@@ -201,6 +201,8 @@ def test_the_shipped_model_is_small_safe_to_load_and_made_by_a_named_preset() ->
     assert f"--preset {stage['preset']}" in beside and f"**{card['validation']['tta']['accuracy']:.2%}**" in beside
     assert (PROJECT_ROOT / "checkpoints" / "metrics.jsonl").read_text().count('"type": "epoch"') == \
         card["training"]["epochs"]
+    assert shipped["temperature"] == card["temperature"]["value"]  # its card says the temperature it applies
+    assert f"| validation confidence | probabilities scaled by temperature {shipped['temperature']:.2f} " in beside
 
 
 def test_a_run_still_training_is_not_shipped(tiny_checkpoint: Path, tmp_path: Path) -> None:
