@@ -16,13 +16,15 @@ from fercore.leakage import Holdout
 
 def teacher_probabilities(paths: Sequence[str | Path], faces: np.ndarray, classes: Sequence[str],
                           holdout: Holdout, device: torch.device, on_progress: Progress | None = None) -> torch.Tensor:
-    """The teachers' class probabilities [N,C] for the faces, averaged, each with its own default TTA and temperature;
-    on_progress(done, total) counts the faces of all teachers' passes (N x teachers in all).
+    """The teachers' class probabilities [N,C] for the faces, averaged, each with its own default TTA but not its
+    temperature (that scales what a model says, not what it teaches: the targets stay those of the network, as before
+    temperatures); on_progress(done, total) counts the faces of all teachers' passes (N x teachers in all).
 
     Each teacher must have the run's classes and must not have learned the run's validation faces (holdout):
     it would leak their labels into training."""
     teachers = [(path, load_model(path, device)) for path in paths]  # all checked before any runs
     for path, teacher in teachers:
+        teacher.temperature = 1.0  # loaded for this pass alone: its network's probabilities
         if tuple(teacher.classes) != tuple(classes):
             raise UserError(f"teacher {path} predicts {', '.join(teacher.classes)}; the run needs "
                             f"{', '.join(classes)}")

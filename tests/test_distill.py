@@ -45,6 +45,18 @@ def test_teacher_probabilities_average_the_teachers(tiny_checkpoint: Path, monke
     assert torch.allclose(averaged.sum(1), torch.ones(len(faces)), atol=1e-5)
 
 
+def test_a_teacher_teaches_its_networks_probabilities_not_its_scaled_ones(tiny_checkpoint: Path,
+                                                                          tmp_path: Path) -> None:
+    from fercore.checkpoint import TEMPERATURE, read_checkpoint, save_checkpoint
+
+    scaled = tmp_path / "scaled.pt"
+    save_checkpoint(scaled, {**read_checkpoint(tiny_checkpoint), TEMPERATURE: 0.5})
+    faces = load_data("synthetic:2100").split("train", EMOTIONS, 0.1, 0).images[:20]
+    taught = teacher_probabilities([scaled], faces, EMOTIONS, _holdout("synthetic:2100"), CPU)
+    assert torch.allclose(taught, torch.as_tensor(load_model(tiny_checkpoint).proba(faces)), atol=1e-6)
+    assert not np.allclose(load_model(scaled).proba(faces), taught.numpy(), atol=1e-3)  # it says other numbers
+
+
 class _Uniform:
     """A loaded model's stand-in that predicts every class equally."""
 
