@@ -202,6 +202,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"dtype={report.dtype}")
     print(f"accuracy {report.accuracy:.4f}   macro F1 {report.macro_f1:.4f}")
     print(report.calibration().summary())
+    if note := report.scaling_note():
+        print(f"  {note}")
     print(f"{'class':<10} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
     for name, row in report.per_class().items():
         print(f"{name:<10} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['f1']:>7.3f} {row['support']:>8d}")

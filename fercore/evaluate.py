@@ -30,6 +30,7 @@ class EvalReport:
     seen: np.ndarray | None = None  # per face: pixel for pixel one the model trained on (None: not known)
     positions: np.ndarray | None = None  # each face's place in the evaluated split (None: 0..N-1, all of it)
     left_out: int = 0  # the split's faces the model trained on that without_seen left out
+    temperature: float = 1.0  # what the model's probabilities were scaled by (fercore.temperature)
 
     @property
     def predictions(self) -> np.ndarray:
@@ -92,6 +93,13 @@ class EvalReport:
                     "f1": float(scores["f1"][i]), "support": int(scores["support"][i])}
                 for i, c in enumerate(self.classes)}
 
+    def scaling_note(self) -> str:
+        """What to know about the probabilities' temperature ('' when they are the network's own)."""
+        if self.temperature == 1.0:
+            return ""
+        return (f"probabilities scaled by the model's temperature {self.temperature:g}, fitted on its validation "
+                "faces: its calibration there flatters it, and its card gives the cross-fitted one")
+
     def calibration(self, bins: int = 10) -> Calibration:
         """How well the confidence of its predictions matches how often they are right."""
         return calibration(self.probabilities, self.labels, bins)
@@ -128,7 +136,7 @@ class EvalReport:
                 "confusion": self.confusion().tolist(), "tta": self.tta, "dtype": self.dtype,
                 "split": self.split, "data": self.data, "seen_in_training": self.seen_in_training,
                 "accuracy_unseen": self.unseen_accuracy, "left_out_seen": self.left_out,
-                "calibration": self.calibration().to_json()}
+                "calibration": self.calibration().to_json(), "temperature": self.temperature}
 
 
 def own_split(checkpoint: dict[str, Any], source: FaceData, split: str) -> FaceSet:
@@ -143,7 +151,8 @@ def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None,
     use_tta = loaded.tta if tta is None else tta
     probs = loaded.proba(faces.images, use_tta, on_progress)
     seen = None if loaded.learned is None else np.isin(leakage.digests(faces.images), loaded.learned)
-    return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta, loaded.dtype, seen=seen)
+    return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta, loaded.dtype, seen=seen,
+                      temperature=loaded.temperature)
 
 
 def evaluate(checkpoint: str | Path, data: str | Path | FaceData, split: str = "test", tta: bool | None = None,

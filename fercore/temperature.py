@@ -10,16 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 GRID = np.round(np.arange(0.25, 4.0 + 1e-9, 0.01), 2)  # temperatures tried: wide of any FER model measured (0.81)
-TINY = 1e-12  # probabilities are clipped to this before logarithms and powers
+TINY = 1e-12  # probabilities are clipped to this before the log-loss's logarithm
 
 
 def sharpen(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities [N,C] scaled by one temperature (p^(1/T), each row renormalised); itself when T is 1."""
+    """Probabilities [N,C] scaled by one temperature (p^(1/T), each row renormalised), in float64; itself when T
+    is 1. In float32 two top probabilities a step apart could round to a tie and swap the label."""
     if temperature == 1.0:
         return probabilities
-    scaled = np.log(np.clip(probabilities, TINY, 1.0)) / temperature
-    scaled = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-    return (scaled / scaled.sum(axis=1, keepdims=True)).astype(probabilities.dtype)
+    logs = np.log(np.clip(np.asarray(probabilities, np.float64), np.finfo(np.float64).tiny, 1.0)) / temperature
+    scaled = np.exp(logs - logs.max(axis=1, keepdims=True))
+    return scaled / scaled.sum(axis=1, keepdims=True)
 
 
 def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:

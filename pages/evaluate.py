@@ -131,7 +131,7 @@ right.plotly_chart(plots.per_class_bars(per_class))
 
 st.subheader("Confidence")
 fit = report.calibration()
-summary = fit.summary()
+summary = fit.summary() + (f"; {note}" if (note := report.scaling_note()) else "")
 st.caption(f"{summary[0].upper()}{summary[1:]}. Each point: the faces predicted with about that confidence (bins of "
            "under 1% of the faces left out), and the share of them it got right; a model whose confidence can be "
            "taken at its word follows the dashed line.")

@@ -206,6 +206,10 @@ def test_export_gives_the_probabilities_at_the_checkpoints_temperature(tiny_chec
     np.testing.assert_allclose(got, sharpen(unscaled, 0.5), atol=1e-5)
     in_fercore = load_model(scaled, precision="float").proba(faces, tta=False)  # bf16 autocast where the CPU has it
     np.testing.assert_allclose(in_fercore, got, atol=5e-3)
+    report, plain = evaluate(scaled, "synthetic:140", "test"), evaluate(tiny_checkpoint, "synthetic:140", "test")
+    assert (report.temperature, plain.temperature, report.to_json()["temperature"]) == (0.5, 1.0, 0.5)
+    assert report.scaling_note().startswith("probabilities scaled by the model's temperature 0.5, fitted on")
+    assert plain.scaling_note() == "" and report.accuracy == plain.accuracy
 
 
 def test_checkpoint_errors_are_clear(tmp_path: Path, tiny_checkpoint: Path) -> None:
