@@ -599,12 +599,12 @@ def _run(cfg: TrainConfig, run: RunDir, resume: bool, on_progress: ProgressCallb
         if resume:
             cfg.validate()  # a resume that cannot start (its data gone, say) says why in the run's status
         run.clear_stop()
+        if not resume:  # before the status: a run seen starting always has its recipe (a stop then can be re-run)
+            run.write_config(cfg.to_dict())
         run.write_status(state="starting", pid=os.getpid(), pid_token=process_token(os.getpid()),
                          threads=hardware.thread_count(cfg.threads),
                          epoch=0, total_epochs=cfg.epochs, started=run.status_raw().get("started", time.time()),
                          error=None, startup=None)
-        if not resume:
-            run.write_config(cfg.to_dict())
         with _StartupWatch(run):
             trainer = Trainer(cfg, run, on_progress, resume)
         if resume:
