@@ -22,10 +22,10 @@ from fercore.config import matching_preset, recipe_flags
 from fercore.data import FaceData, FaceSet, load_data
 from fercore.errors import UserError
 from fercore.evaluate import evaluate_faces, own_split
-from fercore.metrics import Calibration, calibration
+from fercore.metrics import calibration
 from fercore.paths import shown
 from fercore.runs import RunDir
-from fercore.temperature import cross_fitted, fit_temperature
+from fercore.temperature import confidence_text, cross_fitted, fit_temperature
 
 CARD_TITLE = "# Model card: "
 STAGE_FIELDS = ("schedule", "lr", "seed", "init_from", "teachers", "distill", "swa_epochs")
@@ -100,22 +100,6 @@ def _with_temperature(raw: dict[str, Any], val: FaceSet, name: str) -> tuple[dic
     return {**raw, TEMPERATURE: fitted}, {
         "value": fitted, "unscaled": calibration(probs, val.labels).to_json(),
         "cross_fitted": calibration(cross_fitted(probs, val.labels, raw["config"]["seed"]), val.labels).to_json()}
-
-
-def _confidence(card: dict[str, Any], v: dict[str, Any]) -> dict[str, str]:
-    """The card's row on how far the model's confidence can be trusted (none on cards shipped before it was
-    measured)."""
-    if "temperature" in card:
-        scaled = Calibration.from_json(card["temperature"]["cross_fitted"])
-        unscaled = Calibration.from_json(card["temperature"]["unscaled"])
-        return {"validation confidence": (
-            f"probabilities scaled by temperature {card['temperature']['value']:.2f} (fitted on these faces by "
-            f"log-loss); calibration error {100 * unscaled.error:.1f} points unscaled, {100 * scaled.error:.1f} "
-            f"scaled (2-fold cross-fitted); with TTA, scaled: mean confidence {scaled.mean_confidence:.1%} "
-            f"against {scaled.overall_accuracy:.1%} right")}
-    if "calibration" in v:
-        return {"validation confidence": f"{Calibration.from_json(v['calibration']).summary()} (with TTA)"}
-    return {}
 
 
 def _stored_dtype(state_dict: dict[str, torch.Tensor]) -> str:
@@ -247,7 +231,7 @@ def card_markdown(card: dict[str, Any], name: str) -> str:
                                    if as_float else "")),
         "validation macro F1": (f"**{v['macro_f1']:.3f}** with TTA, {plain['macro_f1']:.3f} without"
                                 + (f"; {as_float['macro_f1']:.3f} in {inf['float_dtype']}" if as_float else "")),
-        **_confidence(card, v),
+        **({"validation confidence": confidence} if (confidence := confidence_text(card)) else {}),
         "inference dtype": ("int8 on CPUs with PyTorch's oneDNN engine (calibrated after training; "
                             "`--precision float` runs the float model)" if inf["dtype"] == "int8" else inf["dtype"])
                            + _stored(card),

@@ -7,7 +7,11 @@ half of the faces scaled with the T fitted on the other half), as fitting and me
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from fercore.metrics import Calibration
 
 GRID = np.round(np.arange(0.25, 4.0 + 1e-9, 0.01), 2)  # temperatures tried: wide of any FER model measured (0.81)
 TINY = 1e-12  # probabilities are clipped to this before the log-loss's logarithm
@@ -45,3 +49,17 @@ def cross_fitted(probabilities: np.ndarray, labels: np.ndarray, seed: int = 0) -
     for fit_on, apply_to in (halves, halves[::-1]):
         out[apply_to] = sharpen(probabilities[apply_to], fit_temperature(probabilities[fit_on], labels[fit_on]))
     return out
+
+
+def confidence_text(card: dict[str, Any]) -> str:
+    """How far the model's confidence can be trusted, from its card ('' on cards shipped before it was measured)."""
+    if "temperature" in card:
+        scaled = Calibration.from_json(card["temperature"]["cross_fitted"])
+        unscaled = Calibration.from_json(card["temperature"]["unscaled"])
+        return (f"probabilities scaled by temperature {card['temperature']['value']:.2f} (fitted on these faces by "
+                f"log-loss); calibration error {100 * unscaled.error:.1f} points unscaled, {100 * scaled.error:.1f} "
+                f"scaled (2-fold cross-fitted); with TTA, scaled: mean confidence {scaled.mean_confidence:.1%} "
+                f"against {scaled.overall_accuracy:.1%} right")
+    if "calibration" in card["validation"]["tta"]:
+        return f"{Calibration.from_json(card['validation']['tta']['calibration']).summary()} (with TTA)"
+    return ""

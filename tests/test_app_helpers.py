@@ -187,6 +187,22 @@ def test_card_rows_prefer_the_measured_card_of_a_shipped_model(tiny_checkpoint: 
     assert rows["Training time"] == "2 h 01 min for 45 epoch(s)"
     assert rows["Trained on"] == "Xeon, 1 thread(s), bfloat16"
     assert rows["Data"].endswith(": 25,837 train / 2,872 validation faces, fingerprint c8215fc96c24e6a8")
+    assert "Confidence" not in rows  # a card from before calibration was measured
+
+
+def test_card_rows_say_how_far_the_confidence_of_a_shipped_model_goes(tiny_checkpoint: Path) -> None:
+    from fercore.metrics import calibration
+
+    probs, labels = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]]), np.array([0, 1, 1])
+    measured = {"description": "Seed design", "validation": {"tta": {"accuracy": 2 / 3, "macro_f1": 0.6}},
+                "training": {"seconds": 60.0, "epochs": 1, "hardware": "Xeon"},
+                "data": {"train": 10, "val": 3}, "data_fingerprint": "f",
+                "temperature": {"value": 0.8, "unscaled": calibration(probs, labels).to_json(),
+                                "cross_fitted": calibration(probs ** 1.25, labels).to_json()}}
+    rows = model_menu.card_rows({**model_menu.read_card(tiny_checkpoint), "card": measured}, tiny_checkpoint)
+    unscaled = 100 * calibration(probs, labels).error
+    assert rows["Confidence"].startswith(f"probabilities scaled by temperature 0.80 (fitted on these faces by "
+                                         f"log-loss); calibration error {unscaled:.1f} points unscaled, ")
 
 
 def test_uploads_are_stored_once_under_a_generated_name(folders: Path) -> None:

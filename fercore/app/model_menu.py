@@ -10,6 +10,7 @@ from typing import Any
 from fercore.errors import UserError
 from fercore.paths import SHIPPED_CHECKPOINT, runs_dir, shown
 from fercore.runs import BEST, LAST, RunDir, list_runs
+from fercore.temperature import confidence_text
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ def card_rows(card: dict[str, Any], path: Path) -> dict[str, str]:
                  f"{measured['data']['val']:,} validation faces, fingerprint {measured['data_fingerprint']}"
                  if measured else str(card.get("data_source", "?"))),
         "Validation accuracy": accuracy,
+        **({"Confidence": confidence} if measured and (confidence := confidence_text(measured)) else {}),
         "Training time": f"{duration(seconds)} for {epochs} epoch(s)" if epochs else "?",
         "Trained on": hardware,
         **recipe_rows(card.get("config") or {}, metrics),
