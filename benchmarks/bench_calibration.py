@@ -1,6 +1,6 @@
 """How far a checkpoint's confidence can be trusted on its own validation faces: calibration of its network's
-probabilities, of those scaled by its temperature, and cross-fitted (each half scaled by the temperature fitted on
-the other half), with and without test-time augmentation. Nothing is written.
+probabilities, of those scaled by its temperature for those views, and cross-fitted (each half scaled by the
+temperature fitted on the other half), with and without test-time augmentation. Nothing is written.
 
     python benchmarks/bench_calibration.py [--checkpoint checkpoints/fer2013.pt] --data FER2013_TRAIN [--threads 1]
 """
@@ -30,14 +30,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     raw = read_checkpoint(args.checkpoint)
-    shipped_t = float(raw.get(TEMPERATURE, 1.0))
+    shipped = model_from_checkpoint(raw, Path(args.checkpoint).name).temperature
     network = model_from_checkpoint({**raw, TEMPERATURE: 1.0}, Path(args.checkpoint).name)
     faces = own_split(raw, load_data(args.data), "val")
-    print(f"{args.checkpoint}: {len(faces.labels):,} validation faces, {network.dtype}, its temperature {shipped_t:g}")
+    print(f"{args.checkpoint}: {len(faces.labels):,} validation faces, {network.dtype}, its temperatures "
+          f"{shipped.tta:g} (TTA) and {shipped.one_view:g} (one view)")
     print("| views | probabilities | temperature | mean confidence | accuracy | ECE (points) | log-loss |")
     print("|---|---|--:|--:|--:|--:|--:|")
     for tta in (True, False):
         probs = network.proba(faces.images, tta)
+        shipped_t = shipped.for_views(tta)
         fitted = fit_temperature(probs, faces.labels)
         variants = {"the network's": (1.0, probs),
                     "scaled, as the checkpoint says": (shipped_t, sharpen(probs, shipped_t)),

@@ -25,7 +25,7 @@ from fercore.evaluate import evaluate_faces, own_split
 from fercore.metrics import calibration
 from fercore.paths import shown
 from fercore.runs import RunDir
-from fercore.temperature import confidence_text, cross_fitted, fit_temperature
+from fercore.temperature import Temperatures, confidence_text, cross_fitted, fit_temperature
 
 CARD_TITLE = "# Model card: "
 STAGE_FIELDS = ("schedule", "lr", "seed", "init_from", "teachers", "distill", "swa_epochs")
@@ -93,13 +93,19 @@ def build_card(raw: dict[str, Any], source: FaceData, run: RunDir, name: str,
 
 
 def _with_temperature(raw: dict[str, Any], val: FaceSet, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The checkpoint with the temperature (fercore.temperature) fitted on its validation faces as it runs by
-    default, and what scaling does there: calibration unscaled, and cross-fitted."""
-    probs = model_from_checkpoint({**raw, TEMPERATURE: 1.0}, name).proba(val.images)
-    fitted = fit_temperature(probs, val.labels)
-    return {**raw, TEMPERATURE: fitted}, {
-        "value": fitted, "unscaled": calibration(probs, val.labels).to_json(),
-        "cross_fitted": calibration(cross_fitted(probs, val.labels, raw["config"]["seed"]), val.labels).to_json()}
+    """The checkpoint with its temperatures (fercore.temperature) for TTA and for one view, each fitted on its
+    validation faces, and what scaling does there: calibration unscaled, and cross-fitted (the TTA one at the top,
+    the one-view one under one_view)."""
+    network = model_from_checkpoint({**raw, TEMPERATURE: 1.0}, name)
+    fits = {}
+    for views, tta in (("tta", True), ("one_view", False)):
+        probs = network.proba(val.images, tta)
+        fits[views] = {"value": fit_temperature(probs, val.labels),
+                       "unscaled": calibration(probs, val.labels).to_json(),
+                       "cross_fitted": calibration(cross_fitted(probs, val.labels, raw["config"]["seed"]),
+                                                   val.labels).to_json()}
+    temperatures = Temperatures(fits["tta"]["value"], fits["one_view"]["value"])
+    return {**raw, TEMPERATURE: temperatures.to_json()}, fits["tta"] | {"one_view": fits["one_view"]}
 
 
 def _stored_dtype(state_dict: dict[str, torch.Tensor]) -> str:

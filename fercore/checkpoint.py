@@ -19,13 +19,13 @@ from fercore.atomic import atomic_write
 from fercore.errors import UserError
 from fercore.inference import Progress, predict_proba
 from fercore.paths import SHIPPED_CHECKPOINT
-from fercore.temperature import sharpen
+from fercore.temperature import Temperatures, sharpen
 
 FORMAT = "fercore-checkpoint"
 VERSION = 1
 PRECISIONS = ("auto", "int8", "float")  # auto: int8 on a CPU when the checkpoint is calibrated, else float
 CALIBRATION = "int8_calibration"
-TEMPERATURE = "temperature"  # fercore.temperature's scale of the probabilities, fitted by ship (absent: 1)
+TEMPERATURE = "temperature"  # by ship: {"tta": T, "one_view": T} (fercore.temperature; a number: both; absent: 1)
 FULL_DISK_BYTES = 1 << 20  # a failed save with less free than this was the disk filling up
 
 
@@ -47,15 +47,16 @@ class LoadedModel:
     runner: nn.Module  # what inference runs: the int8 version of model, or model itself
     dtype: str  # what inference runs at: int8, bfloat16, float16 or float32
     learned: np.ndarray | None = None  # digests of the faces it trained on (fercore.leakage), if kept
-    temperature: float = 1.0  # fercore.temperature: how its probabilities are scaled (1: as the network gives them)
+    temperature: Temperatures = Temperatures()  # how its probabilities are scaled (1: as the network gives them)
 
     def proba(self, faces: np.ndarray | torch.Tensor, tta: bool | None = None,
               on_progress: Progress | None = None) -> np.ndarray:
         """Class probabilities [N,C] for uint8 faces [N,48,48], with the checkpoint's TTA unless told, scaled by
-        its temperature."""
-        probs = predict_proba(self.runner, faces, self.mean, self.std, tta=self.tta if tta is None else tta,
-                              amp=self.dtype != "int8", on_progress=on_progress).numpy()
-        return sharpen(probs, self.temperature)
+        its temperature for those views."""
+        use_tta = self.tta if tta is None else tta
+        probs = predict_proba(self.runner, faces, self.mean, self.std, tta=use_tta, amp=self.dtype != "int8",
+                              on_progress=on_progress).numpy()
+        return sharpen(probs, self.temperature.for_views(use_tta))
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
@@ -192,12 +193,18 @@ def model_from_checkpoint(data: dict[str, Any], name: str, device: str | torch.d
     model.to(device).eval()
     runner, dtype = _runner(model, data, device, precision, name)
     pre = data["preprocessing"]
-    temperature = data.get(TEMPERATURE, 1.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < 1e6:
-        raise CheckpointError(f"{name}: its temperature {temperature!r} is not a positive number")
     return LoadedModel(model, tuple(data["classes"]), pre["mean"], pre["std"], pre["size"],
                        bool(data.get("tta", True)), model_card(data), runner, dtype, leakage.learned_digests(data),
-                       float(temperature))
+                       _temperatures(data.get(TEMPERATURE, 1.0), name))
+
+
+def _temperatures(stored: Any, name: str) -> Temperatures:
+    """A checkpoint's temperatures: per view, or one number for both (checkpoints shipped before per-view ones)."""
+    values = stored if isinstance(stored, dict) else {"tta": stored, "one_view": stored}
+    for value in (values.get("tta"), values.get("one_view")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+            raise CheckpointError(f"{name}: its temperature {stored!r} is not a positive number (or one per view)")
+    return Temperatures(float(values["tta"]), float(values["one_view"]))
 
 
 def with_calibration(data: dict[str, Any], train_faces: np.ndarray, seed: int = 0) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from fercore.checkpoint import load_model
 from fercore.errors import UserError
 from fercore.inference import Progress
 from fercore.leakage import Holdout
+from fercore.temperature import Temperatures
 
 
 def teacher_probabilities(paths: Sequence[str | Path], faces: np.ndarray, classes: Sequence[str],
@@ -24,7 +25,7 @@ def teacher_probabilities(paths: Sequence[str | Path], faces: np.ndarray, classe
     it would leak their labels into training."""
     teachers = [(path, load_model(path, device)) for path in paths]  # all checked before any runs
     for path, teacher in teachers:
-        teacher.temperature = 1.0  # loaded for this pass alone: its network's probabilities
+        teacher.temperature = Temperatures()  # loaded for this pass alone: its network's probabilities
         if tuple(teacher.classes) != tuple(classes):
             raise UserError(f"teacher {path} predicts {', '.join(teacher.classes)}; the run needs "
                             f"{', '.join(classes)}")

@@ -152,7 +152,7 @@ def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None,
     probs = loaded.proba(faces.images, use_tta, on_progress)
     seen = None if loaded.learned is None else np.isin(leakage.digests(faces.images), loaded.learned)
     return EvalReport(loaded.classes, faces.labels, probs, faces, use_tta, loaded.dtype, seen=seen,
-                      temperature=loaded.temperature)
+                      temperature=loaded.temperature.for_views(use_tta))
 
 
 def evaluate(checkpoint: str | Path, data: str | Path | FaceData, split: str = "test", tta: bool | None = None,

@@ -30,7 +30,7 @@ class Exported(NamedTuple):
 
 
 class ProbabilityModel(nn.Module):
-    """Normalisation, the network and softmax at the checkpoint's temperature (for one view, the same as
+    """Normalisation, the network and softmax at the checkpoint's one-view temperature (the same as
     fercore.temperature.sharpen) in one module: input float [N,1,48,48] with values 0..255."""
 
     def __init__(self, loaded: LoadedModel):
@@ -38,7 +38,7 @@ class ProbabilityModel(nn.Module):
         self.net = loaded.model
         self.register_buffer("mean", torch.tensor(loaded.mean * 255))
         self.register_buffer("std", torch.tensor(loaded.std * 255))
-        self.register_buffer("temperature", torch.tensor(loaded.temperature))
+        self.register_buffer("temperature", torch.tensor(loaded.temperature.one_view))
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         return (self.net((faces - self.mean) / self.std) / self.temperature).softmax(1)

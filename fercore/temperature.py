@@ -1,20 +1,40 @@
-"""One temperature for a model's probabilities, so that its confidence can be taken at its word.
+"""A temperature for a model's probabilities, so that its confidence can be taken at its word.
 
 The probabilities the model gives (after its test-time augmentation's average) become p^(1/T), renormalised: T < 1
-sharpens an underconfident model, T > 1 softens an overconfident one, and no face changes its label. `ship` fits T
-by log-loss on the checkpoint's validation faces and reports the calibration it gives there cross-fitted (each
-half of the faces scaled with the T fitted on the other half), as fitting and measuring on the same faces flatters.
+sharpens an underconfident model, T > 1 softens an overconfident one, and no face changes its label. Averaging the
+TTA views softens what one view says, so a model has one T for its TTA and one for a single view (the webcam, an
+export). `ship` fits each by log-loss on the checkpoint's validation faces and reports the calibration it gives
+there cross-fitted (each half of the faces scaled with the T fitted on the other half), as fitting and measuring on
+the same faces flatters.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fercore.metrics import Calibration
 
-GRID = np.round(np.arange(0.25, 4.0 + 1e-9, 0.01), 2)  # temperatures tried: wide of any FER model measured (0.81)
+BOUNDS = (0.05, 20.0)  # temperatures searched: far wide of any FER model measured (0.81-0.86)
 TINY = 1e-12  # probabilities are clipped to this before the log-loss's logarithm
+GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+@dataclass(frozen=True)
+class Temperatures:
+    """A model's temperature for its TTA's averaged probabilities and for a single view's."""
+
+    tta: float = 1.0
+    one_view: float = 1.0
+
+    def for_views(self, tta: bool) -> float:
+        """The temperature for probabilities from the TTA views (tta) or from one view."""
+        return self.tta if tta else self.one_view
+
+    def to_json(self) -> dict[str, float]:
+        return {"tta": self.tta, "one_view": self.one_view}
 
 
 def sharpen(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -33,11 +53,18 @@ def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature of GRID with the least log-loss on these faces (1.0 when there are none)."""
+    """The temperature within BOUNDS with the least log-loss on these faces, to 0.01 (1.0 when there are none).
+
+    The log-loss of p^(1/T) is convex in 1/T, so a golden-section search over log T finds its one minimum."""
     if len(labels) == 0:
         return 1.0
-    losses = [log_loss(sharpen(probabilities, float(t)), labels) for t in GRID]
-    return float(GRID[int(np.argmin(losses))])
+    def loss(log_t: float) -> float:
+        return log_loss(sharpen(probabilities, math.exp(log_t)), labels)
+    low, high = math.log(BOUNDS[0]), math.log(BOUNDS[1])
+    while high - low > 1e-4:  # 0.01% of T: well inside the rounding to 0.01
+        left, right = high - GOLDEN * (high - low), low + GOLDEN * (high - low)
+        low, high = (low, right) if loss(left) < loss(right) else (left, high)
+    return round(math.exp((low + high) / 2), 2)
 
 
 def cross_fitted(probabilities: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -54,12 +81,18 @@ def cross_fitted(probabilities: np.ndarray, labels: np.ndarray, seed: int = 0) -
 def confidence_text(card: dict[str, Any]) -> str:
     """How far the model's confidence can be trusted, from its card ('' on cards shipped before it was measured)."""
     if "temperature" in card:
-        scaled = Calibration.from_json(card["temperature"]["cross_fitted"])
-        unscaled = Calibration.from_json(card["temperature"]["unscaled"])
-        return (f"probabilities scaled by temperature {card['temperature']['value']:.2f} (fitted on these faces by "
-                f"log-loss); calibration error {100 * unscaled.error:.1f} points unscaled, {100 * scaled.error:.1f} "
-                f"scaled (2-fold cross-fitted); with TTA, scaled: mean confidence {scaled.mean_confidence:.1%} "
-                f"against {scaled.overall_accuracy:.1%} right")
+        fit = card["temperature"]
+        scaled, unscaled = Calibration.from_json(fit["cross_fitted"]), Calibration.from_json(fit["unscaled"])
+        text = (f"probabilities scaled by temperature {fit['value']:.2f} (fitted on these faces by log-loss); "
+                f"calibration error {100 * unscaled.error:.1f} points unscaled, {100 * scaled.error:.1f} scaled "
+                f"(2-fold cross-fitted); with TTA, scaled: mean confidence {scaled.mean_confidence:.1%} against "
+                f"{scaled.overall_accuracy:.1%} right")
+        if "one_view" in fit:  # cards since temperatures were fitted per view
+            one = fit["one_view"]
+            text += (f"; one view (webcam, export): temperature {one['value']:.2f}, calibration error "
+                     f"{100 * Calibration.from_json(one['unscaled']).error:.1f} points unscaled, "
+                     f"{100 * Calibration.from_json(one['cross_fitted']).error:.1f} scaled")
+        return text
     if "calibration" in card["validation"]["tta"]:
         return f"{Calibration.from_json(card['validation']['tta']['calibration']).summary()} (with TTA)"
     return ""

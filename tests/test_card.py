@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from fercore.card import card_markdown, ship
-from fercore.checkpoint import read_checkpoint
+from fercore.checkpoint import model_from_checkpoint, read_checkpoint
 from fercore.cli import main
 from fercore.errors import UserError
 from fercore.evaluate import evaluate
-from fercore.temperature import sharpen
+from fercore.metrics import Calibration
+from fercore.temperature import fit_temperature, sharpen
 
 
 def test_ship_writes_checkpoint_card_and_metrics(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -33,15 +34,25 @@ def test_ship_writes_checkpoint_card_and_metrics(tiny_checkpoint: Path, tmp_path
     assert re.search(r"\| training time \| (\d+ s|\d+\.\d min) on ", readme)  # a short run's, not "0.00 h"
     assert "also training faces" not in readme  # the synthetic faces are all different
     shipped = torch.load(out, weights_only=True)
-    fitted = card["temperature"]["value"]
-    assert shipped["temperature"] == fitted and 0.25 <= fitted <= 4
-    unscaled = evaluate(tiny_checkpoint, "synthetic:2100", "val")  # the run's checkpoint has no temperature
-    assert card["temperature"]["unscaled"] == pytest.approx(unscaled.calibration().to_json())
-    scaled = evaluate(out, "synthetic:2100", "val")
-    np.testing.assert_allclose(scaled.probabilities, sharpen(unscaled.probabilities, fitted), atol=1e-5)
-    assert scaled.accuracy == unscaled.accuracy  # scaling changes no label
+    fitted, one_view = card["temperature"]["value"], card["temperature"]["one_view"]["value"]
+    assert shipped["temperature"] == {"tta": fitted, "one_view": one_view}
+    views = ((True, fitted, card["temperature"]), (False, one_view, card["temperature"]["one_view"]))
+    for tta, temperature, fit in views:
+        unscaled = evaluate(tiny_checkpoint, "synthetic:2100", "val", tta)  # the run's checkpoint has no temperature
+        assert fit["unscaled"] == pytest.approx(unscaled.calibration().to_json())
+        assert temperature == fit_temperature(unscaled.probabilities, unscaled.labels)
+        scaled = evaluate(out, "synthetic:2100", "val", tta)
+        np.testing.assert_allclose(scaled.probabilities, sharpen(unscaled.probabilities, temperature), atol=1e-5)
+        assert scaled.accuracy == unscaled.accuracy  # scaling changes no label
+    unscaled, scaled = evaluate(tiny_checkpoint, "synthetic:2100", "val"), evaluate(out, "synthetic:2100", "val")
     assert (f"| validation confidence | probabilities scaled by temperature {fitted:.2f} (fitted on these faces by "
             f"log-loss); calibration error {100 * unscaled.calibration().error:.1f} points unscaled, ") in readme
+    one_view_unscaled = Calibration.from_json(card["temperature"]["one_view"]["unscaled"]).error
+    assert (f"; one view (webcam, export): temperature {one_view:.2f}, calibration error "
+            f"{100 * one_view_unscaled:.1f} points unscaled, ") in readme
+    del stored["temperature"]["one_view"]  # a card shipped with one temperature for both
+    assert "| validation confidence | probabilities scaled by temperature" in card_markdown(stored, "fer2013.pt")
+    assert "one view" not in card_markdown(stored, "fer2013.pt")
     del stored["temperature"]  # a card shipped before temperatures: its measured calibration
     assert f"| validation confidence | {scaled.calibration().summary()} (with TTA) |" in card_markdown(
         stored, "fer2013.pt")
@@ -201,8 +212,11 @@ def test_the_shipped_model_is_small_safe_to_load_and_made_by_a_named_preset() ->
     assert f"--preset {stage['preset']}" in beside and f"**{card['validation']['tta']['accuracy']:.2%}**" in beside
     assert (PROJECT_ROOT / "checkpoints" / "metrics.jsonl").read_text().count('"type": "epoch"') == \
         card["training"]["epochs"]
-    assert shipped["temperature"] == card["temperature"]["value"]  # its card says the temperature it applies
-    assert f"| validation confidence | probabilities scaled by temperature {shipped['temperature']:.2f} " in beside
+    applied = model_from_checkpoint(shipped, "fer2013.pt").temperature  # its card says the temperatures it applies
+    assert applied.tta == card["temperature"]["value"]
+    assert applied.one_view == card["temperature"]["one_view"]["value"]
+    assert f"| validation confidence | probabilities scaled by temperature {applied.tta:.2f} " in beside
+    assert card_markdown(card, SHIPPED_CHECKPOINT.name) == beside  # the card beside it is the one inside, drawn
 
 
 def test_a_run_still_training_is_not_shipped(tiny_checkpoint: Path, tmp_path: Path) -> None:

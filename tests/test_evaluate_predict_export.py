@@ -196,8 +196,8 @@ def test_export_gives_the_probabilities_at_the_checkpoints_temperature(tiny_chec
     from fercore.checkpoint import TEMPERATURE, read_checkpoint, save_checkpoint
     from fercore.temperature import sharpen
 
-    scaled = tmp_path / "scaled.pt"
-    save_checkpoint(scaled, {**read_checkpoint(tiny_checkpoint), TEMPERATURE: 0.5})
+    scaled = tmp_path / "scaled.pt"  # an export is one view: it takes the one-view temperature
+    save_checkpoint(scaled, {**read_checkpoint(tiny_checkpoint), TEMPERATURE: {"tta": 2.0, "one_view": 0.5}})
     out, _ = export(scaled, "torchscript", tmp_path / "model.pt")
     faces = np.random.default_rng(1).integers(0, 255, (5, 48, 48), dtype=np.uint8)
     loaded = load_model(tiny_checkpoint, precision="float")
@@ -207,8 +207,9 @@ def test_export_gives_the_probabilities_at_the_checkpoints_temperature(tiny_chec
     in_fercore = load_model(scaled, precision="float").proba(faces, tta=False)  # bf16 autocast where the CPU has it
     np.testing.assert_allclose(in_fercore, got, atol=5e-3)
     report, plain = evaluate(scaled, "synthetic:140", "test"), evaluate(tiny_checkpoint, "synthetic:140", "test")
-    assert (report.temperature, plain.temperature, report.to_json()["temperature"]) == (0.5, 1.0, 0.5)
-    assert report.scaling_note().startswith("probabilities scaled by the model's temperature 0.5, fitted on")
+    assert (report.temperature, plain.temperature, report.to_json()["temperature"]) == (2.0, 1.0, 2.0)  # TTA's
+    assert evaluate(scaled, "synthetic:140", "test", tta=False).temperature == 0.5
+    assert report.scaling_note().startswith("probabilities scaled by the model's temperature 2, fitted on")
     assert plain.scaling_note() == "" and report.accuracy == plain.accuracy
 
 

@@ -1,5 +1,5 @@
-"""One temperature for a model's probabilities: scaling keeps every label, fitting undoes a known distortion, and a
-checkpoint's temperature is what its LoadedModel applies."""
+"""A temperature for a model's probabilities: scaling keeps every label, fitting undoes a known distortion, and a
+checkpoint's temperatures (one for TTA, one for a single view) are what its LoadedModel applies."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ import torch
 
 from fercore.checkpoint import TEMPERATURE, CheckpointError, model_from_checkpoint, read_checkpoint
 from fercore.metrics import calibration
-from fercore.temperature import cross_fitted, fit_temperature, log_loss, sharpen
+from fercore.temperature import Temperatures, cross_fitted, fit_temperature, log_loss, sharpen
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -42,7 +42,7 @@ def test_scaling_keeps_each_label_and_sharpens_or_softens() -> None:
         assert (sharpen(near, temperature).argmax(1) == 1).all()
 
 
-@pytest.mark.parametrize("distortion", [0.5, 2.0])
+@pytest.mark.parametrize("distortion", [0.1, 0.5, 2.0, 8.0])  # 0.1 and 8: beyond the old grid's 0.25-4
 def test_fitting_undoes_a_known_temperature(distortion: float) -> None:
     logits, labels = calibrated_faces()
     distorted = softmax(logits / distortion)  # under- (2.0) or overconfident (0.5)
@@ -58,10 +58,15 @@ def test_a_checkpoints_temperature_scales_what_its_model_gives(tiny_checkpoint: 
     raw = read_checkpoint(tiny_checkpoint)
     faces = np.random.default_rng(0).integers(0, 256, (16, 48, 48), dtype=np.uint8)
     plain = model_from_checkpoint(raw, "tiny").proba(faces)
-    scaled = model_from_checkpoint({**raw, TEMPERATURE: 0.5}, "tiny")
-    assert scaled.temperature == 0.5
+    one_view = model_from_checkpoint(raw, "tiny").proba(faces, tta=False)
+    scaled = model_from_checkpoint({**raw, TEMPERATURE: 0.5}, "tiny")  # as shipped before per-view temperatures
+    assert scaled.temperature == Temperatures(0.5, 0.5)
     np.testing.assert_allclose(scaled.proba(faces), sharpen(plain, 0.5), atol=1e-6)
-    for bad in (-1.0, 0, float("nan"), "warm", True):
+    per_view = model_from_checkpoint({**raw, TEMPERATURE: {"tta": 0.5, "one_view": 2.0}}, "tiny")
+    assert per_view.temperature == Temperatures(0.5, 2.0)
+    np.testing.assert_allclose(per_view.proba(faces), sharpen(plain, 0.5), atol=1e-6)
+    np.testing.assert_allclose(per_view.proba(faces, tta=False), sharpen(one_view, 2.0), atol=1e-6)
+    for bad in (-1.0, 0, float("nan"), "warm", True, {"tta": 0.5}, {"tta": 0.5, "one_view": -2}, [0.5, 0.5]):
         with pytest.raises(CheckpointError, match="is not a positive number"):
             model_from_checkpoint({**raw, TEMPERATURE: bad}, "tiny")
     assert torch.load(tiny_checkpoint, weights_only=True).get(TEMPERATURE) is None  # runs are not scaled
