@@ -214,6 +214,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fercore.compare import compare
+
+    _use_threads(args.threads)
+    comparison = compare(args.against, args.checkpoint, args.data, args.split, args.tta, args.precision, args.device)
+    for note in comparison.notes():
+        print(f"data: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(comparison.to_json()))
+        return 0
+    first = comparison.first
+    print(f"{first.data or args.data} [{args.split}] n={len(first.labels)}")
+    width = max(map(len, comparison.names))
+    for role, name, report in zip(("against", "model"), comparison.names, (first, comparison.second)):
+        print(f"{role:<8} {name:<{width}}  accuracy {report.accuracy:.4f}  macro F1 {report.macro_f1:.4f}  "
+              f"tta={'on' if report.tta else 'off'} dtype={report.dtype}")
+    print(comparison.verdict())
+    print(f"same label on {comparison.agreement:.1%} of the faces")
+    print(f"{'class':<10} {'faces':>6} {'recall before':>13} {'after':>6} {'gained':>7} {'lost':>5}")
+    for name, row in comparison.per_class().items():
+        print(f"{name:<10} {row['faces']:>6d} {row['first_recall']:>13.3f} {row['second_recall']:>6.3f} "
+              f"{row['gained']:>7d} {row['lost']:>5d}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from fercore.explain import maps_folder, save_maps
     from fercore.predict import Predictor, predict_files
@@ -398,6 +423,18 @@ def build_parser() -> _Parser:
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_evaluate)
 
+    compare = sub.add_parser("compare", help="a checkpoint against another on the same faces: the faces it gains and "
+                                             "loses, and whether the difference is more than chance")
+    compare.add_argument("checkpoint", help="the model to judge, say RUN_DIR/best.pt")
+    compare.add_argument("--against", default=str(SHIPPED_CHECKPOINT), help="the model to beat (default: the shipped "
+                         "one); --split val takes its validation carve")
+    compare.add_argument("--data", required=True, help="folder, archive.zip, fer2013.csv, or 'synthetic'")
+    compare.add_argument("--split", default="test", choices=SPLITS, help="default test")
+    compare.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                         help="test-time augmentation for both (default: each checkpoint's own)")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(func=cmd_compare)
+
     predict = sub.add_parser("predict", help="detect faces in images and classify their emotions")
     predict.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders: every image directly in "
@@ -407,7 +444,7 @@ def build_parser() -> _Parser:
                          help="also draw where the model looked for each face (an occlusion map of its label) into "
                               "FOLDER as IMAGE-faceN-LABEL.png, replacing files of those names")
     predict.set_defaults(func=cmd_predict)
-    for command in (evaluate, predict):
+    for command in (evaluate, compare, predict):
         command.add_argument("--precision", choices=PRECISIONS, default="auto",
                              help="auto (default): int8 on a CPU when the checkpoint is calibrated, else float")
         command.add_argument("--device", choices=DEVICES, default="auto",

@@ -22,7 +22,9 @@ PERCENT = ".1~%"  # 12.5%, 40%: a decimal only where the ticks need one
 
 
 def _layout(fig: go.Figure, height: int, **extra: Any) -> go.Figure:
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3),
+    """Common size, margins and legend; the top margin keeps titles below Plotly's toolbar (it covered the third
+    training curve's)."""
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=64, b=10), legend=dict(orientation="h", y=-0.3),
                       **extra)
     return fig
 

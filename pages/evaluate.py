@@ -1,4 +1,5 @@
-"""Evaluate: a checkpoint on a data split: accuracy, macro F1, confusion, per-class report, confident mistakes."""
+"""Evaluate: a checkpoint on a data split: accuracy, macro F1, confusion, per-class report, the comparison with
+another model, calibration, confident mistakes."""
 import json
 import time
 from pathlib import Path
@@ -7,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from fercore import plots
-from fercore.app import data_views, outputs, settings
+from fercore.app import data_views, model_menu, outputs, settings
+from fercore.compare import compare_reports
 from fercore.data import FaceData, is_synthetic
 from fercore.data.splits import carves_validation
 from fercore.errors import SHOWN_AS_ONE_LINE
@@ -104,6 +106,7 @@ except SHOWN_AS_ONE_LINE as exc:
     st.error(str(exc))
     st.stop()
 
+scored = report  # every face of the split, whichever the toggle below scores (the comparison takes these)
 if note := report.seen_note():
     st.info(note)
     others = len(report.labels) - report.seen_in_training
@@ -128,6 +131,30 @@ left, right = st.columns([2, 3])
 left.dataframe(table, column_config={m: st.column_config.NumberColumn(format="%.3f")
                                      for m in ("precision", "recall", "f1")})
 right.plotly_chart(plots.per_class_bars(per_class))
+
+st.subheader("Against another model")
+others = [choice for choice, _ in model_menu.warm_start_choices(report.classes, checkpoint_card)
+          if choice.path != checkpoint]
+other = st.selectbox("Compare with", others, index=None, format_func=lambda c: c.label, key="evaluate-compare",
+                     placeholder="a model of the same emotions" if others else "no other model of these emotions yet",
+                     help="Both models on the same faces: the faces this one gets right that the other misses "
+                          "(gained) and the reverse (lost), and whether the difference is more than chance")
+if other is not None:
+    try:
+        comparison = compare_reports(evaluation(other.path, data, split, tta, precision), scored,
+                                     (other.label, "this model"))
+    except SHOWN_AS_ONE_LINE as exc:
+        st.error(str(exc))
+    else:
+        difference, changed, p_value = st.columns(3)
+        difference.metric("Accuracy difference", f"{100 * comparison.difference:+.2f} points")
+        changed.metric("Faces gained / lost", f"{comparison.gained:,} / {comparison.lost:,}")
+        p_value.metric("McNemar p", f"{comparison.p_value:.3g}")
+        st.caption(". ".join([comparison.verdict(), *comparison.notes()]) + ".")
+        st.dataframe(pd.DataFrame(comparison.per_class()).T.rename_axis("class").rename(columns={
+            "first_recall": f"recall: {other.label}", "second_recall": "recall: this model"}),
+            column_config={c: st.column_config.NumberColumn(format="%.3f")
+                           for c in (f"recall: {other.label}", "recall: this model")})
 
 st.subheader("Confidence")
 fit = report.calibration()

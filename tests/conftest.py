@@ -66,6 +66,22 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def leaning_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with its last layer pushed towards happy: a model that gains some faces and loses others."""
+    import torch
+
+    from fercore.checkpoint import read_checkpoint, save_checkpoint
+
+    raw = read_checkpoint(tiny_checkpoint)
+    state = dict(raw["state_dict"])
+    bias = next(name for name in reversed(list(state)) if name.endswith("bias") and state[name].numel() == 7)
+    state[bias] = state[bias] + torch.tensor([0, 0, 0, 1.5, 0, 0, 0])
+    path = tmp_path_factory.mktemp("leaning") / "leaning.pt"
+    save_checkpoint(path, {**raw, "state_dict": state})
+    return path
+
+
+@pytest.fixture(scope="session")
 def astronaut_jpeg() -> bytes:
     from skimage.data import astronaut
 

@@ -28,6 +28,7 @@ from fercore import paths
 from fercore.app import launcher, model_menu, settings
 from fercore.augment import AugmentConfig
 from fercore.checkpoint import read_checkpoint
+from fercore.compare import compare
 from fercore.config import TrainConfig, preset
 from fercore.evaluate import evaluate
 from fercore.explain import occlusion_maps
@@ -483,6 +484,28 @@ def test_evaluate_shows_the_engines_numbers(open_page: OpenPage, with_tiny_run: 
     as_float = evaluate(with_tiny_run, model_menu.read_card(with_tiny_run)["data_source"], "test", precision="float")
     assert [m.value for m in at.metric][0] == f"{as_float.accuracy:.1%}"
     assert any(f"Inference in {as_float.dtype}" in c.value for c in at.caption)
+
+
+def test_evaluate_compares_with_another_model(open_page: OpenPage, with_tiny_run: Path, leaning_checkpoint: Path,
+                                              tmp_path: Path) -> None:
+    shipped = tmp_path / "checkpoints" / "fer2013.pt"  # the page's shipped model: the tiny one, leaning to happy
+    shipped.parent.mkdir()
+    shutil.copy(leaning_checkpoint, shipped)
+    at = open_page("pages/evaluate.py")
+    model = at.selectbox(key="evaluate-model")
+    model.select_index(next(i for i, o in enumerate(model.options) if o.startswith("tiny · best"))).run()
+    assert len(at.metric) == 3  # nothing compared until a model is picked
+    other = at.selectbox(key="evaluate-compare")
+    other.select_index(next(i for i, o in enumerate(other.options) if o.startswith("shipped model"))).run()
+    assert not at.exception and not at.error
+    expected = compare(shipped, with_tiny_run, model_menu.read_card(with_tiny_run)["data_source"], "test")
+    assert expected.gained + expected.lost > 0
+    assert [m.value for m in at.metric][3:] == [f"{100 * expected.difference:+.2f} points",
+                                                f"{expected.gained:,} / {expected.lost:,}", f"{expected.p_value:.3g}"]
+    assert any(c.value.startswith(f"this model {expected.second.accuracy:.2%} against shipped model (fer2013.pt)")
+               for c in at.caption)
+    table = next(d.value for d in at.dataframe if "recall: this model" in d.value.columns)
+    assert table["gained"].tolist() == [row["gained"] for row in expected.per_class().values()]
 
 
 def test_evaluate_says_what_the_data_reader_skipped(open_page: OpenPage, with_tiny_run: Path, tmp_path: Path) -> None:
