@@ -1,4 +1,4 @@
-"""`python -m fercore`: train, evaluate, predict, export, runs. User errors exit 2 with one line on stderr."""
+"""`python -m fercore`: train, evaluate, compare, predict, export, ship, runs. User errors: one line, exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -361,7 +361,7 @@ def build_parser() -> _Parser:
     from fercore.hardware import DEVICES
 
     parser = _Parser(prog="python -m fercore",
-                     description="Facial emotion recognition: train, evaluate, predict, export.")
+                     description="Facial emotion recognition: train, evaluate, compare, predict, export.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a model from scratch; the run goes to --run-dir")
