@@ -41,11 +41,22 @@ class Comparison:
 
     @property
     def gained(self) -> int:
-        return int(np.sum(self._right(self.second) & ~self._right(self.first)))
+        return int(self._changed(gained=True).sum())
 
     @property
     def lost(self) -> int:
-        return int(np.sum(self._right(self.first) & ~self._right(self.second)))
+        return int(self._changed(gained=False).sum())
+
+    def changed_faces(self, gained: bool, limit: int = 12) -> list[dict[str, Any]]:
+        """The faces gained (or lost), those the model that got them right was surest of first: each one's place,
+        its true class and both models' labels."""
+        picked = np.flatnonzero(self._changed(gained))
+        sure = (self.second if gained else self.first).probabilities[picked, self.first.labels[picked]]
+        order = picked[np.argsort(-sure, kind="stable")][:limit]
+        classes = self.first.classes
+        return [{"index": int(i), "true": classes[self.first.labels[i]],
+                 "first": classes[self.first.predictions[i]], "second": classes[self.second.predictions[i]]}
+                for i in order]
 
     @property
     def difference(self) -> float:
@@ -103,6 +114,11 @@ class Comparison:
                 "faces": len(self.first.labels), "difference": self.difference, "interval95": [low, high],
                 "gained": self.gained, "lost": self.lost, "mcnemar_p": self.p_value, "agreement": self.agreement,
                 "per_class": self.per_class(), "notes": self.notes()}
+
+    def _changed(self, gained: bool) -> np.ndarray:
+        """Per face: right by the second and wrong by the first (gained), or the reverse."""
+        first, second = self._right(self.first), self._right(self.second)
+        return second & ~first if gained else first & ~second
 
     @staticmethod
     def _right(report: EvalReport) -> np.ndarray:

@@ -155,6 +155,15 @@ if other is not None:
             "first_recall": f"recall: {other.label}", "second_recall": "recall: this model"}),
             column_config={c: st.column_config.NumberColumn(format="%.3f")
                            for c in (f"recall: {other.label}", "recall: this model")})
+        if st.toggle("Show the faces that changed", key="evaluate-compare-faces"):
+            for column, gained in zip(st.columns(2), (True, False)):
+                changed = comparison.changed_faces(gained)
+                column.caption(f"{'Gained' if gained else 'Lost'}: {'right here' if gained else 'wrong here'}, "
+                               f"{'wrong' if gained else 'right'} by the other (true → this model, the other)"
+                               if changed else f"No faces {'gained' if gained else 'lost'}.")
+                if changed:
+                    column.image([data_views.face_grid(scored.faces.images[f["index"]][None], 1) for f in changed],
+                                 width=96, caption=[f"{f['true']} → {f['second']}, {f['first']}" for f in changed])
 
 st.subheader("Confidence")
 fit = report.calibration()

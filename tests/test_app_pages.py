@@ -506,6 +506,11 @@ def test_evaluate_compares_with_another_model(open_page: OpenPage, with_tiny_run
                for c in at.caption)
     table = next(d.value for d in at.dataframe if "recall: this model" in d.value.columns)
     assert table["gained"].tolist() == [row["gained"] for row in expected.per_class().values()]
+    at.toggle(key="evaluate-compare-faces").set_value(True).run()
+    galleries = [image.captions for image in at.image]
+    for gained in (True, False):
+        changed = expected.changed_faces(gained)
+        assert not changed or [f"{f['true']} → {f['second']}, {f['first']}" for f in changed] in galleries
 
 
 def test_evaluate_says_what_the_data_reader_skipped(open_page: OpenPage, with_tiny_run: Path, tmp_path: Path) -> None:

@@ -59,6 +59,14 @@ def test_a_comparison_counts_the_faces_each_model_gets_right() -> None:
     assert comparison.verdict() == ("new.pt 85.00% against old.pt 75.00%: +10.00 points (95% interval "
                                     f"{100 * low:+.2f} to {100 * high:+.2f}); 18 faces gained, 6 lost; McNemar p = "
                                     f"{exact_p(18, 6):.3g}: a real difference")
+    gained, lost = comparison.changed_faces(gained=True, limit=50), comparison.changed_faces(gained=False)
+    assert sorted(f["index"] for f in gained) == list(range(12, 30))
+    assert sorted(f["index"] for f in lost) == list(range(40, 46))
+    assert gained[0] == {"index": gained[0]["index"], "true": "angry", "first": "happy", "second": "angry"}
+    assert lost[0]["true"] == lost[0]["first"] == "happy" and lost[0]["second"] == "angry"
+    assert len(comparison.changed_faces(gained=True, limit=5)) == 5
+    comparison.second.probabilities[12:30, 0] = np.linspace(0.5, 0.9, 18)  # surer of the later ones
+    assert [f["index"] for f in comparison.changed_faces(gained=True, limit=3)] == [29, 28, 27]
     even = compare_reports(report(labels, first), report(labels, first), ("a.pt", "b.pt"))
     assert (even.gained, even.lost, even.p_value, even.interval()) == (0, 0, 1.0, (0.0, 0.0))
     assert even.verdict().endswith("no real difference at this size")
