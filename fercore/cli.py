@@ -165,7 +165,8 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _use_threads(threads: int | None) -> None:
-    """--threads of evaluate and predict: torch's CPU threads (0 = every usable core; default: torch's own)."""
+    """--threads of evaluate, compare and predict: torch's CPU threads (0 = every usable core; default: torch's
+    own)."""
     from fercore import hardware
 
     if threads is not None:
@@ -219,23 +220,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     _use_threads(args.threads)
     comparison = compare(args.against, args.checkpoint, args.data, args.split, args.tta, args.precision, args.device)
-    for note in comparison.notes():
-        print(f"data: {note}", file=sys.stderr)
+    for note in (comparison.first.data_note, *comparison.notes(), comparison.first.absent_note()):
+        if note:
+            print(f"data: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(comparison.to_json()))
         return 0
     first = comparison.first
-    print(f"{first.data or args.data} [{args.split}] n={len(first.labels)}")
+    print(f"{first.data} [{first.split}] n={len(first.labels)}")
     width = max(map(len, comparison.names))
     for role, name, report in zip(("against", "model"), comparison.names, (first, comparison.second)):
         print(f"{role:<8} {name:<{width}}  accuracy {report.accuracy:.4f}  macro F1 {report.macro_f1:.4f}  "
               f"tta={'on' if report.tta else 'off'} dtype={report.dtype}")
     print(comparison.verdict())
     print(f"same label on {comparison.agreement:.1%} of the faces")
-    print(f"{'class':<10} {'faces':>6} {'recall before':>13} {'after':>6} {'gained':>7} {'lost':>5}")
+    print(f"{'class':<10} {'faces':>6} {'recall: against':>15} {'model':>6} {'gained':>7} {'lost':>5}")
     for name, row in comparison.per_class().items():
-        print(f"{name:<10} {row['faces']:>6d} {row['first_recall']:>13.3f} {row['second_recall']:>6.3f} "
-              f"{row['gained']:>7d} {row['lost']:>5d}")
+        recalls = [f"{r:.3f}" if r is not None else "-" for r in (row["first_recall"], row["second_recall"])]
+        print(f"{name:<10} {row['faces']:>6d} {recalls[0]:>15} {recalls[1]:>6} {row['gained']:>7d} {row['lost']:>5d}")
     return 0
 
 

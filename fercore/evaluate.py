@@ -155,12 +155,20 @@ def evaluate_faces(loaded: LoadedModel, faces: FaceSet, tta: bool | None = None,
                       temperature=loaded.temperature.for_views(use_tta))
 
 
-def evaluate(checkpoint: str | Path, data: str | Path | FaceData, split: str = "test", tta: bool | None = None,
-             precision: str = "auto", device: str = "auto", on_progress: Progress | None = None) -> EvalReport:
-    """Load a checkpoint and a data source (or take data already loaded) and evaluate one split (val uses the
-    checkpoint's own carve)."""
-    loaded = load_model(checkpoint, device, precision)
-    source = data if isinstance(data, FaceData) else load_data(data)
-    report = evaluate_faces(loaded, own_split(loaded.info, source, split), tta, on_progress)
+def evaluate_split(loaded: LoadedModel, source: FaceData, split: str, tta: bool | None = None,
+                   on_progress: Progress | None = None, carve_of: dict[str, Any] | None = None) -> EvalReport:
+    """Evaluate a loaded model on one split of a data source; val is the model's own carve of train, or that of
+    the checkpoint (or card) carve_of when given, so that two models can be scored on the same faces."""
+    report = evaluate_faces(loaded, own_split(carve_of or loaded.info, source, split), tta, on_progress)
     report.split, report.data, report.data_note = split, source.source, source.raw.report.summary()
     return report
+
+
+def evaluate(checkpoint: str | Path, data: str | Path | FaceData, split: str = "test", tta: bool | None = None,
+             precision: str = "auto", device: str = "auto", on_progress: Progress | None = None,
+             carve_of: dict[str, Any] | None = None) -> EvalReport:
+    """Load a checkpoint and a data source (or take data already loaded) and evaluate one split (see
+    evaluate_split)."""
+    loaded = load_model(checkpoint, device, precision)  # a bad checkpoint is told before the data is read
+    source = data if isinstance(data, FaceData) else load_data(data)
+    return evaluate_split(loaded, source, split, tta, on_progress, carve_of)

@@ -9,7 +9,7 @@ import streamlit as st
 
 from fercore import plots
 from fercore.app import data_views, model_menu, outputs, settings
-from fercore.compare import compare_reports
+from fercore.compare import compare_reports, p_text
 from fercore.data import FaceData, is_synthetic
 from fercore.data.splits import carves_validation
 from fercore.errors import SHOWN_AS_ONE_LINE
@@ -43,9 +43,12 @@ def _reports() -> LatestKept[EvalReport]:
     return LatestKept(REPORTS_KEPT)
 
 
-def evaluation(checkpoint: Path, data: FaceData, split: str, tta: bool, precision: str) -> EvalReport:
-    """The report, kept while the checkpoint and the faces are unchanged; a progress bar while it is computed."""
-    key = (str(checkpoint), mtime(checkpoint), data.source, data.fingerprint, split, tta, precision)
+def evaluation(checkpoint: Path, data: FaceData, split: str, tta: bool, precision: str,
+               carve_of: Path | None = None) -> EvalReport:
+    """The report, kept while the checkpoint and the faces are unchanged; a progress bar while it is computed.
+    carve_of: the checkpoint whose validation carve val takes (the one compared with), else the model's own."""
+    key = (str(checkpoint), mtime(checkpoint), data.source, data.fingerprint, split, tta, precision,
+           carve_of and (str(carve_of), mtime(carve_of)))
     if (kept := _reports().get(key)) is not None:
         return kept
     bar, shown = st.empty(), [0.0]
@@ -55,7 +58,8 @@ def evaluation(checkpoint: Path, data: FaceData, split: str, tta: bool, precisio
             shown[0] = time.monotonic()
             bar.progress(done / total, text=f"Evaluating: {done:,} of {total:,} faces")
     try:
-        report = evaluate(checkpoint, data, split, tta, precision, on_progress=progress)
+        report = evaluate(checkpoint, data, split, tta, precision, on_progress=progress,
+                          carve_of=checkpoint_card(carve_of) if carve_of else None)
     finally:
         bar.empty()
     _reports().put(key, report)
@@ -133,37 +137,43 @@ left.dataframe(table, column_config={m: st.column_config.NumberColumn(format="%.
 right.plotly_chart(plots.per_class_bars(per_class))
 
 st.subheader("Against another model")
-others = [choice for choice, _ in model_menu.warm_start_choices(report.classes, checkpoint_card)
-          if choice.path != checkpoint]
-other = st.selectbox("Compare with", others, index=None, format_func=lambda c: c.label, key="evaluate-compare",
-                     placeholder="a model of the same emotions" if others else "no other model of these emotions yet",
+same_classes = [choice for choice, _ in model_menu.warm_start_choices(report.classes, checkpoint_card)
+                if choice.path != checkpoint]
+other = st.selectbox("Compare with", same_classes, index=None, format_func=lambda c: c.label, key="evaluate-compare",
+                     placeholder="a model of the same emotions" if same_classes else "no other model of these "
+                                                                                       "emotions yet",
                      help="Both models on the same faces: the faces this one gets right that the other misses "
                           "(gained) and the reverse (lost), and whether the difference is more than chance")
 if other is not None:
     try:
-        comparison = compare_reports(evaluation(other.path, data, split, tta, precision), scored,
+        comparison = compare_reports(evaluation(other.path, data, split, tta, precision, carve_of=checkpoint), scored,
                                      (other.label, "this model"))
     except SHOWN_AS_ONE_LINE as exc:
         st.error(str(exc))
     else:
-        difference, changed, p_value = st.columns(3)
+        difference, moved, p_value = st.columns(3)
         difference.metric("Accuracy difference", f"{100 * comparison.difference:+.2f} points")
-        changed.metric("Faces gained / lost", f"{comparison.gained:,} / {comparison.lost:,}")
-        p_value.metric("McNemar p", f"{comparison.p_value:.3g}")
-        st.caption(". ".join([comparison.verdict(), *comparison.notes()]) + ".")
-        st.dataframe(pd.DataFrame(comparison.per_class()).T.rename_axis("class").rename(columns={
-            "first_recall": f"recall: {other.label}", "second_recall": "recall: this model"}),
-            column_config={c: st.column_config.NumberColumn(format="%.3f")
-                           for c in (f"recall: {other.label}", "recall: this model")})
+        moved.metric("Faces gained / lost", f"{comparison.gained:,} / {comparison.lost:,}")
+        p_value.metric("McNemar p", p_text(comparison.p_value))
+        every = [f"on all {len(scored.labels):,} faces of the split, its training faces included"] * bool(
+            report.left_out)
+        verdict = ". ".join([comparison.verdict(), *comparison.notes(), *every])
+        st.caption(f"{verdict[0].upper()}{verdict[1:]}.")
+        recalls = {"first_recall": f"recall: {other.label}", "second_recall": "recall: this model"}
+        st.dataframe(pd.DataFrame(comparison.per_class()).T.astype({"faces": int, "gained": int, "lost": int})
+                     .rename_axis("class").rename(columns=recalls),
+                     column_config={c: st.column_config.NumberColumn(format="%.3f") for c in recalls.values()})
         if st.toggle("Show the faces that changed", key="evaluate-compare-faces"):
-            for column, gained in zip(st.columns(2), (True, False)):
-                changed = comparison.changed_faces(gained)
-                column.caption(f"{'Gained' if gained else 'Lost'}: {'right here' if gained else 'wrong here'}, "
-                               f"{'wrong' if gained else 'right'} by the other (true → this model, the other)"
-                               if changed else f"No faces {'gained' if gained else 'lost'}.")
-                if changed:
-                    column.image([data_views.face_grid(scored.faces.images[f["index"]][None], 1) for f in changed],
-                                 width=96, caption=[f"{f['true']} → {f['second']}, {f['first']}" for f in changed])
+            for column, gained, total in zip(st.columns(2), (True, False), (comparison.gained, comparison.lost)):
+                faces = comparison.changed_faces(gained)
+                if not faces:
+                    column.caption(f"No faces {'gained' if gained else 'lost'}.")
+                    continue
+                knew, missed = ("this model", "the other") if gained else ("the other", "this model")
+                column.caption(f"{'Gained' if gained else 'Lost'}: {len(faces)} of the {total:,} faces {knew} gets "
+                               f"right and {missed} misses, surest first: the true emotion, then what {missed} said")
+                column.image(data_views.face_tiles(scored.faces.images, [f["index"] for f in faces]), width=96,
+                             caption=[f"{f['true']}: {f['first'] if gained else f['second']}" for f in faces])
 
 st.subheader("Confidence")
 fit = report.calibration()
@@ -186,8 +196,7 @@ if mistakes:
     st.caption(f"true → predicted, with the model's confidence: the {len(mistakes)} most confident of {count:,} "
                "such mistakes" if count > len(mistakes) else "true → predicted, with the model's confidence")
     captions = [f"{m['true']} → {m['predicted']} {m['confidence']:.0%}" for m in mistakes]
-    st.image([data_views.face_grid(report.faces.images[m["index"]][None], 1) for m in mistakes], width=96,
-             caption=captions)
+    st.image(data_views.face_tiles(report.faces.images, [m["index"] for m in mistakes]), width=96, caption=captions)
     if st.toggle("Show where the model looked for one of them", key="evaluate-explain",
                  help="The face coloured by how much hiding each part (a 12-pixel square of grey, one position at a "
                       "time) changes the probability of the emotion it predicted and of the true one"):

@@ -502,15 +502,16 @@ def test_evaluate_compares_with_another_model(open_page: OpenPage, with_tiny_run
     assert expected.gained + expected.lost > 0
     assert [m.value for m in at.metric][3:] == [f"{100 * expected.difference:+.2f} points",
                                                 f"{expected.gained:,} / {expected.lost:,}", f"{expected.p_value:.3g}"]
-    assert any(c.value.startswith(f"this model {expected.second.accuracy:.2%} against shipped model (fer2013.pt)")
+    assert any(c.value.startswith(f"This model {expected.second.accuracy:.2%} against shipped model (fer2013.pt)")
                for c in at.caption)
     table = next(d.value for d in at.dataframe if "recall: this model" in d.value.columns)
     assert table["gained"].tolist() == [row["gained"] for row in expected.per_class().values()]
+    assert table["gained"].dtype == table["faces"].dtype == int
     at.toggle(key="evaluate-compare-faces").set_value(True).run()
     galleries = [image.captions for image in at.image]
     for gained in (True, False):
         changed = expected.changed_faces(gained)
-        assert not changed or [f"{f['true']} → {f['second']}, {f['first']}" for f in changed] in galleries
+        assert not changed or [f"{f['true']}: {f['first' if gained else 'second']}" for f in changed] in galleries
 
 
 def test_evaluate_says_what_the_data_reader_skipped(open_page: OpenPage, with_tiny_run: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from fercore.checkpoint import read_checkpoint, save_checkpoint
 from fercore.cli import main
-from fercore.compare import compare, compare_reports, mcnemar_p
+from fercore.compare import compare, compare_reports, mcnemar_p, p_text
 from fercore.data import FaceSet
 from fercore.errors import UserError
 from fercore.evaluate import EvalReport, evaluate
@@ -35,7 +35,12 @@ def exact_p(gained: int, lost: int) -> float:
 @pytest.mark.parametrize("gained, lost", [(10, 0), (0, 10), (5, 5), (94, 84), (30, 12), (0, 0), (700, 640)])
 def test_mcnemar_matches_the_binomial_tail(gained: int, lost: int) -> None:
     assert mcnemar_p(gained, lost) == pytest.approx(exact_p(gained, lost), rel=1e-9)
-    assert mcnemar_p(10, 0) == pytest.approx(2 / 1024)
+
+
+def test_mcnemar_by_hand_and_when_it_underflows() -> None:
+    assert mcnemar_p(10, 0) == pytest.approx(2 / 1024)  # ten coins, all heads, or all tails
+    assert mcnemar_p(94, 84) == pytest.approx(0.4997, abs=0.002)  # the normal approximation, continuity-corrected
+    assert mcnemar_p(5000, 0) == 0.0 and p_text(0.0) == "< 1e-300" and p_text(0.0123456) == "0.0123"
 
 
 def test_a_comparison_counts_the_faces_each_model_gets_right() -> None:
@@ -48,8 +53,7 @@ def test_a_comparison_counts_the_faces_each_model_gets_right() -> None:
     assert (comparison.gained, comparison.lost) == (18, 6)
     assert comparison.difference == pytest.approx(12 / 120)
     low, high = comparison.interval()
-    spread = 1.959964 * math.sqrt(24 - 12**2 / 120) / 120
-    assert (low, high) == pytest.approx((0.1 - spread, 0.1 + spread))
+    assert (low, high) == pytest.approx((0.02201, 0.17799), abs=1e-5)  # 0.1 -+ 1.96 sqrt(24 - 144 / 120) / 120
     assert comparison.p_value == pytest.approx(exact_p(18, 6)) and comparison.p_value < 0.05
     assert comparison.agreement == pytest.approx(1 - (30 + 6) / 120)  # the 12 both miss: 1 against 2
     rows = comparison.per_class()
@@ -58,7 +62,7 @@ def test_a_comparison_counts_the_faces_each_model_gets_right() -> None:
     assert rows["sad"]["gained"] == rows["sad"]["lost"] == 0
     assert comparison.verdict() == ("new.pt 85.00% against old.pt 75.00%: +10.00 points (95% interval "
                                     f"{100 * low:+.2f} to {100 * high:+.2f}); 18 faces gained, 6 lost; McNemar p = "
-                                    f"{exact_p(18, 6):.3g}: a real difference")
+                                    f"{exact_p(18, 6):.3g}: more than chance (p < 0.05)")
     gained, lost = comparison.changed_faces(gained=True, limit=50), comparison.changed_faces(gained=False)
     assert sorted(f["index"] for f in gained) == list(range(12, 30))
     assert sorted(f["index"] for f in lost) == list(range(40, 46))
@@ -69,7 +73,10 @@ def test_a_comparison_counts_the_faces_each_model_gets_right() -> None:
     assert [f["index"] for f in comparison.changed_faces(gained=True, limit=3)] == [29, 28, 27]
     even = compare_reports(report(labels, first), report(labels, first), ("a.pt", "b.pt"))
     assert (even.gained, even.lost, even.p_value, even.interval()) == (0, 0, 1.0, (0.0, 0.0))
-    assert even.verdict().endswith("no real difference at this size")
+    assert even.verdict().endswith("McNemar p = 1: within what chance gives")
+    absent = compare_reports(report(labels[:80], first[:80]), report(labels[:80], second[:80]), ("a", "b"))
+    assert absent.per_class()["sad"] == {"faces": 0, "first_recall": None, "second_recall": None, "gained": 0,
+                                         "lost": 0}
     data = json.loads(json.dumps(comparison.to_json()))
     assert (data["gained"], data["lost"], data["faces"], data["first"]["checkpoint"]) == (18, 6, 120, "old.pt")
     assert data["per_class"]["angry"]["gained"] == 18 and data["notes"] == []
@@ -88,8 +95,11 @@ def test_only_the_same_faces_and_classes_compare() -> None:
     other = report(labels, labels)
     other.tta = False
     assert compare_reports(base, seen, ("a.pt", "b.pt")).notes() == [
-        "b.pt trained on 5 of these faces: the comparison favours it"]
+        "b.pt trained on 5 of these faces (pixel for pixel)"]
     assert "the other without" in compare_reports(base, other, ("a.pt", "b.pt")).notes()[0]
+    other.tta, other.dtype = True, "float32"
+    base.dtype = "int8"
+    assert compare_reports(base, other, ("a.pt", "b.pt")).notes() == ["a.pt ran in int8, b.pt in float32"]
 
 
 def test_compare_scores_both_on_the_same_faces(tiny_checkpoint: Path, leaning_checkpoint: Path) -> None:
@@ -101,6 +111,16 @@ def test_compare_scores_both_on_the_same_faces(tiny_checkpoint: Path, leaning_ch
     assert comparison.lost == int(np.sum(right_first & ~right_second)) > 0
     assert (comparison.first.accuracy, comparison.second.accuracy) == (first.accuracy, second.accuracy)
     assert comparison.per_class()["happy"]["second_recall"] >= comparison.per_class()["happy"]["first_recall"]
+
+
+def test_compare_on_val_takes_the_first_models_carve(tiny_checkpoint: Path, leaning_checkpoint: Path,
+                                                     tmp_path: Path) -> None:
+    carved = tmp_path / "carved.pt"  # the leaning model, as if its run had held out other faces
+    save_checkpoint(carved, {**read_checkpoint(leaning_checkpoint), "val_split": {"fraction": 0.2, "seed": 5}})
+    comparison = compare(tiny_checkpoint, carved, "synthetic:2100", "val")
+    assert np.array_equal(comparison.second.labels, evaluate(tiny_checkpoint, "synthetic:2100", "val").labels)
+    assert len(evaluate(carved, "synthetic:2100", "val").labels) != len(comparison.second.labels)
+    assert (comparison.first.split, comparison.first.data) == ("val", "synthetic:2100")
 
 
 def test_the_compare_command(tiny_checkpoint: Path, leaning_checkpoint: Path, tmp_path: Path,

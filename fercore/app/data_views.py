@@ -122,6 +122,11 @@ def face_grid(faces: np.ndarray, columns: int, zoom: int = 2, gap: int = 2) -> n
     return grid
 
 
+def face_tiles(faces: np.ndarray, indices: list[int]) -> list[np.ndarray]:
+    """The faces at these places, each alone and enlarged (face_grid), for a gallery of captioned images."""
+    return [face_grid(faces[i][None], 1) for i in indices]
+
+
 def augmented(faces: np.ndarray, cfg: AugmentConfig, seed: int = 0) -> np.ndarray:
     """The faces [N,48,48] as training would see them under cfg, mixing included (a fixed seed: a change shows only
     its own effect)."""

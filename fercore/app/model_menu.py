@@ -54,8 +54,8 @@ def run_choices() -> list[CheckpointChoice]:
 
 def warm_start_choices(classes: tuple[str, ...], read: Callable[[Path], dict[str, Any]]
                        ) -> list[tuple[CheckpointChoice, dict[str, Any]]]:
-    """The checkpoints a new run over these classes can start from (--init), each with its card (read by read,
-    which pages cache); unreadable files are left out."""
+    """The checkpoints of these classes (those a new run can start from with --init, or that Evaluate compares),
+    each with its card (read by read, which pages cache); unreadable files are left out."""
     found = []
     for choice in checkpoint_choices():
         try:
