@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from fercore.errors import UserError
 
 if TYPE_CHECKING:
+    from fercore.checkpoint import LoadedModel
     from fercore.config import TrainConfig
     from fercore.runs import RunDir
 
@@ -336,10 +337,37 @@ def cmd_ship(args: argparse.Namespace) -> int:
     from fercore.paths import output_path, user_path
 
     run = _training_run(user_path(args.run), f"--run {args.run}").path if args.run else None
-    card = ship(checkpoint_file(args.checkpoint), args.data, output_path(args.out), run, args.half)
+    out = output_path(args.out)
+    replaced = _model_in(out)  # read before ship overwrites it, to say what the new model changes
+    card = ship(checkpoint_file(args.checkpoint), args.data, out, run, args.half)
     v = card["validation"]["tta"]
     print(f"{args.out}: validation accuracy {v['accuracy']:.4f}, macro F1 {v['macro_f1']:.4f}")
+    if replaced is not None:
+        print(f"against the model it replaced, on its validation faces: {_replacement(replaced, out, args.data)}")
     return 0
+
+
+def _model_in(path: Path) -> LoadedModel | None:
+    """The model a file holds, if it holds a readable one."""
+    from fercore.checkpoint import load_model
+
+    try:
+        return load_model(path) if path.is_file() else None
+    except UserError:  # not a checkpoint: ship replaces it all the same, as before
+        return None
+
+
+def _replacement(replaced: LoadedModel, out: Path, data: str) -> str:
+    """The comparison's verdict of the shipped model against the one it replaced (or why there is none)."""
+    from fercore.checkpoint import load_model
+    from fercore.compare import compare_loaded
+    from fercore.data import load_data
+
+    shipped = load_model(out)
+    if replaced.classes != shipped.classes:
+        return f"not compared: it predicted {', '.join(replaced.classes)}"
+    comparison = compare_loaded(replaced, shipped, load_data(data), "val", ("before", "now"), carve_of=shipped.info)
+    return "; ".join([comparison.verdict(), *comparison.notes()])
 
 
 def _show_recipe_defaults(train: argparse.ArgumentParser) -> None:

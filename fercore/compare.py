@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fercore.checkpoint import load_model
+from fercore.checkpoint import LoadedModel, load_model
 from fercore.data import FaceData, load_data
 from fercore.errors import UserError
 from fercore.evaluate import EvalReport, evaluate_split
@@ -157,7 +157,14 @@ def compare(first: str | Path, second: str | Path, data: str | Path | FaceData, 
     models = [load_model(path, device, precision) for path in (first, second)]  # both checked before any work
     _same_classes(models[0].classes, models[1].classes, names)
     source = data if isinstance(data, FaceData) else load_data(data)
-    reports = [evaluate_split(model, source, split, tta, carve_of=models[0].info) for model in models]
+    return compare_loaded(models[0], models[1], source, split, names, tta)
+
+
+def compare_loaded(first: LoadedModel, second: LoadedModel, source: FaceData, split: str, names: tuple[str, str],
+                   tta: bool | None = None, carve_of: dict[str, Any] | None = None) -> Comparison:
+    """Two loaded models on one split of data (val: the carve of carve_of, else of the first model)."""
+    _same_classes(first.classes, second.classes, names)
+    reports = [evaluate_split(model, source, split, tta, carve_of=carve_of or first.info) for model in (first, second)]
     return compare_reports(*reports, names)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from fercore.card import card_markdown, ship
 from fercore.checkpoint import model_from_checkpoint, read_checkpoint
 from fercore.cli import main
+from fercore.compare import compare
 from fercore.errors import UserError
 from fercore.evaluate import evaluate
 from fercore.metrics import Calibration
@@ -187,6 +189,21 @@ def test_ship_refuses_other_data(tiny_checkpoint: Path, tmp_path: Path, capsys: 
                  "--out", str(tmp_path / "x.pt")])
     assert code == 2 and "not the data this checkpoint was trained on" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_ship_says_what_the_new_model_changes_against_the_one_it_replaces(
+        tiny_checkpoint: Path, leaning_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "models" / "fer2013.pt"
+    assert main(["ship", "--checkpoint", str(tiny_checkpoint), "--data", "synthetic:2100", "--out", str(out)]) == 0
+    assert "replaced" not in capsys.readouterr().out  # nothing there before
+    before = tmp_path / "before.pt"
+    shutil.copy(out, before)
+    assert main(["ship", "--checkpoint", str(leaning_checkpoint), "--data", "synthetic:2100", "--out", str(out)]) == 0
+    expected = compare(before, out, "synthetic:2100", "val")
+    assert expected.gained + expected.lost > 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line == ("against the model it replaced, on its validation faces: "
+                    + expected.verdict().replace(str(out), "now").replace(str(before), "before"))
 
 
 def test_card_markdown_tables_are_well_formed(tiny_checkpoint: Path, tmp_path: Path) -> None:
