@@ -1,4 +1,4 @@
-"""`python -m fercore`: train, evaluate, compare, predict, export, ship, runs. User errors: one line, exit 2."""
+"""`python -m fercore`: train, evaluate, compare, predict, video, export, ship, runs. User errors: one line."""
 from __future__ import annotations
 
 import argparse
@@ -242,6 +242,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_video(args: argparse.Namespace) -> int:
+    from fercore.atomic import atomic_write_bytes
+    from fercore.predict import Predictor
+    from fercore.video import annotate_video
+
+    _use_threads(args.threads)
+    source = Path(args.video)
+    if not source.is_file():
+        raise UserError(f"{source} is not a file")
+    out = Path(args.out) if args.out else source.with_name(f"{source.stem}-annotated.mp4")
+    if out.resolve() == source.resolve():
+        raise UserError(f"--out {out} is the video itself: name another file")
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.precision, args.device)
+    result = annotate_video(source, out, predictor)
+    print(f"{source}: {result.summary(predictor.classes)}")
+    print(f"wrote {out}")
+    if args.csv:
+        atomic_write_bytes(Path(args.csv), result.timeline_csv(predictor.classes).encode())
+        print(f"wrote {args.csv}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from fercore.explain import maps_folder, save_maps
     from fercore.predict import Predictor, predict_files
@@ -391,7 +413,7 @@ def build_parser() -> _Parser:
     from fercore.hardware import DEVICES
 
     parser = _Parser(prog="python -m fercore",
-                     description="Facial emotion recognition: train, evaluate, compare, predict, export.")
+                     description="Facial emotion recognition: train, evaluate, compare, predict, video, export.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a model from scratch; the run goes to --run-dir")
@@ -474,7 +496,14 @@ def build_parser() -> _Parser:
                          help="also draw where the model looked for each face (an occlusion map of its label) into "
                               "FOLDER as IMAGE-faceN-LABEL.png, replacing files of those names")
     predict.set_defaults(func=cmd_predict)
-    for command in (evaluate, compare, predict):
+
+    video = sub.add_parser("video", help="label the faces of every frame of a video file into a new MP4")
+    video.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
+    video.add_argument("video", help="a video file (mp4, mov, webm, mkv, avi...), at most 10 minutes")
+    video.add_argument("--out", help="the annotated H.264 MP4 (default: VIDEO-annotated.mp4 beside it)")
+    video.add_argument("--csv", help="also write every face of every frame (time, box, probabilities) to this CSV")
+    video.set_defaults(func=cmd_video)
+    for command in (evaluate, compare, predict, video):
         command.add_argument("--precision", choices=PRECISIONS, default="auto",
                              help="auto (default): int8 on a CPU when the checkpoint is calibrated, else float")
         command.add_argument("--device", choices=DEVICES, default="auto",

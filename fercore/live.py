@@ -90,6 +90,12 @@ class LiveAnnotator:
 
     def process(self, rgb: np.ndarray) -> np.ndarray:
         """The RGB uint8 frame with every face boxed and labelled, and the frame rate in a corner."""
+        faces = self.faces_in(rgb)
+        fps = self.meter.tick()
+        return annotate(rgb, faces, note=f"{fps:.0f} fps" if fps else None)
+
+    def faces_in(self, rgb: np.ndarray) -> list[FacePrediction]:
+        """The faces of the next RGB uint8 frame of the stream, each with its smoothed emotion."""
         if self.frames % self.detect_every == 0:
             self._follow(self.predictor.predict_array(rgb, detect_scale=self.detect_scale, tta=False))
         elif self.tracks:
@@ -97,9 +103,7 @@ class LiveAnnotator:
             for track, face in zip(self.tracks, self.predictor.predict_boxes(rgb, boxes, tta=False)):
                 self._remember(track, face)
         self.frames += 1
-        faces = [self._smoothed(track) for track in self.tracks]
-        fps = self.meter.tick()
-        return annotate(rgb, faces, note=f"{fps:.0f} fps" if fps else None)
+        return [self._smoothed(track) for track in self.tracks]
 
     def _follow(self, faces: list[FacePrediction]) -> None:
         """Match fresh detections to tracks by overlap (best pairs first); unmatched faces start new tracks."""

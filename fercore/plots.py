@@ -155,6 +155,16 @@ def probability_bars(probabilities: Mapping[str, float], title: str | None = Non
     return fig
 
 
+def emotion_timeline(seconds: np.ndarray, probabilities: np.ndarray, classes: Sequence[str]) -> go.Figure:
+    """A video's emotions over time: one line per class (the largest face's probability per frame; gaps where no
+    face was found), in the emotions' colours."""
+    fig = go.Figure([go.Scatter(x=seconds, y=probabilities[:, i], name=c, mode=_lines(len(seconds)),
+                                line=dict(color=COLORS.get(c, "#888888"), width=2)) for i, c in enumerate(classes)])
+    fig.update_xaxes(title="seconds")
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    return _layout(fig, 320)
+
+
 def class_counts(counts: Mapping[str, int], title: str | None = None) -> go.Figure:
     """Images per class as bars in the emotions' colours."""
     fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), text=[f"{n:,}" for n in counts.values()],

@@ -1,13 +1,16 @@
-"""Predict: the emotions of the faces in photos, a camera snapshot or the live webcam."""
+"""Predict: the emotions of the faces in photos, a camera snapshot, a video file or the live webcam."""
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from fercore import plots, rtc
 from fercore.app import outputs, settings
 from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.live import LiveAnnotator, frames_to_annotate
 from fercore.predict import ImagePrediction, Predictor
+from fercore.video import MAX_SECONDS, VIDEO_TYPES
 from pages._common import enter_app, explained_faces, load_predictor, mtime, picked_checkpoint
 
 enter_app()
@@ -53,6 +56,51 @@ def show_photo(predictor: Predictor, checkpoint: Path, content: bytes, name: str
                 ((occlusion, drawing),) = maps[i - 1]
                 right.image(drawing, width=192, caption=f"Where {what} reads as {face.label}: {occlusion.describe()}")
     return prediction
+
+
+def annotated_clip(predictor: Predictor, checkpoint: Path, clip: UploadedFile) -> outputs.AnnotatedClip:
+    """The clip annotated, kept for this session while the file and the model are unchanged (the last one only:
+    an annotated clip can be tens of MB); a progress bar while it is computed."""
+    key = (clip.file_id, str(checkpoint), mtime(checkpoint))
+    kept = st.session_state.get("predict-video-annotated")
+    if kept and kept[0] == key:
+        return kept[1]
+    bar = st.progress(0.0, text=f"Reading {clip.name}")
+
+    def progress(done: int, total: int) -> None:
+        if done % 10 == 0 or done == total:
+            bar.progress(min(done / total, 1.0), text=f"Labelling {clip.name}: frame {done:,} of about {total:,}")
+    try:
+        annotated = outputs.annotate_clip(predictor, clip.getvalue(), clip.name, progress)
+    finally:
+        bar.empty()
+    st.session_state["predict-video-annotated"] = (key, annotated)
+    return annotated
+
+
+def show_clip(predictor: Predictor, checkpoint: Path, clip: UploadedFile) -> None:
+    """One video: the annotated clip, its emotions over time and the downloads; one line for a bad file."""
+    if clip.size > outputs.MAX_VIDEO_UPLOAD_MB * 1024**2:  # the uploader's cap is the browser's: check here
+        st.error(f"{clip.name} is {clip.size / 1024**2:.0f} MB, over the limit of {outputs.MAX_VIDEO_UPLOAD_MB} MB")
+        return
+    try:
+        annotated = annotated_clip(predictor, checkpoint, clip)
+    except SHOWN_AS_ONE_LINE as exc:
+        st.error(str(exc))
+        return
+    result, classes = annotated.result, predictor.classes
+    st.video(annotated.video, format="video/mp4")
+    st.caption(f"{clip.name}: {result.summary(classes)}.")
+    seconds = np.arange(result.frames) / result.fps
+    st.plotly_chart(plots.emotion_timeline(seconds, result.main_face_probabilities(classes), classes),
+                    key="predict-video-timeline")
+    st.caption("The largest face's emotions, frame by frame (smoothed over the last 5 frames, as on the webcam).")
+    stem = Path(clip.name).stem
+    left, right = st.columns(2)
+    left.download_button("Download annotated video", annotated.video, f"{stem}-annotated.mp4", "video/mp4",
+                         on_click="ignore", key="predict-video-mp4")
+    right.download_button("Every face of every frame (CSV)", result.timeline_csv(classes), f"{stem}-faces.csv",
+                          "text/csv", on_click="ignore", key="predict-video-csv")
 
 
 def live_stats(annotator: LiveAnnotator) -> None:
@@ -102,7 +150,7 @@ def live_webcam(predictor: Predictor) -> None:
 st.title("Predict")
 checkpoint, predictor = picked_checkpoint("predict-model", load_predictor)
 
-photos, snapshot, webcam = st.tabs(["Photos", "Camera snapshot", "Live webcam"])
+photos, snapshot, video, webcam = st.tabs(["Photos", "Camera snapshot", "Video file", "Live webcam"])
 EXPLAIN_HELP = ("For each face of a photo or snapshot: the 48x48 face the model read, coloured by how much hiding "
                 "each part (a 12-pixel square of grey, one position at a time) changes the probability of the "
                 "emotion it predicts. About a quarter of a second a face on one CPU core.")
@@ -129,5 +177,11 @@ with snapshot:
     picture = st.camera_input("Take a snapshot")
     if picture is not None:
         show_photo(predictor, checkpoint, picture.getvalue(), "snapshot", "snapshot", explain_snapshot)
+with video:
+    clip = st.file_uploader("Drop a video here", type=list(VIDEO_TYPES), max_upload_size=outputs.MAX_VIDEO_UPLOAD_MB,
+                            key="predict-video", help=f"Up to {MAX_SECONDS // 60} minutes; every frame is labelled "
+                                                      "as the live webcam would label it")
+    if clip is not None:
+        show_clip(predictor, checkpoint, clip)
 with webcam:
     live_webcam(predictor)

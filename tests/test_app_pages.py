@@ -592,6 +592,26 @@ def test_predict_labels_a_photo_and_reports_a_bad_file(open_page: OpenPage, with
     assert [e.value for e in at.error] == ["huge.jpg is 26 MB, over the limit of 25 MB"] and not at.image
 
 
+def test_predict_labels_a_video_file(open_page: OpenPage, with_tiny_run: Path, tmp_path: Path) -> None:
+    from test_video import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=5).read_bytes()
+    at = open_page("pages/predict.py")
+    at.file_uploader(key="predict-video").set_value([("holiday.mp4", clip, "video/mp4")]).run()
+    assert not at.exception and not at.error
+    assert len(at.main.get("video")) == 1
+    assert any(c.value.startswith("holiday.mp4: 5 frames, 0.5 s at 10 frames/s, 320x240; faces in 5 of them")
+               for c in at.caption)
+    timeline = next(spec for spec in chart_specs(at)
+                    if spec["layout"].get("xaxis", {}).get("title", {}).get("text") == "seconds")
+    assert [trace["name"] for trace in timeline["data"]] == list(Predictor.from_checkpoint(with_tiny_run).classes)
+    labels = [b.proto.label for b in at.main.get("download_button")]
+    assert labels == ["Download annotated video", "Every face of every frame (CSV)"]
+    at.file_uploader(key="predict-video").set_value([("notes.mp4", b"not a video", "video/mp4")]).run()
+    assert [e.value for e in at.error] == ["notes.mp4 is not a video this app can read"]
+    assert not at.main.get("video")
+
+
 def test_predict_shows_where_the_model_looked_at_each_face(open_page: OpenPage, with_tiny_run: Path,
                                                           astronaut_jpeg: bytes) -> None:
     at = open_page("pages/predict.py")

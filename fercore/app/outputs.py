@@ -1,8 +1,11 @@
-"""What the app hands back: evaluation predictions as CSV, photos annotated with their faces, PNG bytes."""
+"""What the app hands back: evaluation predictions as CSV, photos and video clips annotated with their faces, PNG
+bytes."""
 from __future__ import annotations
 
 import io
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,8 +17,10 @@ if TYPE_CHECKING:
 
     from fercore.evaluate import EvalReport
     from fercore.predict import ImagePrediction, Predictor
+    from fercore.video import FrameProgress, VideoResult
 
 MAX_IMAGE_UPLOAD_MB = 25
+MAX_VIDEO_UPLOAD_MB = 200
 
 
 def predictions_csv(report: EvalReport) -> str:
@@ -97,3 +102,22 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+@dataclass
+class AnnotatedClip:
+    result: VideoResult
+    video: bytes  # the annotated H.264 MP4
+
+
+def annotate_clip(predictor: Predictor, content: bytes, name: str,
+                  on_progress: FrameProgress | None = None) -> AnnotatedClip:
+    """Annotate a video file's bytes (fercore.video, through files in a temporary folder that is then removed);
+    a bad file gives a UserError."""
+    from fercore.video import annotate_video
+
+    with tempfile.TemporaryDirectory(prefix="fercore-video-") as folder:
+        source, out = Path(folder) / f"clip{Path(name).suffix.lower()[:8]}", Path(folder) / "annotated.mp4"
+        source.write_bytes(content)
+        result = annotate_video(source, out, predictor, on_progress, name=name)
+        return AnnotatedClip(result, out.read_bytes())

@@ -1,0 +1,111 @@
+"""Video files: every frame labelled into a new H.264 MP4, the timeline, the limits and the CLI."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from fercore import plots, video
+from fercore.cli import main
+from fercore.errors import UserError
+from fercore.predict import Predictor
+from fercore.video import annotate_video
+
+
+def write_clip(path: Path, frames: int = 8, fps: int = 10, size: tuple[int, int] = (320, 240),
+               face: bool = True) -> Path:
+    """A short MPEG-4 clip: the astronaut's face drifting down a pixel a frame (or a grey frame without a face)."""
+    from skimage.data import astronaut
+
+    base = np.asarray(Image.fromarray(astronaut()).resize((size[0], size[0])))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(frames):
+            rgb = base[i:i + size[1]] if face else np.full((size[1], size[0], 3), 128, np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_checkpoint: Path) -> Predictor:
+    return Predictor.from_checkpoint(tiny_checkpoint)
+
+
+def decoded_frames(path: Path) -> tuple[str, int, tuple[int, int]]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return stream.codec_context.name, frames, (stream.width, stream.height)
+
+
+def test_every_frame_is_labelled_into_an_h264_mp4(predictor: Predictor, tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4")
+    seen = []
+    result = annotate_video(clip, tmp_path / "out.mp4", predictor, lambda done, total: seen.append((done, total)))
+    assert (result.frames, result.fps, result.width, result.height) == (8, 10.0, 320, 240)
+    assert decoded_frames(tmp_path / "out.mp4") == ("h264", 8, (320, 240))
+    assert all(len(faces) == 1 for faces in result.faces)  # the astronaut's face in every frame
+    assert [done for done, _ in seen] == list(range(1, 9)) and seen[-1][1] == 8
+    rows = list(csv.DictReader(io.StringIO(result.timeline_csv(predictor.classes))))
+    assert len(rows) == 8 and rows[3]["seconds"] == "0.300" and rows[3]["label"] == result.faces[3][0].label
+    assert sum(float(rows[0][c]) for c in predictor.classes) == pytest.approx(1, abs=1e-3)
+    probabilities = result.main_face_probabilities(predictor.classes)
+    assert probabilities.shape == (8, 7) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    shares = result.main_face_shares(predictor.classes)
+    assert sum(shares.values()) == pytest.approx(1)
+    assert result.summary(predictor.classes).startswith("8 frames, 0.8 s at 10 frames/s, 320x240; faces in 8 of them")
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_frames_without_faces_and_large_frames(predictor: Predictor, tmp_path: Path) -> None:
+    result = annotate_video(write_clip(tmp_path / "grey.mp4", frames=3, face=False), tmp_path / "out.mp4", predictor)
+    assert result.faces == [[], [], []] and np.isnan(result.main_face_probabilities(predictor.classes)).all()
+    rows = list(csv.reader(io.StringIO(result.timeline_csv(predictor.classes))))
+    assert len(rows) == 4 and rows[1][:3] == ["0", "0.000", ""] and set(rows[1][2:]) == {""}
+    assert result.summary(predictor.classes).endswith("faces in 0 of them; the largest face: no face")
+    wide = annotate_video(write_clip(tmp_path / "wide.mp4", frames=2, size=(1600, 900)), tmp_path / "w.mp4",
+                          predictor)
+    assert (wide.width, wide.height) == (1280, 720) and decoded_frames(tmp_path / "w.mp4")[2] == (1280, 720)
+    figure = plots.emotion_timeline(np.arange(3) / 10, result.main_face_probabilities(predictor.classes),
+                                    predictor.classes)
+    assert [trace.name for trace in figure.data] == list(predictor.classes)
+
+
+def test_bad_and_long_videos_are_refused_and_nothing_is_lost(predictor: Predictor, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"an earlier result")
+    (tmp_path / "notes.mp4").write_text("not a video")
+    with pytest.raises(UserError, match=r"^notes.mp4 is not a video this app can read$"):
+        annotate_video(tmp_path / "notes.mp4", out, predictor)
+    clip = write_clip(tmp_path / "clip.mp4")
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(clip.read_bytes()[:len(clip.read_bytes()) // 3])
+    with pytest.raises(UserError, match="cut.mp4"):
+        annotate_video(truncated, out, predictor)
+    monkeypatch.setattr(video, "MAX_SECONDS", 0.5)
+    with pytest.raises(UserError, match=r"^holiday.mp4 lasts 0.8 s, over the limit of 0.5 s$"):
+        annotate_video(clip, out, predictor, name="holiday.mp4")
+    assert out.read_bytes() == b"an earlier result" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "clip.mp4", "cut.mp4", "notes.mp4", "out.mp4"]
+
+
+def test_the_video_command(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", frames=4)
+    assert main(["video", str(clip), "--checkpoint", str(tiny_checkpoint), "--csv", str(tmp_path / "f.csv")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{clip}: 4 frames, 0.4 s at 10 frames/s, 320x240; faces in 4 of them; the largest")
+    assert out[1:] == [f"wrote {tmp_path / 'clip-annotated.mp4'}", f"wrote {tmp_path / 'f.csv'}"]
+    assert decoded_frames(tmp_path / "clip-annotated.mp4")[1] == 4
+    assert len((tmp_path / "f.csv").read_text().splitlines()) == 5
+    assert main(["video", str(clip), "--out", str(clip), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert capsys.readouterr().err.strip() == f"fercore: error: --out {clip} is the video itself: name another file"
+    assert main(["video", str(tmp_path / "missing.mp4")]) == 2
+    assert "is not a file" in capsys.readouterr().err
