@@ -8,8 +8,10 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import torch
@@ -27,6 +29,7 @@ from fercore.inference import to_input
 from fercore.labels import EMOTIONS
 from fercore.live import LiveAnnotator
 from fercore.predict import Predictor
+from fercore.video import TICK, annotate_video, h264_stream
 
 BATCH = 64
 HAAR = "decode + OpenCV Haar frontal (1.1, 5)"
@@ -145,6 +148,41 @@ def webcam_rows(predictor: Predictor, scene: np.ndarray, frames: int, repeats: i
             for key, values in fps.items()]
 
 
+def video_rows(predictor: Predictor, scene: np.ndarray, frames: int, repeats: int, work: Path) -> list[Row]:
+    """Section 3: a 640x480 clip of the moving scene (30 frames/s, MPEG-4) through fercore.video.annotate_video
+    against decoding it and encoding it again as H.264 alone, with the same encoder settings."""
+    clip = work / "scene.mp4"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = scene.shape[1], scene.shape[0], "yuv420p"
+        for frame in moving_frames(scene, frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        out.mux(stream.encode(None))
+
+    def transcode() -> None:
+        with av.open(str(clip)) as source, av.open(str(work / "plain.mp4"), "w") as output:
+            encoder = h264_stream(output, Fraction(30), scene.shape[1], scene.shape[0])
+            for number, frame in enumerate(source.decode(video=0)):
+                drawn = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+                drawn.pts, drawn.time_base = round(number / 30 / TICK), TICK
+                output.mux(encoder.encode(drawn))
+            output.mux(encoder.encode(None))
+
+    plain, name = "decode + H.264 encode alone (the same clip and encoder settings)", "video.annotate_video, 640x480"
+    fps: dict[str, list[float]] = {plain: [], name: []}
+    labelled = 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        transcode()
+        fps[plain].append(frames / (time.perf_counter() - start))
+        start = time.perf_counter()
+        result = annotate_video(clip, work / "annotated.mp4", predictor)
+        fps[name].append(frames / (time.perf_counter() - start))
+        labelled = sum(1 for faces in result.faces if faces)
+    return [Row(3, plain, fps[plain], "frames/s"),
+            Row(3, name, fps[name], "frames/s", plain, f"{frames} frames, a face labelled on {labelled}")]
+
+
 def evaluation_rows(checkpoint: Path, faces: FaceSet, repeats: int) -> list[Row]:
     """Section 4: fercore.evaluate.evaluate_faces on the faces, int8 against float (bf16 autocast where the CPU has
     it) with the same TTA setting, for the checkpoint's TTA setting and without."""
@@ -181,7 +219,7 @@ def process_rows(checkpoint: Path, photo: Path, repeats: int) -> list[Row]:
 
 def inference_rows(data: Path, checkpoint: Path, work: Path, photos: int, frames: int, eval_faces: int,
                    repeats: int) -> list[Row]:
-    """Sections 2, 3, 4 and the prediction half of 6, for the checkpoint at hand."""
+    """Sections 2, 3 (webcam and video files), 4 and the prediction half of 6, for the checkpoint at hand."""
     predictor = Predictor.from_checkpoint(checkpoint)
     every = load_data(data).split("all", predictor.classes)
     pick = np.arange(eval_faces) % len(every)  # the data's faces, repeated where it has fewer
@@ -193,4 +231,4 @@ def inference_rows(data: Path, checkpoint: Path, work: Path, photos: int, frames
     photo.write_bytes(encoded[found])
     return [*face_rows(predictor, faces.images, photos), *photo_rows(predictor, encoded),
             *process_rows(checkpoint, photo, repeats), *webcam_rows(predictor, scenes[found], frames, repeats),
-            *evaluation_rows(checkpoint, faces, repeats)]
+            *video_rows(predictor, scenes[found], frames, repeats, work), *evaluation_rows(checkpoint, faces, repeats)]

@@ -254,6 +254,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else source.with_name(f"{source.stem}-annotated.mp4")
     if out.resolve() == source.resolve():
         raise UserError(f"--out {out} is the video itself: name another file")
+    if out.suffix.lower() not in (".mp4", ".m4v"):
+        raise UserError(f"--out {out}: the annotated video is an H.264 MP4: give a name ending in .mp4")
     predictor = Predictor.from_checkpoint(args.checkpoint, args.precision, args.device)
     result = annotate_video(source, out, predictor)
     print(f"{source}: {result.summary(predictor.classes)}")

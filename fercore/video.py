@@ -1,14 +1,18 @@
-"""Video files: every frame's faces boxed and labelled into a new H.264 MP4, and a timeline of the emotions.
+"""Video files: every frame's faces boxed and labelled into a new H.264 MP4 (no sound), and a timeline of the
+emotions.
 
-Frames go through the webcam's LiveAnnotator (detection every few frames, faces followed in between, emotions
-smoothed over the last frames), so a clip reads as the live webcam would have read it. Frames larger than
-MAX_SIDE are scaled down first. The timeline has a row per frame and face.
+Frames go through the webcam's LiveAnnotator: faces detected every few frames (on a copy of at most DETECT_SIDE
+pixels) and followed in between, their emotions smoothed over the last frames. Frames are turned upright (phone
+clips carry their rotation as metadata) and those larger than MAX_SIDE scaled down first; each keeps its time, so
+clips with a variable frame rate keep their timing. The timeline has a row per frame and face.
 """
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -17,31 +21,46 @@ import av
 import numpy as np
 from PIL import Image
 
+from fercore.data.images import downscale
 from fercore.draw import annotate
 from fercore.errors import UserError
 from fercore.live import LiveAnnotator
 from fercore.predict import FacePrediction, Predictor
 
 MAX_SIDE = 1280  # frames are scaled to at most this long a side (a 4K clip would be slow and heavy)
-DETECT_SIDE = 640  # faces are looked for on a copy at most this long a side (as on the webcam)
+DETECT_SIDE = 640  # faces are looked for on a copy at most this long a side
 MAX_SECONDS = 600  # longer clips are refused: minutes of work on a CPU
 VIDEO_TYPES = ("mp4", "mov", "m4v", "webm", "mkv", "avi")
-FrameProgress = Callable[[int, int], None]  # frames done, frames in all (0 when the file does not say)
+TICK = Fraction(1, 90000)  # the output's time base (MPEG's usual clock)
+FrameProgress = Callable[[int, int], None]  # frames done, frames in all (an estimate when the file gives none)
 
 
 @dataclass
 class VideoResult:
-    """What annotate_video read: the frames, their rate, and each frame's faces."""
+    """What annotate_video read: each frame's time and faces, the frame size written, and the smoothing used."""
 
-    frames: int
-    fps: float
+    times: list[float]  # seconds from the start, per frame
+    faces: list[list[FacePrediction]]  # per frame
     width: int
     height: int
-    faces: list[list[FacePrediction]]  # per frame
+    smoothing: int  # frames each face's emotion is averaged over
+    announced: int = 0  # the frames the file said it has (0: it did not say)
+
+    @property
+    def frames(self) -> int:
+        return len(self.faces)
 
     @property
     def seconds(self) -> float:
-        return self.frames / self.fps if self.fps else 0.0
+        """From the first frame to the last, plus one frame's worth."""
+        if len(self.times) < 2:
+            return 0.0
+        return (self.times[-1] - self.times[0]) * len(self.times) / (len(self.times) - 1)
+
+    @property
+    def fps(self) -> float:
+        """Frames per second on average."""
+        return self.frames / self.seconds if self.seconds else 0.0
 
     @property
     def main_faces(self) -> list[FacePrediction | None]:
@@ -63,8 +82,10 @@ class VideoResult:
         found = sum(1 for faces in self.faces if faces)
         shares = sorted(self.main_face_shares(classes).items(), key=lambda kv: -kv[1])
         shown = ", ".join(f"{c} {share:.0%}" for c, share in shares if share >= 0.005) or "no face"
+        short = (f"; only {self.frames:,} of the {self.announced:,} frames the file announces could be read: it may "
+                 "be cut short") if self.frames < self.announced else ""
         return (f"{self.frames:,} frames, {self.seconds:.1f} s at {self.fps:.3g} frames/s, {self.width}x{self.height}; "
-                f"faces in {found:,} of them; the largest face: {shown}")
+                f"faces in {found:,} of them; the largest face: {shown}{short}")
 
     def timeline_csv(self, classes: tuple[str, ...]) -> str:
         """One row per frame and face: time, face, box, label, confidence and every class's probability; a frame
@@ -72,93 +93,114 @@ class VideoResult:
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["frame", "seconds", "face", "x", "y", "w", "h", "label", "confidence", *classes])
-        for frame, faces in enumerate(self.faces):
-            seconds = f"{frame / self.fps:.3f}" if self.fps else ""
+        for frame, (time, faces) in enumerate(zip(self.times, self.faces)):
             if not faces:
-                writer.writerow([frame, seconds, *[""] * (7 + len(classes))])
+                writer.writerow([frame, f"{time:.3f}", *[""] * (7 + len(classes))])
             for number, face in enumerate(faces, 1):
-                writer.writerow([frame, seconds, number, *face.box, face.label, f"{face.confidence:.4f}",
+                writer.writerow([frame, f"{time:.3f}", number, *face.box, face.label, f"{face.confidence:.4f}",
                                  *(f"{face.probabilities[c]:.4f}" for c in classes)])
         return out.getvalue()
 
 
 def annotate_video(source: Path, out: Path, predictor: Predictor, on_progress: FrameProgress | None = None,
                    detect_every: int = 3, name: str | None = None) -> VideoResult:
-    """Write source's frames with every face boxed and labelled to out (H.264 MP4, written whole or not at all);
-    a file that is not a readable video, or one over MAX_SECONDS, gives a UserError (naming it name, if given)."""
+    """Write source's frames with every face boxed and labelled to out (H.264 MP4, whatever its suffix; written
+    whole or not at all). A file that is not a readable video, is cut short, or lasts over MAX_SECONDS gives a
+    UserError naming it name (default: its file name)."""
     name = name or source.name
     try:
-        container = av.open(str(source))
+        container = av.open(str(source), metadata_errors="replace")
     except av.error.FFmpegError:
         raise UserError(f"{name} is not a video this app can read") from None
     with container:
         if not container.streams.video:
             raise UserError(f"{name} has no video stream")
         stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 25)
-        duration = float(stream.duration * stream.time_base) if stream.duration else (
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else (
             container.duration / av.time_base if container.duration else 0.0)
         if duration > MAX_SECONDS:
-            raise UserError(f"{name} lasts {_length(duration)}, over the limit of {_length(MAX_SECONDS)}")
-        total = stream.frames or round(duration * fps)
+            raise UserError(f"{name} lasts {duration:.0f} s, over the limit of {MAX_SECONDS} s")
+        total = stream.frames or round(duration * rate)
         annotator = LiveAnnotator(predictor, detect_every=detect_every)
+        times: list[float] = []
         faces: list[list[FacePrediction]] = []
-
-        partial = out.with_name(f".{out.name}.partial.mp4")  # moved over out once whole (faststart needs a path)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.mp4", dir=_folder(out))
+        os.close(handle)  # PyAV opens it by name: the MP4 index goes to the front (faststart), which needs a path
         try:
-            with av.open(str(partial), "w", format="mp4", options={"movflags": "+faststart"}) as output:
-                encoder = None
-                try:
-                    for frame in container.decode(stream):
-                        rgb = _scaled(frame.to_ndarray(format="rgb24"))
-                        if encoder is None:
-                            encoder = _encoder(output, fps, rgb.shape[1], rgb.shape[0])
-                            annotator.detect_scale = min(1.0, DETECT_SIDE / max(rgb.shape[:2]))
-                        found = annotator.faces_in(rgb)
-                        faces.append(found)
-                        drawn = av.VideoFrame.from_ndarray(_even(annotate(rgb, found)), format="rgb24")
-                        output.mux(encoder.encode(drawn))
-                        if on_progress:
-                            on_progress(len(faces), max(total, len(faces)))
-                except av.error.FFmpegError as exc:
-                    if not faces:
-                        raise UserError(f"{name} is not a video this app can read") from None
-                    raise UserError(f"{name} is cut short after {len(faces)} frames ({exc.strerror})") from None
+            with av.open(partial, "w", format="mp4", options={"movflags": "+faststart"}) as output:
+                encoder, pts = None, -1
+                for frame in _frames(container, stream, name):
+                    time = float(frame.time) if frame.time is not None else len(times) / float(rate)
+                    if times and time - times[0] > MAX_SECONDS:  # a file that did not say how long it is
+                        raise UserError(f"{name} lasts over the limit of {MAX_SECONDS} s")
+                    rgb = _upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+                    rgb = np.asarray(downscale(Image.fromarray(rgb), MAX_SIDE)[0])
+                    if encoder is None:
+                        encoder = h264_stream(output, rate, rgb.shape[1], rgb.shape[0])
+                        annotator.detect_scale = min(1.0, DETECT_SIDE / max(rgb.shape[:2]))
+                    found = annotator.faces_in(rgb)
+                    drawn = av.VideoFrame.from_ndarray(_even(annotate(rgb, found)), format="rgb24")
+                    pts = max(round((time - (times[0] if times else time)) / TICK), pts + 1)  # rising, as encoders need
+                    drawn.pts, drawn.time_base = pts, TICK
+                    output.mux(encoder.encode(drawn))
+                    times.append(time)
+                    faces.append(found)
+                    if on_progress:
+                        on_progress(len(faces), max(total, len(faces)))
                 if encoder is None:
                     raise UserError(f"{name} has no frames")
                 output.mux(encoder.encode(None))
                 width, height = encoder.width, encoder.height
-            partial.replace(out)
+            with open(partial, "rb+") as written:
+                os.fsync(written.fileno())
+            os.replace(partial, out)
         finally:
-            partial.unlink(missing_ok=True)
-    return VideoResult(len(faces), fps, width, height, faces)
+            Path(partial).unlink(missing_ok=True)
+    return VideoResult(times, faces, width, height, annotator.smoothing, stream.frames)
 
 
-def _length(seconds: float) -> str:
-    """A clip's length as people say it: 12 min, or 45.0 s under a minute."""
-    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.1f} s"
+def h264_stream(output: av.container.OutputContainer, rate: Fraction, width: int, height: int) -> av.VideoStream:
+    """An H.264 stream browsers play: yuv420p, even sides (odd ones are cropped by a pixel), a fast preset."""
+    encoder = output.add_stream("libx264", rate=Fraction(rate).limit_denominator(1001))
+    encoder.width, encoder.height = width // 2 * 2, height // 2 * 2
+    encoder.pix_fmt = "yuv420p"
+    encoder.options = {"preset": "veryfast", "crf": "23"}
+    encoder.codec_context.time_base = TICK  # each frame keeps its own time (variable frame rates stay right)
+    return encoder
 
 
-def _scaled(rgb: np.ndarray) -> np.ndarray:
-    """The frame with its longest side at most MAX_SIDE."""
-    height, width = rgb.shape[:2]
-    if max(height, width) <= MAX_SIDE:
-        return rgb
-    factor = MAX_SIDE / max(height, width)
-    size = (max(2, round(width * factor)), max(2, round(height * factor)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+def _frames(container: av.container.InputContainer, stream: av.VideoStream, name: str) -> Iterator[av.VideoFrame]:
+    """The stream's frames; a decoding error after the first gives a UserError (cut short), before it 'not a
+    video' (errors of writing the output are not caught here)."""
+    decoded = container.decode(stream)
+    count = 0
+    while True:
+        try:
+            frame = next(decoded)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as exc:
+            if not count:
+                raise UserError(f"{name} is not a video this app can read") from None
+            raise UserError(f"{name} is cut short after {count:,} frame{'s' * (count != 1)} "
+                            f"({exc.strerror})") from None
+        count += 1
+        yield frame
+
+
+def _folder(out: Path) -> Path:
+    """out's folder, made if missing."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.parent
+
+
+def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    """The frame as it is meant to be seen: rotation (PyAV's, counterclockwise degrees) applied."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def _even(rgb: np.ndarray) -> np.ndarray:
     """The frame cropped to even sides (H.264 in yuv420p needs them)."""
     return rgb[:rgb.shape[0] // 2 * 2, :rgb.shape[1] // 2 * 2]
-
-
-def _encoder(output: av.container.OutputContainer, fps: float, width: int, height: int) -> av.VideoStream:
-    """An H.264 stream browsers play: yuv420p, even sides, a fast preset."""
-    encoder = output.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-    encoder.width, encoder.height = width // 2 * 2, height // 2 * 2
-    encoder.pix_fmt = "yuv420p"
-    encoder.options = {"preset": "veryfast", "crf": "23"}
-    return encoder

@@ -1,4 +1,5 @@
 """Predict: the emotions of the faces in photos, a camera snapshot, a video file or the live webcam."""
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,13 +66,15 @@ def annotated_clip(predictor: Predictor, checkpoint: Path, clip: UploadedFile) -
     kept = st.session_state.get("predict-video-annotated")
     if kept and kept[0] == key:
         return kept[1]
-    bar = st.progress(0.0, text=f"Reading {clip.name}")
+    bar, shown = st.progress(0.0, text=f"Reading {clip.name}"), [0.0]
 
     def progress(done: int, total: int) -> None:
-        if done % 10 == 0 or done == total:
+        if time.monotonic() - shown[0] >= 0.3:  # a few updates a second, not one per frame
+            shown[0] = time.monotonic()
             bar.progress(min(done / total, 1.0), text=f"Labelling {clip.name}: frame {done:,} of about {total:,}")
     try:
-        annotated = outputs.annotate_clip(predictor, clip.getvalue(), clip.name, progress)
+        clip.seek(0)
+        annotated = outputs.annotate_clip(predictor, clip, clip.name, progress)
     finally:
         bar.empty()
     st.session_state["predict-video-annotated"] = (key, annotated)
@@ -91,10 +94,10 @@ def show_clip(predictor: Predictor, checkpoint: Path, clip: UploadedFile) -> Non
     result, classes = annotated.result, predictor.classes
     st.video(annotated.video, format="video/mp4")
     st.caption(f"{clip.name}: {result.summary(classes)}.")
-    seconds = np.arange(result.frames) / result.fps
-    st.plotly_chart(plots.emotion_timeline(seconds, result.main_face_probabilities(classes), classes),
+    st.plotly_chart(plots.emotion_timeline(np.array(result.times), result.main_face_probabilities(classes), classes),
                     key="predict-video-timeline")
-    st.caption("The largest face's emotions, frame by frame (smoothed over the last 5 frames, as on the webcam).")
+    st.caption(f"The largest face's emotions, frame by frame (each averaged over its last {result.smoothing} frames, "
+               "as on the live webcam).")
     stem = Path(clip.name).stem
     left, right = st.columns(2)
     left.download_button("Download annotated video", annotated.video, f"{stem}-annotated.mp4", "video/mp4",
@@ -180,7 +183,7 @@ with snapshot:
 with video:
     clip = st.file_uploader("Drop a video here", type=list(VIDEO_TYPES), max_upload_size=outputs.MAX_VIDEO_UPLOAD_MB,
                             key="predict-video", help=f"Up to {MAX_SECONDS // 60} minutes; every frame is labelled "
-                                                      "as the live webcam would label it")
+                                                      "with the live webcam's face tracking and smoothing (no sound)")
     if clip is not None:
         show_clip(predictor, checkpoint, clip)
 with webcam:

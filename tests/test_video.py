@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -18,17 +20,23 @@ from fercore.video import annotate_video
 
 
 def write_clip(path: Path, frames: int = 8, fps: int = 10, size: tuple[int, int] = (320, 240),
-               face: bool = True) -> Path:
-    """A short MPEG-4 clip: the astronaut's face drifting down a pixel a frame (or a grey frame without a face)."""
+               face: bool = True, ticks: list[int] | None = None, container: str | None = None) -> Path:
+    """A short MPEG-4 clip: the astronaut's face drifting down a pixel a frame (or a grey frame without a face);
+    ticks: each frame's time in 1/fps steps (a variable frame rate); container: say h264 for a raw stream."""
     from skimage.data import astronaut
 
     base = np.asarray(Image.fromarray(astronaut()).resize((size[0], size[0])))
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
+    options = {"movflags": "+faststart"} if path.suffix == ".mp4" else {}
+    codec = "libx264" if container == "h264" else "mpeg4"
+    with av.open(str(path), "w", format=container, options=options) as out:
+        stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for i in range(frames):
+        stream.codec_context.time_base = Fraction(1, fps)
+        for i, tick in enumerate(ticks or range(frames)):
             rgb = base[i:i + size[1]] if face else np.full((size[1], size[0], 3), 128, np.uint8)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")))
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts, frame.time_base = tick, Fraction(1, fps)
+            out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return path
 
@@ -87,14 +95,64 @@ def test_bad_and_long_videos_are_refused_and_nothing_is_lost(predictor: Predicto
         annotate_video(tmp_path / "notes.mp4", out, predictor)
     clip = write_clip(tmp_path / "clip.mp4")
     truncated = tmp_path / "cut.mp4"
-    truncated.write_bytes(clip.read_bytes()[:len(clip.read_bytes()) // 3])
-    with pytest.raises(UserError, match="cut.mp4"):
+    truncated.write_bytes(clip.read_bytes()[:200])  # its header, part of its index, no frame
+    with pytest.raises(UserError, match=r"^cut.mp4 has no video stream$"):
         annotate_video(truncated, out, predictor)
+    monkeypatch.setattr(video, "annotate", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):  # a failure while writing, as the first frame is drawn
+        annotate_video(clip, out, predictor)
+    monkeypatch.undo()
     monkeypatch.setattr(video, "MAX_SECONDS", 0.5)
-    with pytest.raises(UserError, match=r"^holiday.mp4 lasts 0.8 s, over the limit of 0.5 s$"):
+    with pytest.raises(UserError, match=r"^holiday.mp4 lasts 1 s, over the limit of 0.5 s$"):
         annotate_video(clip, out, predictor, name="holiday.mp4")
+    raw = write_clip(tmp_path / "raw.h264", frames=20, container="h264")  # a stream that does not say how long
+    with pytest.raises(UserError, match=r"^raw.h264 lasts over the limit of 0.5 s$"):
+        annotate_video(raw, out, predictor)
     assert out.read_bytes() == b"an earlier result" and sorted(p.name for p in tmp_path.iterdir()) == [
-        "clip.mp4", "cut.mp4", "notes.mp4", "out.mp4"]
+        "clip.mp4", "cut.mp4", "notes.mp4", "out.mp4", "raw.h264"]
+
+
+def test_a_decoding_error_names_how_far_the_file_went() -> None:
+    class Broken:
+        def __init__(self, good: int):
+            self.good = good
+
+        def decode(self, stream: object) -> Iterator[str]:
+            yield from ["frame"] * self.good
+            raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    with pytest.raises(UserError, match=r"^a.mp4 is not a video this app can read$"):
+        list(video._frames(Broken(0), None, "a.mp4"))
+    with pytest.raises(UserError, match=r"^a.mp4 is cut short after 1 frame \(Invalid data found when processing "
+                                        r"input\)$"):
+        list(video._frames(Broken(1), None, "a.mp4"))
+    with pytest.raises(UserError, match=r"^a.mp4 is cut short after 2 frames "):
+        list(video._frames(Broken(2), None, "a.mp4"))
+
+
+def test_a_clip_cut_short_is_labelled_as_far_as_it_goes_and_says_so(predictor: Predictor, tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", frames=30)  # its index at the front: the frames go missing, not it
+    data = clip.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[:len(data) * 2 // 3])
+    result = annotate_video(tmp_path / "cut.mp4", tmp_path / "out.mp4", predictor)
+    assert 0 < result.frames < 30 and result.announced == 30
+    assert result.summary(predictor.classes).endswith(
+        f"; only {result.frames} of the 30 frames the file announces could be read: it may be cut short")
+
+
+def test_each_frame_keeps_its_time_and_turns_upright(predictor: Predictor, tmp_path: Path) -> None:
+    ticks = [0, 1, 2, 12, 13, 14]  # a variable frame rate: a second's pause after the third frame
+    result = annotate_video(write_clip(tmp_path / "vfr.mp4", ticks=ticks), tmp_path / "out.mp4", predictor)
+    assert result.times == pytest.approx([t / 10 for t in ticks])
+    with av.open(str(tmp_path / "out.mp4")) as written:
+        assert [float(f.time) for f in written.decode(video=0)] == pytest.approx([t / 10 for t in ticks], abs=1e-3)
+    rows = list(csv.DictReader(io.StringIO(result.timeline_csv(predictor.classes))))
+    assert [row["seconds"] for row in rows] == ["0.000", "0.100", "0.200", "1.200", "1.300", "1.400"]
+    frame = np.arange(6).reshape(2, 3)[..., None]  # rows 0 1 2 / 3 4 5
+    assert video._upright(frame, 0) is frame
+    assert video._upright(frame, 90)[..., 0].tolist() == [[2, 5], [1, 4], [0, 3]]  # turned a quarter to the left
+    assert video._upright(frame, -90)[..., 0].tolist() == [[3, 0], [4, 1], [5, 2]]
+    assert video._upright(frame, 180)[..., 0].tolist() == [[5, 4, 3], [2, 1, 0]]
 
 
 def test_the_video_command(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,5 +165,7 @@ def test_the_video_command(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest
     assert len((tmp_path / "f.csv").read_text().splitlines()) == 5
     assert main(["video", str(clip), "--out", str(clip), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert capsys.readouterr().err.strip() == f"fercore: error: --out {clip} is the video itself: name another file"
+    assert main(["video", str(clip), "--out", str(tmp_path / "x.avi"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert "give a name ending in .mp4" in capsys.readouterr().err
     assert main(["video", str(tmp_path / "missing.mp4")]) == 2
     assert "is not a file" in capsys.readouterr().err

@@ -3,10 +3,11 @@ bytes."""
 from __future__ import annotations
 
 import io
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -106,18 +107,21 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 @dataclass
 class AnnotatedClip:
+    """A video file's faces (fercore.video.VideoResult) and the annotated H.264 MP4's bytes."""
+
     result: VideoResult
-    video: bytes  # the annotated H.264 MP4
+    video: bytes
 
 
-def annotate_clip(predictor: Predictor, content: bytes, name: str,
+def annotate_clip(predictor: Predictor, content: IO[bytes], name: str,
                   on_progress: FrameProgress | None = None) -> AnnotatedClip:
-    """Annotate a video file's bytes (fercore.video, through files in a temporary folder that is then removed);
-    a bad file gives a UserError."""
+    """Annotate a video file (an upload: copied to a temporary folder, which is then removed, as PyAV reads
+    files; fercore.video); a bad file gives a UserError."""
     from fercore.video import annotate_video
 
     with tempfile.TemporaryDirectory(prefix="fercore-video-") as folder:
         source, out = Path(folder) / f"clip{Path(name).suffix.lower()[:8]}", Path(folder) / "annotated.mp4"
-        source.write_bytes(content)
+        with source.open("wb") as copy:
+            shutil.copyfileobj(content, copy)
         result = annotate_video(source, out, predictor, on_progress, name=name)
         return AnnotatedClip(result, out.read_bytes())
