@@ -62,6 +62,23 @@ def test_predict_labels_the_faces_of_an_uploaded_photo(page, app_server, astrona
     shoot(page, "predict")
 
 
+def test_predict_plays_back_a_labelled_video_file(page, app_server, tmp_path):
+    from tests.test_video import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=6).read_bytes()
+    open_page(page, app_server.url, "predict")
+    choose_prediction_model(page)
+    page.get_by_role("tab", name="Video file").click()
+    page.locator("input[type=file]").nth(1).set_input_files(
+        {"name": "holiday.mp4", "mimeType": "video/mp4", "buffer": clip})
+    expect(page.get_by_text(re.compile(r"holiday\.mp4: 6 frames, 0\.6 s at 10 frames/s"))).to_be_visible(timeout=SLOW)
+    player = page.get_by_test_id("stVideo")  # not the webcam tab's hidden <video>
+    expect(player).to_be_visible()
+    page.wait_for_function("document.querySelector('[data-testid=stVideo]').readyState >= 2",
+                           timeout=SLOW)  # the browser decodes the H.264 it was sent
+    assert player.evaluate("v => [v.videoWidth, v.videoHeight]") == [320, 240]
+
+
 def test_evaluate_shows_the_accuracy_of_the_chosen_checkpoint(page, app_server, shoot):
     open_page(page, app_server.url, "evaluate")
     choose_run_checkpoint(page, TINY_RUN)
