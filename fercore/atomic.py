@@ -18,6 +18,15 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def publish(written: Path, path: Path) -> None:
+    """Give a finished file written by name (by a library that needs a path) the usual permissions, flush it to
+    disk and rename it over path."""
+    os.chmod(written, 0o666 & ~_UMASK)
+    with open(written, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(written, path)
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call write(handle) on a temp file and rename it to path; on any error the old file survives."""
     path = Path(path)

@@ -21,6 +21,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from fercore.atomic import publish
 from fercore.data.images import downscale
 from fercore.draw import annotate
 from fercore.errors import UserError
@@ -32,19 +33,20 @@ DETECT_SIDE = 640  # faces are looked for on a copy at most this long a side
 MAX_SECONDS = 600  # longer clips are refused: minutes of work on a CPU
 VIDEO_TYPES = ("mp4", "mov", "m4v", "webm", "mkv", "avi")
 TICK = Fraction(1, 90000)  # the output's time base (MPEG's usual clock)
-FrameProgress = Callable[[int, int], None]  # frames done, frames in all (an estimate when the file gives none)
+MIN_SIDE = 16  # frames narrower than this are refused (H.264 needs even sides; no face fits anyway)
+FrameProgress = Callable[[int, int], None]  # frames done, frames in all (from the length if not given; 0: unknown)
 
 
 @dataclass
 class VideoResult:
     """What annotate_video read: each frame's time and faces, the frame size written, and the smoothing used."""
 
-    times: list[float]  # seconds from the start, per frame
+    times: list[float]  # seconds from the first frame, per frame
     faces: list[list[FacePrediction]]  # per frame
     width: int
     height: int
     smoothing: int  # frames each face's emotion is averaged over
-    announced: int = 0  # the frames the file said it has (0: it did not say)
+    break_note: str = ""  # how the file broke off or ended early ('' when it played to its end)
 
     @property
     def frames(self) -> int:
@@ -82,8 +84,7 @@ class VideoResult:
         found = sum(1 for faces in self.faces if faces)
         shares = sorted(self.main_face_shares(classes).items(), key=lambda kv: -kv[1])
         shown = ", ".join(f"{c} {share:.0%}" for c, share in shares if share >= 0.005) or "no face"
-        short = (f"; only {self.frames:,} of the {self.announced:,} frames the file announces could be read: it may "
-                 "be cut short") if self.frames < self.announced else ""
+        short = f"; {self.break_note}" if self.break_note else ""
         return (f"{self.frames:,} frames, {self.seconds:.1f} s at {self.fps:.3g} frames/s, {self.width}x{self.height}; "
                 f"faces in {found:,} of them; the largest face: {shown}{short}")
 
@@ -105,8 +106,9 @@ class VideoResult:
 def annotate_video(source: Path, out: Path, predictor: Predictor, on_progress: FrameProgress | None = None,
                    detect_every: int = 3, name: str | None = None) -> VideoResult:
     """Write source's frames with every face boxed and labelled to out (H.264 MP4, whatever its suffix; written
-    whole or not at all). A file that is not a readable video, is cut short, or lasts over MAX_SECONDS gives a
-    UserError naming it name (default: its file name)."""
+    whole or not at all). A file that is not a readable video, is too small, lasts over MAX_SECONDS, or cannot be
+    written gives a UserError naming it name (default: its file name); a file that breaks off is labelled as far
+    as it goes (VideoResult.break_note says so)."""
     name = name or source.name
     try:
         container = av.open(str(source), metadata_errors="replace")
@@ -120,44 +122,48 @@ def annotate_video(source: Path, out: Path, predictor: Predictor, on_progress: F
         duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else (
             container.duration / av.time_base if container.duration else 0.0)
         if duration > MAX_SECONDS:
-            raise UserError(f"{name} lasts {duration:.0f} s, over the limit of {MAX_SECONDS} s")
-        total = stream.frames or round(duration * rate)
+            raise UserError(f"{name} lasts {_length(duration)}, over the limit of {_length(MAX_SECONDS)}")
+        total = stream.frames or round(duration * rate)  # 0: unknown
         annotator = LiveAnnotator(predictor, detect_every=detect_every)
         times: list[float] = []
         faces: list[list[FacePrediction]] = []
+        frames = _Frames(container, stream, name)
         handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.mp4", dir=_folder(out))
         os.close(handle)  # PyAV opens it by name: the MP4 index goes to the front (faststart), which needs a path
         try:
             with av.open(partial, "w", format="mp4", options={"movflags": "+faststart"}) as output:
-                encoder, pts = None, -1
-                for frame in _frames(container, stream, name):
+                encoder, start, pts = None, 0.0, -1
+                for frame in frames:
                     time = float(frame.time) if frame.time is not None else len(times) / float(rate)
-                    if times and time - times[0] > MAX_SECONDS:  # a file that did not say how long it is
-                        raise UserError(f"{name} lasts over the limit of {MAX_SECONDS} s")
+                    start = time if not times else start
+                    if time - start > MAX_SECONDS:  # a file that did not say how long it is
+                        raise UserError(f"{name} lasts over the limit of {_length(MAX_SECONDS)}")
                     rgb = _upright(frame.to_ndarray(format="rgb24"), frame.rotation)
                     rgb = np.asarray(downscale(Image.fromarray(rgb), MAX_SIDE)[0])
                     if encoder is None:
+                        if min(rgb.shape[:2]) < MIN_SIDE:
+                            raise UserError(f"{name} is {rgb.shape[1]}x{rgb.shape[0]}: too small to hold a face")
                         encoder = h264_stream(output, rate, rgb.shape[1], rgb.shape[0])
                         annotator.detect_scale = min(1.0, DETECT_SIDE / max(rgb.shape[:2]))
                     found = annotator.faces_in(rgb)
                     drawn = av.VideoFrame.from_ndarray(_even(annotate(rgb, found)), format="rgb24")
-                    pts = max(round((time - (times[0] if times else time)) / TICK), pts + 1)  # rising, as encoders need
+                    pts = max(round((time - start) / TICK), pts + 1)  # rising, as encoders need
                     drawn.pts, drawn.time_base = pts, TICK
                     output.mux(encoder.encode(drawn))
-                    times.append(time)
+                    times.append(time - start)
                     faces.append(found)
                     if on_progress:
-                        on_progress(len(faces), max(total, len(faces)))
+                        on_progress(len(faces), max(total, len(faces)) if total else 0)
                 if encoder is None:
                     raise UserError(f"{name} has no frames")
                 output.mux(encoder.encode(None))
                 width, height = encoder.width, encoder.height
-            with open(partial, "rb+") as written:
-                os.fsync(written.fileno())
-            os.replace(partial, out)
+            publish(Path(partial), out)
+        except av.error.FFmpegError as exc:  # decoding errors are told apart (_Frames): this is the writing
+            raise UserError(f"cannot write the labelled video to {out} ({exc.strerror})") from None
         finally:
             Path(partial).unlink(missing_ok=True)
-    return VideoResult(times, faces, width, height, annotator.smoothing, stream.frames)
+    return VideoResult(times, faces, width, height, annotator.smoothing, frames.broke or _ends_early(times, duration))
 
 
 def h264_stream(output: av.container.OutputContainer, rate: Fraction, width: int, height: int) -> av.VideoStream:
@@ -170,23 +176,41 @@ def h264_stream(output: av.container.OutputContainer, rate: Fraction, width: int
     return encoder
 
 
-def _frames(container: av.container.InputContainer, stream: av.VideoStream, name: str) -> Iterator[av.VideoFrame]:
-    """The stream's frames; a decoding error after the first gives a UserError (cut short), before it 'not a
-    video' (errors of writing the output are not caught here)."""
-    decoded = container.decode(stream)
-    count = 0
-    while True:
-        try:
-            frame = next(decoded)
-        except StopIteration:
-            return
-        except av.error.FFmpegError as exc:
-            if not count:
-                raise UserError(f"{name} is not a video this app can read") from None
-            raise UserError(f"{name} is cut short after {count:,} frame{'s' * (count != 1)} "
-                            f"({exc.strerror})") from None
-        count += 1
-        yield frame
+class _Frames:
+    """The stream's frames. A decoding error before the first is a UserError ('not a video'); after it, the frames
+    end there and broke says so (errors of writing the output are not caught here)."""
+
+    def __init__(self, container: av.container.InputContainer, stream: av.VideoStream, name: str):
+        self.decoded, self.name = container.decode(stream), name
+        self.count, self.broke = 0, ""
+
+    def __iter__(self) -> Iterator[av.VideoFrame]:
+        while True:
+            try:
+                frame = next(self.decoded)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:
+                if not self.count:
+                    raise UserError(f"{self.name} is not a video this app can read") from None
+                self.broke = (f"the file breaks off after {self.count:,} frame{'s' * (self.count != 1)} "
+                              f"({exc.strerror}): labelled as far as it goes")
+                return
+            self.count += 1
+            yield frame
+
+
+def _ends_early(times: list[float], duration: float) -> str:
+    """A note when the frames stop well before the length the file gives (a file cut short), else ''."""
+    shown = times[-1] if times else 0.0
+    if duration and shown < duration - max(1.0, 0.1 * duration):
+        return f"its frames stop at {shown:.1f} s of the {duration:.1f} s it announces: it may be cut short"
+    return ""
+
+
+def _length(seconds: float) -> str:
+    """A clip's length as people say it: 45.0 s, 10 min 01 s."""
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 def _folder(out: Path) -> Path:

@@ -71,7 +71,8 @@ def annotated_clip(predictor: Predictor, checkpoint: Path, clip: UploadedFile) -
     def progress(done: int, total: int) -> None:
         if time.monotonic() - shown[0] >= 0.3:  # a few updates a second, not one per frame
             shown[0] = time.monotonic()
-            bar.progress(min(done / total, 1.0), text=f"Labelling {clip.name}: frame {done:,} of about {total:,}")
+            bar.progress(min(done / total, 1.0) if total else 0.0,
+                         text=f"Labelling {clip.name}: frame {done:,}" + (f" of about {total:,}" if total else ""))
     try:
         clip.seek(0)
         annotated = outputs.annotate_clip(predictor, clip, clip.name, progress)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import stat
+import struct
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -103,7 +106,7 @@ def test_bad_and_long_videos_are_refused_and_nothing_is_lost(predictor: Predicto
         annotate_video(clip, out, predictor)
     monkeypatch.undo()
     monkeypatch.setattr(video, "MAX_SECONDS", 0.5)
-    with pytest.raises(UserError, match=r"^holiday.mp4 lasts 1 s, over the limit of 0.5 s$"):
+    with pytest.raises(UserError, match=r"^holiday.mp4 lasts 0.8 s, over the limit of 0.5 s$"):
         annotate_video(clip, out, predictor, name="holiday.mp4")
     raw = write_clip(tmp_path / "raw.h264", frames=20, container="h264")  # a stream that does not say how long
     with pytest.raises(UserError, match=r"^raw.h264 lasts over the limit of 0.5 s$"):
@@ -112,7 +115,7 @@ def test_bad_and_long_videos_are_refused_and_nothing_is_lost(predictor: Predicto
         "clip.mp4", "cut.mp4", "notes.mp4", "out.mp4", "raw.h264"]
 
 
-def test_a_decoding_error_names_how_far_the_file_went() -> None:
+def test_a_file_that_breaks_off_is_labelled_as_far_as_it_goes() -> None:
     class Broken:
         def __init__(self, good: int):
             self.good = good
@@ -122,22 +125,23 @@ def test_a_decoding_error_names_how_far_the_file_went() -> None:
             raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
 
     with pytest.raises(UserError, match=r"^a.mp4 is not a video this app can read$"):
-        list(video._frames(Broken(0), None, "a.mp4"))
-    with pytest.raises(UserError, match=r"^a.mp4 is cut short after 1 frame \(Invalid data found when processing "
-                                        r"input\)$"):
-        list(video._frames(Broken(1), None, "a.mp4"))
-    with pytest.raises(UserError, match=r"^a.mp4 is cut short after 2 frames "):
-        list(video._frames(Broken(2), None, "a.mp4"))
+        list(video._Frames(Broken(0), None, "a.mp4"))
+    for good, frames in ((1, "1 frame"), (2, "2 frames")):
+        frames_read = video._Frames(Broken(good), None, "a.mp4")
+        assert list(frames_read) == ["frame"] * good
+        assert frames_read.broke == (f"the file breaks off after {frames} (Invalid data found when processing "
+                                     "input): labelled as far as it goes")
 
 
 def test_a_clip_cut_short_is_labelled_as_far_as_it_goes_and_says_so(predictor: Predictor, tmp_path: Path) -> None:
-    clip = write_clip(tmp_path / "clip.mp4", frames=30)  # its index at the front: the frames go missing, not it
+    clip = write_clip(tmp_path / "clip.mp4", frames=40)  # its index at the front: the frames go missing, not it
     data = clip.read_bytes()
-    (tmp_path / "cut.mp4").write_bytes(data[:len(data) * 2 // 3])
+    (tmp_path / "cut.mp4").write_bytes(data[:len(data) // 2])
     result = annotate_video(tmp_path / "cut.mp4", tmp_path / "out.mp4", predictor)
-    assert 0 < result.frames < 30 and result.announced == 30
-    assert result.summary(predictor.classes).endswith(
-        f"; only {result.frames} of the 30 frames the file announces could be read: it may be cut short")
+    assert 0 < result.frames < 40 and result.break_note
+    assert result.summary(predictor.classes).endswith(f"; {result.break_note}")
+    whole = annotate_video(clip, tmp_path / "whole.mp4", predictor)
+    assert whole.break_note == "" and "cut short" not in whole.summary(predictor.classes)
 
 
 def test_each_frame_keeps_its_time_and_turns_upright(predictor: Predictor, tmp_path: Path) -> None:
@@ -148,6 +152,8 @@ def test_each_frame_keeps_its_time_and_turns_upright(predictor: Predictor, tmp_p
         assert [float(f.time) for f in written.decode(video=0)] == pytest.approx([t / 10 for t in ticks], abs=1e-3)
     rows = list(csv.DictReader(io.StringIO(result.timeline_csv(predictor.classes))))
     assert [row["seconds"] for row in rows] == ["0.000", "0.100", "0.200", "1.200", "1.300", "1.400"]
+    late = annotate_video(write_clip(tmp_path / "late.mp4", ticks=[5, 6, 7]), tmp_path / "o.mp4", predictor)
+    assert late.times == pytest.approx([0, 0.1, 0.2])  # from the first frame, as the MP4 written plays
     frame = np.arange(6).reshape(2, 3)[..., None]  # rows 0 1 2 / 3 4 5
     assert video._upright(frame, 0) is frame
     assert video._upright(frame, 90)[..., 0].tolist() == [[2, 5], [1, 4], [0, 3]]  # turned a quarter to the left
@@ -169,3 +175,35 @@ def test_the_video_command(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest
     assert "give a name ending in .mp4" in capsys.readouterr().err
     assert main(["video", str(tmp_path / "missing.mp4")]) == 2
     assert "is not a file" in capsys.readouterr().err
+
+
+def test_a_phone_clip_is_turned_upright(predictor: Predictor, tmp_path: Path) -> None:
+    """A landscape clip marked, as phones mark portrait ones, to be shown turned a quarter clockwise."""
+    with av.open(str(tmp_path / "flat.mp4"), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        for _ in range(3):
+            rgb = np.zeros((32, 64, 3), np.uint8)
+            rgb[:8, :8] = 255  # a white top-left corner
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode(None))
+    data = bytearray((tmp_path / "flat.mp4").read_bytes())
+    matrix = data.find(b"tkhd") + 4 + 4 + 4 * 5 + 8 + 8  # version 0: flags, times, ids, duration, reserved, layer...
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)
+    (tmp_path / "phone.mp4").write_bytes(bytes(data))
+    result = annotate_video(tmp_path / "phone.mp4", tmp_path / "out.mp4", predictor)
+    assert (result.width, result.height) == (32, 64)
+    with av.open(str(tmp_path / "out.mp4")) as written:
+        first = next(written.decode(video=0)).to_ndarray(format="rgb24")
+    assert first[:6, -6:].mean() > 200 and first[:6, :6].mean() < 50  # the corner went to the top right
+
+
+def test_a_tiny_video_is_refused_and_the_output_gets_the_usual_permissions(predictor: Predictor,
+                                                                         tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"^strip.mp4 is 64x8: too small to hold a face$"):
+        annotate_video(write_clip(tmp_path / "strip.mp4", frames=2, size=(64, 8)), tmp_path / "o.mp4", predictor)
+    annotate_video(write_clip(tmp_path / "clip.mp4", frames=2), tmp_path / "o.mp4", predictor)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "o.mp4").stat().st_mode) == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "o.mp4", "strip.mp4"]
