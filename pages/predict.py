@@ -101,9 +101,9 @@ def show_clip(predictor: Predictor, checkpoint: Path, clip: UploadedFile) -> Non
                "as on the live webcam).")
     stem = Path(clip.name).stem
     left, right = st.columns(2)
-    left.download_button("Download annotated video", annotated.video, f"{stem}-annotated.mp4", "video/mp4",
+    left.download_button("Download annotated video", lambda: annotated.video, f"{stem}-annotated.mp4", "video/mp4",
                          on_click="ignore", key="predict-video-mp4")
-    right.download_button("Every face of every frame (CSV)", result.timeline_csv(classes), f"{stem}-faces.csv",
+    right.download_button("Every face of every frame (CSV)", lambda: result.timeline_csv(classes), f"{stem}-faces.csv",
                           "text/csv", on_click="ignore", key="predict-video-csv")
 
 
