@@ -5,7 +5,8 @@ Nothing here imports torch at import time: the home page uses it too.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -160,6 +161,24 @@ def stored_uploads_manager(key: str) -> None:
                 st.session_state[f"{key}-uploads-cleared"] = st.session_state.get(f"{key}-uploads-cleared", 0) + 1
             st.toast(f"Deleted {doomed.name}")
             st.rerun()
+
+
+@contextmanager
+def progress_bar(describe: Callable[[int, int], str], start: str = "") -> Iterator[Callable[[int, int], None]]:
+    """A progress bar while the block runs (showing start until the first report, if given), fed by the callback
+    it yields (done, total; total 0: unknown), redrawn a few times a second at most and at the end; gone after."""
+    bar, shown = st.empty(), [0.0]
+    if start:
+        bar.progress(0.0, text=start)
+
+    def progress(done: int, total: int) -> None:
+        if time.monotonic() - shown[0] >= 0.3 or done == total:  # a few updates a second, not one per step
+            shown[0] = time.monotonic()
+            bar.progress(min(done / total, 1.0) if total else 0.0, text=describe(done, total))
+    try:
+        yield progress
+    finally:
+        bar.empty()
 
 
 def mtime(path: Path) -> float:

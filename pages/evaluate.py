@@ -1,7 +1,6 @@
 """Evaluate: a checkpoint on a data split: accuracy, macro F1, confusion, per-class report, the comparison with
 another model, calibration, confident mistakes."""
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +24,7 @@ from pages._common import (
     load_model_at,
     mtime,
     picked_checkpoint,
+    progress_bar,
     show_card,
 )
 
@@ -51,17 +51,9 @@ def evaluation(checkpoint: Path, data: FaceData, split: str, tta: bool, precisio
            carve_of and (str(carve_of), mtime(carve_of)))
     if (kept := _reports().get(key)) is not None:
         return kept
-    bar, shown = st.empty(), [0.0]
-
-    def progress(done: int, total: int) -> None:
-        if time.monotonic() - shown[0] >= 0.3 or done == total:  # a few updates a second, not one per pass
-            shown[0] = time.monotonic()
-            bar.progress(done / total, text=f"Evaluating: {done:,} of {total:,} faces")
-    try:
+    with progress_bar(lambda done, total: f"Evaluating: {done:,} of {total:,} faces") as progress:
         report = evaluate(checkpoint, data, split, tta, precision, on_progress=progress,
                           carve_of=checkpoint_card(carve_of) if carve_of else None)
-    finally:
-        bar.empty()
     _reports().put(key, report)
     return report
 

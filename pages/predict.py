@@ -1,5 +1,4 @@
 """Predict: the emotions of the faces in photos, a camera snapshot, a video file or the live webcam."""
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from fercore.errors import SHOWN_AS_ONE_LINE
 from fercore.live import LiveAnnotator, frames_to_annotate
 from fercore.predict import ImagePrediction, Predictor
 from fercore.video import MAX_SECONDS, VIDEO_TYPES
-from pages._common import enter_app, explained_faces, load_predictor, mtime, picked_checkpoint
+from pages._common import enter_app, explained_faces, load_predictor, mtime, picked_checkpoint, progress_bar
 
 enter_app()
 
@@ -66,18 +65,11 @@ def annotated_clip(predictor: Predictor, checkpoint: Path, clip: UploadedFile) -
     kept = st.session_state.get("predict-video-annotated")
     if kept and kept[0] == key:
         return kept[1]
-    bar, shown = st.progress(0.0, text=f"Reading {clip.name}"), [0.0]
-
-    def progress(done: int, total: int) -> None:
-        if time.monotonic() - shown[0] >= 0.3:  # a few updates a second, not one per frame
-            shown[0] = time.monotonic()
-            bar.progress(min(done / total, 1.0) if total else 0.0,
-                         text=f"Labelling {clip.name}: frame {done:,}" + (f" of about {total:,}" if total else ""))
-    try:
+    def describe(done: int, total: int) -> str:
+        return f"Labelling {clip.name}: frame {done:,}" + (f" of about {total:,}" if total else "")
+    with progress_bar(describe, start=f"Reading {clip.name}") as progress:
         clip.seek(0)
         annotated = outputs.annotate_clip(predictor, clip, clip.name, progress)
-    finally:
-        bar.empty()
     st.session_state["predict-video-annotated"] = (key, annotated)
     return annotated
 
