@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,7 @@ class Comparison:
 
     def per_class(self) -> dict[str, dict[str, Any]]:
         """Per true class: its faces, each model's recall (None without faces) and the faces gained and lost."""
-        right = [self.first.predictions == self.first.labels, self.second.predictions == self.second.labels]
-        gained, lost = self._changed(gained=True), self._changed(gained=False)
+        right, gained, lost = self._right, self._changed(gained=True), self._changed(gained=False)
         rows = {}
         for index, name in enumerate(self.first.classes):
             mine = self.first.labels == index
@@ -129,10 +129,14 @@ class Comparison:
                 "mcnemar_p": self.p_value, "agreement": self.agreement, "per_class": self.per_class(),
                 "notes": self.notes()}
 
+    @cached_property
+    def _right(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per face: whether the first and whether the second model got it right."""
+        return self.first.predictions == self.first.labels, self.second.predictions == self.second.labels
+
     def _changed(self, gained: bool) -> np.ndarray:
         """Per face: right by the second and wrong by the first (gained), or the reverse."""
-        first = self.first.predictions == self.first.labels
-        second = self.second.predictions == self.second.labels
+        first, second = self._right
         return second & ~first if gained else first & ~second
 
     @staticmethod

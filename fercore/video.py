@@ -128,7 +128,8 @@ def annotate_video(source: Path, out: Path, predictor: Predictor, on_progress: F
         times: list[float] = []
         faces: list[list[FacePrediction]] = []
         frames = _Frames(container, stream, name)
-        handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.mp4", dir=_folder(out))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial.mp4", dir=out.parent)
         os.close(handle)  # PyAV opens it by name: the MP4 index goes to the front (faststart), which needs a path
         try:
             with av.open(partial, "w", format="mp4", options={"movflags": "+faststart"}) as output:
@@ -211,12 +212,6 @@ def _ends_early(times: list[float], duration: float) -> str:
 def _length(seconds: float) -> str:
     """A clip's length as people say it: 45.0 s, 10 min 01 s."""
     return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-
-
-def _folder(out: Path) -> Path:
-    """out's folder, made if missing."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out.parent
 
 
 def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
