@@ -4,7 +4,9 @@ emotions.
 Frames go through the webcam's LiveAnnotator: faces detected every few frames (on a copy of at most DETECT_SIDE
 pixels) and followed in between, their emotions smoothed over the last frames. Frames are turned upright (phone
 clips carry their rotation as metadata) and those larger than MAX_SIDE scaled down first; each keeps its time, so
-clips with a variable frame rate keep their timing. The timeline has a row per frame and face.
+clips with a variable frame rate keep their timing; a stream that changes its frame size is fitted into the
+first frame's size (bars beside or above it; the faces' boxes stay in each frame's own pixels). The timeline has a
+row per frame and face.
 """
 from __future__ import annotations
 
@@ -147,7 +149,8 @@ def annotate_video(source: Path, out: Path, predictor: Predictor, on_progress: F
                         encoder = h264_stream(output, rate, rgb.shape[1], rgb.shape[0])
                         annotator.detect_scale = min(1.0, DETECT_SIDE / max(rgb.shape[:2]))
                     found = annotator.faces_in(rgb)
-                    drawn = av.VideoFrame.from_ndarray(_even(annotate(rgb, found)), format="rgb24")
+                    drawn = av.VideoFrame.from_ndarray(_fitted(annotate(rgb, found), encoder.width, encoder.height),
+                                                       format="rgb24")
                     pts = max(round((time - start) / TICK), pts + 1)  # rising, as encoders need
                     drawn.pts, drawn.time_base = pts, TICK
                     output.mux(encoder.encode(drawn))
@@ -220,6 +223,15 @@ def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
-def _even(rgb: np.ndarray) -> np.ndarray:
-    """The frame cropped to even sides (H.264 in yuv420p needs them)."""
-    return rgb[:rgb.shape[0] // 2 * 2, :rgb.shape[1] // 2 * 2]
+def _fitted(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The frame at the output's size: cropped to even sides (H.264 in yuv420p needs them), or, where the stream
+    changed its frame size since the first frame, scaled to fit and centred on black (not stretched)."""
+    if (rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2) == (height, width):
+        return rgb[:height, :width]
+    scale = min(width / rgb.shape[1], height / rgb.shape[0])
+    inner_w = min(width, max(1, round(rgb.shape[1] * scale)))
+    inner_h = min(height, max(1, round(rgb.shape[0] * scale)))
+    fitted = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - inner_h) // 2, (width - inner_w) // 2
+    fitted[top:top + inner_h, left:left + inner_w] = Image.fromarray(rgb).resize((inner_w, inner_h), Image.BILINEAR)
+    return fitted

@@ -207,3 +207,29 @@ def test_a_tiny_video_is_refused_and_the_output_gets_the_usual_permissions(predi
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "o.mp4").stat().st_mode) == 0o666 & ~umask
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "o.mp4", "strip.mp4"]
+
+
+def test_a_clip_that_changes_its_frame_size_is_letterboxed_not_stretched(predictor: Predictor,
+                                                                         tmp_path: Path) -> None:
+    path = tmp_path / "sizes.mkv"  # Motion JPEG: two grey 320x240 frames, then two white 160x240 ones
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("mjpeg", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuvj420p"
+        stream.codec_context.time_base = Fraction(1, 10)
+        narrow = av.CodecContext.create("mjpeg", "w")
+        narrow.width, narrow.height, narrow.pix_fmt, narrow.time_base = 160, 240, "yuvj420p", Fraction(1, 10)
+        for i in range(4):
+            context, shape = (stream.codec_context, (240, 320)) if i < 2 else (narrow, (240, 160))
+            frame = av.VideoFrame.from_ndarray(np.full((*shape, 3), 255 if i >= 2 else 128, np.uint8), "rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            for packet in context.encode(frame):
+                packet.stream = stream
+                out.mux(packet)
+    result = annotate_video(path, tmp_path / "out.mp4", predictor)
+    assert (result.frames, result.width, result.height) == (4, 320, 240)
+    with av.open(str(tmp_path / "out.mp4")) as written:
+        last = list(written.decode(video=0))[-1].to_ndarray(format="rgb24")
+    assert last.shape == (240, 320, 3)
+    assert last[:, :70].mean() < 20 and last[:, -70:].mean() < 20 and last[:, 90:230].mean() > 235  # bars beside it
+    odd = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    assert np.array_equal(video._fitted(odd, 6, 4), odd[:4, :6])  # the first size: cropped to even sides only
