@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fercore.checkpoint import TEMPERATURE, model_from_checkpoint, read_checkpoint  # noqa: E402
+from fercore.checkpoint import TEMPERATURE, model_from_checkpoint, read_checkpoint, temperatures_of  # noqa: E402
 from fercore.data import load_data  # noqa: E402
 from fercore.evaluate import own_split  # noqa: E402
 from fercore.metrics import calibration  # noqa: E402
@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     raw = read_checkpoint(args.checkpoint)
-    shipped = model_from_checkpoint(raw, Path(args.checkpoint).name).temperature
+    shipped = temperatures_of(raw, Path(args.checkpoint).name)
     network = model_from_checkpoint({**raw, TEMPERATURE: 1.0}, Path(args.checkpoint).name)
     faces = own_split(raw, load_data(args.data), "val")
     print(f"{args.checkpoint}: {len(faces.labels):,} validation faces, {network.dtype}, its temperatures "

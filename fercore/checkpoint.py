@@ -195,11 +195,13 @@ def model_from_checkpoint(data: dict[str, Any], name: str, device: str | torch.d
     pre = data["preprocessing"]
     return LoadedModel(model, tuple(data["classes"]), pre["mean"], pre["std"], pre["size"],
                        bool(data.get("tta", True)), model_card(data), runner, dtype, leakage.learned_digests(data),
-                       _temperatures(data.get(TEMPERATURE, 1.0), name))
+                       temperatures_of(data, name))
 
 
-def _temperatures(stored: Any, name: str) -> Temperatures:
-    """A checkpoint's temperatures: per view, or one number for both (checkpoints shipped before per-view ones)."""
+def temperatures_of(data: dict[str, Any], name: str) -> Temperatures:
+    """A checkpoint's temperatures: per view, or one number for both (checkpoints shipped before per-view ones),
+    1 for both when it has none."""
+    stored = data.get(TEMPERATURE, 1.0)
     values = stored if isinstance(stored, dict) else {"tta": stored, "one_view": stored}
     for value in (values.get("tta"), values.get("one_view")):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:

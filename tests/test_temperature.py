@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fercore.checkpoint import TEMPERATURE, CheckpointError, model_from_checkpoint, read_checkpoint
+from fercore.checkpoint import TEMPERATURE, CheckpointError, model_from_checkpoint, read_checkpoint, temperatures_of
 from fercore.metrics import calibration
 from fercore.temperature import Temperatures, cross_fitted, fit_temperature, log_loss, sharpen
 
@@ -70,3 +70,5 @@ def test_a_checkpoints_temperature_scales_what_its_model_gives(tiny_checkpoint: 
         with pytest.raises(CheckpointError, match="is not a positive number"):
             model_from_checkpoint({**raw, TEMPERATURE: bad}, "tiny")
     assert torch.load(tiny_checkpoint, weights_only=True).get(TEMPERATURE) is None  # runs are not scaled
+    assert temperatures_of(raw, "tiny") == Temperatures(1.0, 1.0)  # read without building the model
+    assert temperatures_of({**raw, TEMPERATURE: {"tta": 0.8, "one_view": 0.9}}, "tiny") == Temperatures(0.8, 0.9)
