@@ -233,5 +233,6 @@ def _fitted(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     inner_h = min(height, max(1, round(rgb.shape[0] * scale)))
     fitted = np.zeros((height, width, 3), np.uint8)
     top, left = (height - inner_h) // 2, (width - inner_w) // 2
-    fitted[top:top + inner_h, left:left + inner_w] = Image.fromarray(rgb).resize((inner_w, inner_h), Image.BILINEAR)
+    scaled = Image.fromarray(rgb).resize((inner_w, inner_h), Image.Resampling.BILINEAR)
+    fitted[top:top + inner_h, left:left + inner_w] = scaled
     return fitted
