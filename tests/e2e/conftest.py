@@ -7,6 +7,7 @@ share the machine's network, with a warning.
 
 The app gets its own runs, data and cache folders, with one finished run (the `tiny_checkpoint` model) in it; a test
 that needs a server nobody has visited yet gets one of its own (fresh_app_server).
+Run in parallel (pytest-xdist), they stay together on one worker (pytest_collection_modifyitems).
 Screenshots go to the session's tmp folder, and to docs/screenshots/ when FERCORE_SCREENSHOTS=1. A failing test
 leaves its page's screenshot and the server's log under test-artifacts/e2e/.
 """
@@ -222,6 +223,16 @@ def browser(chromium_executable: str, fake_webcam: tuple[Path, np.ndarray]) -> I
             yield browser
         finally:
             browser.close()
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`--dist loadgroup`, as .ci/run runs them) the browser tests share one worker: one app server
+    and one browser, while the other workers take the rest of the suite."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 @pytest.hookimpl(hookwrapper=True)
