@@ -1,12 +1,13 @@
 """App-launched training against the CLI: images/s of the same training run started from a shell, alone, and started
 the app's way while the app's server runs and a browser watches the run live.
 
-The app launches `nice -n 10 python -m fercore train --config RUN/launch.json --run-dir RUN --threads T` through
-`fercore.app.launcher.start_training`, with T = `training_threads()`: every usable core that no active run holds.
+The app launches `python -m fercore train --config RUN/launch.json --run-dir RUN --threads T`, with passive OpenMP
+waiting, through `fercore.app.launcher.start_training`, with T = `training_threads()`: every usable core that no
+active run holds.
 Here each variant runs one recipe (the shipped `fer2013` preset, one epoch) on the same data:
 
-- *CLI alone*: `python -m fercore train --config SAME.json --run-dir RUN --threads T` (the app's command without
-  `nice`), with nothing else running, for T = cores - 1, every core and the app's own choice;
+- *CLI alone*: `python -m fercore train --config SAME.json --run-dir RUN --threads T` (the app's command, OpenMP
+  waiting as it defaults), with nothing else running, for T = cores - 1, every core and the app's own choice;
 - *app-launched*: `launcher.start_training` itself (its `training_threads` replaced for each T), while
   `streamlit run streamlit_app.py` serves the app and a headless Chromium (Debian's, as the browser tests start it)
   keeps the Train page's Live tab open on that run; the tab reruns its panel (progress, curves) every 2 s.
@@ -158,7 +159,7 @@ def follow(run: RunDir, window_s: float, wait: Wait, ready_at: float = 0.0) -> S
 
 
 def launch_cli(config: Path, run_dir: Path, threads: int) -> tuple[RunDir, subprocess.Popen]:
-    """The app's training command without `nice`, as a user types it: same recipe file, same flags."""
+    """The app's training command as a user types it: same recipe file, same flags."""
     run_dir.mkdir(parents=True)
     with open(run_dir / launcher.TRAIN_LOG, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "fercore", "train", "--config", str(config), "--run-dir",
@@ -279,7 +280,6 @@ def app_training_rows(data: str, window_s: float, rounds: int, work: Path) -> li
                 f"{statistics.median(s.other_cores for s in measured):.2f}")
         if variant.app:
             baseline = cli[variant.threads].name
-            note += "; nice -n 10"
             if variant.threads == app_threads:
                 note = (f"**vs the best CLI run ({best_cli}): {medians[variant.name] / medians[best_cli]:.2f}x** "
                         f"(requirement: at least 0.80x); " + note)

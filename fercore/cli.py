@@ -81,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "label_smoothing": args.label_smoothing, "class_weights": args.class_weights, "early_stop": args.early_stop,
         "val_fraction": args.val_fraction, "seed": args.seed, "device": args.device, "threads": args.threads,
         "amp": args.amp, "init_from": args.init, "teachers": args.teachers, "distill": args.distill,
-        "swa_epochs": args.swa_epochs,
+        "teaching": args.teaching, "swa_epochs": args.swa_epochs,
     }.items() if v is not None}
     if args.classes:
         from fercore.labels import resolve_classes
@@ -116,8 +116,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg.validate()  # types and paths checked before they are anchored
     _anchor_paths(cfg)
     run_dir = output_path(args.run_dir) if args.run_dir else runs_dir() / default_run_name(cfg.arch)
-    if args.distill is not None and not cfg.teachers:
-        raise UserError("--distill weighs the teachers' predictions: give --teachers too")
+    for flag, value in (("--distill", args.distill), ("--teaching", args.teaching)):
+        if value is not None and not cfg.teachers:
+            raise UserError(f"{flag} is about the teachers' predictions: give --teachers too")
     result = run_training(cfg, run_dir, on_progress=_progress_printer(run_dir))
     return _train_result(result, run_dir)
 
@@ -409,7 +410,7 @@ def _show_recipe_defaults(train: argparse.ArgumentParser) -> None:
 
 def build_parser() -> _Parser:
     from fercore.checkpoint import PRECISIONS
-    from fercore.config import AMP_MODES, CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES
+    from fercore.config import AMP_MODES, CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES, TEACHING
     from fercore.data.dataset import SPLITS
     from fercore.export import FORMATS
     from fercore.hardware import DEVICES
@@ -451,6 +452,10 @@ def build_parser() -> _Parser:
                             "learned this run's validation faces)")
     train.add_argument("--distill", type=float, metavar="WEIGHT",
                        help="weight of the teachers' soft targets in the loss, in (0, 1]")
+    train.add_argument("--teaching", choices=TEACHING,
+                       help="what the teachers see: fixed = each plain face once, before the first epoch; live = "
+                            "every augmented (and mixed) batch the student sees, which costs their forward pass "
+                            "each step")
     train.add_argument("--swa-epochs", type=int, metavar="N",
                        help="average the weights of the last N epochs (stochastic weight averaging); 0 = off")
     train.add_argument("--run-dir")

@@ -15,6 +15,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "plateau", "exponential", "constant")
 CLASS_WEIGHTS = ("none", "balanced", "sqrt")
 AMP_MODES = ("auto", "on", "off")
+TEACHING = ("fixed", "live")  # what distillation's teachers see: each plain face once, or every augmented batch
 MAX_EPOCHS = 10_000  # a typo's bound: the longest published FER2013 schedules run a few hundred
 
 
@@ -48,6 +49,7 @@ class TrainConfig:
     init_from: str | None = None  # start from this checkpoint's weights (same architecture and classes)
     teachers: list[str] = field(default_factory=list)  # checkpoints whose averaged predictions are soft targets
     distill: float = 0.5  # weight of the teachers' soft targets in the loss (used only with teachers)
+    teaching: str = "fixed"  # what the teachers see: each plain face once (fixed) or every augmented batch (live)
     swa_epochs: int = 0  # average the weights of the last this many epochs (stochastic weight averaging); 0 = off
 
     def validate(self) -> None:
@@ -81,6 +83,7 @@ class TrainConfig:
             (0 < self.val_fraction < 0.5, "validation fraction must be in (0, 0.5)"),
             (self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}"),
             (0 < self.distill <= 1, "the distillation weight must be in (0, 1]"),
+            (self.teaching in TEACHING, f"teaching must be one of {', '.join(TEACHING)}"),
             (self.weight_decay >= 0, "weight decay must not be negative"),
             (all(0 <= v < math.inf for k, v in self.augment.to_dict().items() if k != "erase_area"),
              "augmentation strengths must be finite and not negative (0 = off)"),
@@ -209,7 +212,7 @@ def matching_preset(config: dict[str, Any]) -> str | None:
 # Recipe options whose `fercore train` flag is their name in dashes (the data, the machine's options, the
 # teachers and --init are given apart)
 FLAGGED_OPTIONS = ("arch", "epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
-                   "class_weights", "early_stop", "val_fraction", "seed", "swa_epochs")
+                   "class_weights", "early_stop", "val_fraction", "seed", "swa_epochs", "teaching")
 UNFLAGGED_OPTIONS = ("momentum", "nesterov", "split_seed", "tta")  # set only by --config
 MIXING = ("mixup", "cutmix")
 

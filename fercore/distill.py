@@ -8,35 +8,59 @@ import numpy as np
 import torch
 from torch import nn
 
-from fercore.checkpoint import load_model
+from fercore import hardware
+from fercore.checkpoint import LoadedModel, load_model
 from fercore.errors import UserError
 from fercore.inference import Progress
 from fercore.leakage import Holdout
 from fercore.temperature import Temperatures
 
 
-def teacher_probabilities(paths: Sequence[str | Path], faces: np.ndarray, classes: Sequence[str],
-                          holdout: Holdout, device: torch.device, on_progress: Progress | None = None) -> torch.Tensor:
-    """The teachers' class probabilities [N,C] for the faces, averaged, each with its own default TTA but not its
-    temperature (that scales what a model says, not what it teaches: the targets stay those of the network, as before
-    temperatures); on_progress(done, total) counts the faces of all teachers' passes (N x teachers in all).
-
-    Each teacher must have the run's classes and must not have learned the run's validation faces (holdout):
-    it would leak their labels into training."""
-    teachers = [(path, load_model(path, device)) for path in paths]  # all checked before any runs
-    for path, teacher in teachers:
-        teacher.temperature = Temperatures()  # loaded for this pass alone: its network's probabilities
+def load_teachers(paths: Sequence[str | Path], classes: Sequence[str], holdout: Holdout, device: torch.device,
+                  precision: str = "auto") -> list[LoadedModel]:
+    """The teachers, each checked (all before any runs): they must have the run's classes and must not have learned
+    the run's validation faces (holdout): that would leak their labels into training."""
+    teachers = []
+    for path in paths:
+        teacher = load_model(path, device, precision)
+        teacher.temperature = Temperatures()  # what a model teaches is its network's probabilities, unscaled
         if tuple(teacher.classes) != tuple(classes):
             raise UserError(f"teacher {path} predicts {', '.join(teacher.classes)}; the run needs "
                             f"{', '.join(classes)}")
         holdout.check(f"teacher {path}", teacher.info, teacher.learned, strict=True)
+        teachers.append(teacher)
+    return teachers
+
+
+def teacher_probabilities(paths: Sequence[str | Path], faces: np.ndarray, classes: Sequence[str],
+                          holdout: Holdout, device: torch.device, on_progress: Progress | None = None) -> torch.Tensor:
+    """The teachers' class probabilities [N,C] for the faces, averaged, each with its own default TTA but not its
+    temperature; on_progress(done, total) counts the faces of all teachers' passes (N x teachers in all)."""
+    teachers = load_teachers(paths, classes, holdout, device)
     total = torch.zeros(len(faces), len(classes))
-    for before, (_, teacher) in enumerate(teachers):
+    for before, teacher in enumerate(teachers):
         def told(done: int, _faces: int, offset: int = before * len(faces)) -> None:
             if on_progress:
                 on_progress(offset + done, len(teachers) * len(faces))
         total += torch.as_tensor(teacher.proba(faces, on_progress=told))
     return total / len(paths)
+
+
+class LiveTeachers:
+    """Teachers that label every training batch as the student sees it, augmented and mixed (consistent targets:
+    a face with its mouth erased is taught what the teachers make of that face, not of the whole one)."""
+
+    def __init__(self, teachers: list[LoadedModel], mean: float, std: float, amp: torch.dtype | None):
+        self.networks = [t.model.to(memory_format=torch.channels_last) for t in teachers]
+        # the student's input x = (face - mean) / std; teacher t wants (face - t.mean) / t.std = x * a + b
+        self.rescale = [(std / t.std, (mean - t.mean) / t.std) for t in teachers]
+        self.amp = amp
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The teachers' averaged probabilities [B,C] (float32) for the student's input batch x."""
+        with torch.no_grad(), hardware.autocast(x.device, self.amp):
+            total = sum(net(x * a + b).float().softmax(1) for net, (a, b) in zip(self.networks, self.rescale))
+        return total / len(self.networks)
 
 
 class DistillationLoss(nn.Module):

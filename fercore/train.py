@@ -32,7 +32,7 @@ from fercore.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
 from fercore.config import TrainConfig
 from fercore.data import load_data
 from fercore.data.splits import carves_validation, epoch_steps
-from fercore.distill import DistillationLoss, teacher_probabilities
+from fercore.distill import DistillationLoss, LiveTeachers, load_teachers, teacher_probabilities
 from fercore.errors import SHOWN_AS_ONE_LINE, UserError
 from fercore.inference import Progress, predict_proba, to_input
 from fercore.metrics import confusion_matrix, macro_f1
@@ -116,9 +116,9 @@ PER_STEP_SCHEDULES = ("onecycle", "cosine")
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, x: torch.Tensor,
                   y: torch.Tensor, amp: torch.dtype | None, soft: torch.Tensor | None = None,
                   lam: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One update on a prepared batch (soft: teacher probabilities, for a DistillationLoss; lam < 1: a batch
-    mixed by mix_batch, whose targets are lam x its own and 1 - lam x the reversed batch's); returns the
-    (detached) loss and logits, with no host sync."""
+    """One update on a prepared batch (soft: the teachers' probabilities for the batch as given, mixed faces
+    included, for a DistillationLoss; lam < 1: a batch mixed by mix_batch, whose labels are lam x its own and
+    1 - lam x the reversed batch's); returns the (detached) loss and logits, with no host sync."""
     with hardware.autocast(x.device, amp):
         logits = model(x).float()
 
@@ -127,7 +127,7 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: n
 
         loss = loss_against(y, soft)
         if lam < 1:
-            loss = loss * lam + loss_against(y.flip(0), None if soft is None else soft.flip(0)) * (1 - lam)
+            loss = loss * lam + loss_against(y.flip(0), soft) * (1 - lam)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -270,9 +270,10 @@ class Trainer:
         weights = _class_weights(np.bincount(self.train_set.labels, minlength=len(self.classes)), cfg.class_weights)
         self.loss_fn: nn.Module = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(self.device),
                                                       label_smoothing=cfg.label_smoothing)
-        self.soft_targets: torch.Tensor | None = None
-        if cfg.teachers:
+        self.soft_targets: torch.Tensor | None = None  # the fixed teaching's: one row per training face
+        if cfg.teachers and cfg.teaching == "fixed":
             self.soft_targets = self._teacher_targets(resume).to(self.device)
+        if cfg.teachers:
             self.loss_fn = DistillationLoss(self.loss_fn, cfg.distill)
         self.aug_gen = torch.Generator(device=self.device)
         self.average = WeightAverage() if cfg.swa_epochs else None
@@ -280,6 +281,10 @@ class Trainer:
         self.epoch_seconds: list[float] = []  # of the completed epochs, validation and saving included, for the ETA
         if resume:
             self._restore()
+        self.live_teachers: LiveTeachers | None = None  # after _restore: the student's normalisation is final
+        if cfg.teachers and cfg.teaching == "live":
+            self.live_teachers = LiveTeachers(load_teachers(cfg.teachers, self.classes, self.holdout, self.device,
+                                                            precision="float"), self.mean, self.std, self.amp)
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, with_state: bool, metrics: dict[str, Any], model: nn.Module | None = None) -> dict[str, Any]:
@@ -429,8 +434,8 @@ class Trainer:
             torch.manual_seed(seed)
             idx = self._step_faces(order, step)
             y = self.labels[idx]
-            soft = None if self.soft_targets is None else self.soft_targets[idx]
             x, lam = mix_batch(self._batch(idx), cfg.augment, random.Random(seed))
+            soft = self._soft_targets(idx, x, lam)
             loss, logits = training_step(self.model, self.optimizer, self.loss_fn, x, y, self.amp, soft, lam)
             last_step = epoch == cfg.epochs - 1 and step == self.steps_per_epoch - 1
             if self.scheduler is not None and cfg.schedule in PER_STEP_SCHEDULES and not last_step:
@@ -466,6 +471,16 @@ class Trainer:
         """The augmented, normalised model input for the faces at idx."""
         x = augment_batch(self.images[idx].unsqueeze(1).float() / 255, self.cfg.augment, self.aug_gen)
         return to_input(x, self.mean, self.std)
+
+    def _soft_targets(self, idx: torch.Tensor, x: torch.Tensor, lam: float) -> torch.Tensor | None:
+        """The teachers' probabilities for the batch x of the faces at idx (mixed by lam): the live teachers' on x
+        itself, or the fixed targets of its faces mixed as the faces were; None without teachers."""
+        if self.live_teachers is not None:
+            return self.live_teachers(x)
+        if self.soft_targets is None:
+            return None
+        soft = self.soft_targets[idx]
+        return soft if lam >= 1 else soft * lam + soft.flip(0) * (1 - lam)
 
     def _fold(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, epoch_seconds: float) -> None:
         """Move the device-side running sums into the position (one host sync per report, not per step)."""

@@ -9,7 +9,7 @@ import streamlit as st
 
 from fercore import hardware, leakage, models, paths, plots
 from fercore.app import data_views, launcher, model_menu
-from fercore.config import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES, TrainConfig, preset
+from fercore.config import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES, TEACHING, TrainConfig, preset
 from fercore.data import FaceData, FaceSet, is_synthetic
 from fercore.data.splits import epoch_steps
 from fercore.errors import SHOWN_AS_ONE_LINE
@@ -35,6 +35,7 @@ AUGMENTATIONS = {
 PREVIEW_FACES = 10
 # the Start from option of random weights: not None, which a kept selectbox takes for no choice (a blank box)
 FROM_SCRATCH = ""
+TEACHING_LABELS = {"fixed": "each plain face, once (fast)", "live": "every augmented batch (consistent, slower)"}
 RESUMABLE_STATES = ("stopped", "interrupted", "failed")
 # While a run trains, its progress line refreshes every STATUS_REFRESH_S and its curves every CURVES_REFRESH_S.
 # The server and the browser spend CPU on every refresh, and the run loses about twice that: with the Live tab open
@@ -215,13 +216,14 @@ def warm_start_picker(classes: tuple[str, ...]) -> tuple[Path, dict[str, Any]] |
     return (Path(picked), cards[picked]) if picked in cards else None
 
 
-def teachers_picker(base: TrainConfig, fingerprint: str, key: str, weight: float) -> tuple[list[str], float]:
-    """Trained models whose averaged predictions join the labels as soft targets, and their weight in the loss
-    (weight: the slider's default)."""
+def teachers_picker(base: TrainConfig, fingerprint: str, key: str,
+                    weight: float) -> tuple[list[str], float, str]:
+    """Trained models whose averaged predictions join the labels as soft targets, their weight in the loss
+    (weight: the slider's default) and what they see (TEACHING)."""
     choices = model_menu.teacher_choices(tuple(base.classes), fingerprint, base.val_split(), checkpoint_card)
     if not choices:
         st.caption("No trained model of these classes on this data, with the same validation split, to learn from.")
-        return [], base.distill
+        return [], base.distill, base.teaching
     labels = {str(choice.path): choice.label for choice in choices}  # paths as options, as in warm_start_picker
     picked = st.multiselect("Teachers", list(labels), key="teachers", **KEPT,
                             format_func=lambda p: labels.get(p, p),
@@ -229,7 +231,11 @@ def teachers_picker(base: TrainConfig, fingerprint: str, key: str, weight: float
                                  "their predictions as well as from the labels (knowledge distillation).")
     weight = st.slider("Weight of the teachers' predictions in the loss", 0.05, 1.0, weight, 0.05,
                        **KEPT, key=key + "distill", disabled=not picked)
-    return [p for p in picked if p in labels], weight
+    teaching = st.radio("The teachers see", TEACHING, TEACHING.index(base.teaching), **KEPT, key=key + "teaching",
+                        horizontal=True, disabled=not picked, format_func=TEACHING_LABELS.get,
+                        help="Live: the teachers label each augmented batch as the student sees it (an erased "
+                             "mouth, a mixed face), which costs their forward pass at every step.")
+    return [p for p in picked if p in labels], weight, teaching
 
 
 def class_picker() -> tuple[str, ...] | None:
@@ -305,13 +311,14 @@ def recipe_form(base: TrainConfig, preset_name: str, warm_start: bool, faces: Fa
     with st.expander("Distillation: learn from trained models as well as from the labels"):
         # on FER2013 data, teachers make the recipe the fer2013-distill preset's: its weight is the default
         weight = base.distill if is_synthetic(base.data) else preset("fer2013-distill").distill
-        teachers, distill = teachers_picker(base, fingerprint, key, weight)
+        teachers, distill, teaching = teachers_picker(base, fingerprint, key, weight)
     arch_args = base.arch_args if warm_start else models.width_args(arch, width)
     cfg = dataclasses.replace(base, arch=arch, arch_args=arch_args, epochs=int(epochs), batch_size=int(batch_size),
                               optimizer=optimizer, lr=float(lr), schedule=schedule, weight_decay=float(weight_decay),
                               label_smoothing=float(label_smoothing), class_weights=class_weights, device=device,
                               seed=int(seed), augment=dataclasses.replace(base.augment, **augment),
-                              teachers=teachers, distill=float(distill), swa_epochs=int(swa_epochs))
+                              teachers=teachers, distill=float(distill), teaching=teaching,
+                              swa_epochs=int(swa_epochs))
     return cfg, name.strip()
 
 

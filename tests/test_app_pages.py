@@ -338,13 +338,17 @@ def test_train_page_distils_from_a_trained_model_of_the_same_data(open_page: Ope
     assert [o for o in teachers.options if o.startswith("tiny · best")]
     teachers.select(next(o for o in teachers.options if o.startswith("tiny · best"))).run()
     at.slider(key="demo-distill").set_value(0.8)
+    assert at.radio(key="demo-teaching").value == "fixed"
+    at.radio(key="demo-teaching").set_value("live")
     at.number_input(key="demo-epochs").set_value(1)
     at.text_input(key="run-name").input("distilled")
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error
     run = RunDir(paths.runs_dir() / "distilled")
     wait_until_finished(run)
-    assert (run.config()["teachers"], run.config()["distill"]) == ([str(teacher)], 0.8)
+    config = run.config()
+    assert (config["teachers"], config["distill"], config["teaching"]) == ([str(teacher)], 0.8, "live")
+    assert not run.file("teacher_targets.pt").exists()
 
 
 def test_train_page_distils_fer2013_data_with_the_distill_presets_weight(open_page: OpenPage,
@@ -768,6 +772,9 @@ def test_a_run_cards_rows_say_how_its_weights_were_made(tmp_path: Path) -> None:
     assert rows["Warm-started from"] == "/models/start.pt"
     assert rows["Distilled from"] == "/models/a.pt, /models/b.pt (their averaged predictions weigh 0.8 in the loss)"
     assert rows["Weight averaging"] == "over the last 3 epochs: these weights are the average of 2 epoch(s)"
+    live = model_menu.card_rows({**card, "config": {**card["config"], "teaching": "live"}}, tmp_path / "best.pt")
+    assert live["Distilled from"] == ("/models/a.pt, /models/b.pt (their averaged predictions weigh 0.8 in the loss; "
+                                      "they labelled every augmented batch)")
     del card["metrics"]["averaged_epochs"]  # last.pt, or a best epoch before the averaging began
     assert model_menu.card_rows(card, tmp_path / "run" / "last.pt")["Weight averaging"] == (
         "over the last 3 epochs: these weights are the trained ones, not an average")

@@ -307,6 +307,7 @@ def test_models_lists_architectures() -> None:
     (["export", "--format", "onnx", "--out", "x", "--checkpoint", "{tmp}/none.pt"], "checkpoint not found"),
     (["train", "--data", "synthetic", "--lr", "inf", "--run-dir", "{tmp}/r"], "lr must be a finite number"),
     (["train", "--data", "synthetic", "--distill", "0.5", "--run-dir", "{tmp}/r"], "give --teachers too"),
+    (["train", "--data", "synthetic", "--teaching", "live", "--run-dir", "{tmp}/r"], "--teaching is about the"),
     (["train", "--data", "synthetic", "--width", "9", "--run-dir", "{tmp}/r"], "--width must be between"),
     (["train", "--data", "synthetic", "--run-dir", "{tmp}/notes.txt"], "notes.txt is a file"),
     (["train", "--resume", "{tmp}/nothing"], "no run at"),
@@ -464,4 +465,6 @@ def test_recipe_options_no_flag_sets_are_named() -> None:
     assert recipe_flags(config.to_dict()) == ([], ["momentum", "arch_args", "augment"])
     wide = preset("fer2013-wide", epochs=5, teachers=["t.pt"]).to_dict()
     assert recipe_flags(wide) == (["--preset fer2013-wide", "--epochs 5"], [])
+    live = ["--preset fer2013-wide", "--epochs 5", "--teaching live"]
+    assert recipe_flags({**wide, "teaching": "live"}) == (live, [])
     assert recipe_flags({**wide, "teachers": []})[0] == ["--preset fer2013", "--epochs 5", "--width 1.5"]

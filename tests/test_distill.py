@@ -14,7 +14,7 @@ from fercore import train as train_module
 from fercore.checkpoint import load_model
 from fercore.config import TrainConfig
 from fercore.data import load_data
-from fercore.distill import DistillationLoss, teacher_probabilities
+from fercore.distill import DistillationLoss, LiveTeachers, teacher_probabilities
 from fercore.errors import UserError
 from fercore.labels import EMOTIONS
 from fercore.leakage import Holdout
@@ -39,7 +39,7 @@ def test_teacher_probabilities_average_the_teachers(tiny_checkpoint: Path, monke
     alone = torch.as_tensor(trained.proba(faces))
     uniform = torch.full_like(alone, 1 / len(EMOTIONS))
     teachers = {"trained.pt": trained, "knows-nothing.pt": _Uniform(trained)}
-    monkeypatch.setattr("fercore.distill.load_model", lambda path, _device: teachers[path])
+    monkeypatch.setattr("fercore.distill.load_model", lambda path, *_: teachers[path])
     averaged = teacher_probabilities(list(teachers), faces, EMOTIONS, _holdout("synthetic:2100"), CPU)
     assert torch.allclose(averaged, (alone + uniform) / 2, atol=1e-5)
     assert torch.allclose(averaged.sum(1), torch.ones(len(faces)), atol=1e-5)
@@ -74,7 +74,7 @@ def test_the_teachers_pass_counts_the_faces_of_every_teacher(tiny_checkpoint: Pa
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     faces = load_data("synthetic:2100").split("train", EMOTIONS, 0.1, 0).images[:25]
     stand_in = _Uniform(load_model(tiny_checkpoint))
-    monkeypatch.setattr("fercore.distill.load_model", lambda path, _device: stand_in)
+    monkeypatch.setattr("fercore.distill.load_model", lambda path, *_: stand_in)
     told: list[tuple[int, int]] = []
     teacher_probabilities(["a.pt", "b.pt"], faces, EMOTIONS, _holdout("synthetic:2100"), CPU,
                           lambda done, total: told.append((done, total)))
@@ -198,3 +198,85 @@ def test_a_new_run_never_takes_targets_left_in_its_directory(tmp_path: Path, mon
 def test_distillation_weight_is_checked() -> None:
     with pytest.raises(UserError, match="distillation weight"):
         TrainConfig(distill=0).validate()
+
+
+def test_live_teachers_see_the_students_batch_in_their_own_normalisation(tiny_checkpoint: Path) -> None:
+    from fercore.inference import to_input
+
+    teacher = load_model(tiny_checkpoint, precision="float")
+    faces = torch.from_numpy(load_data("synthetic:2100").split("train", EMOTIONS, 0.1, 0).images[:16])
+    student_mean, student_std = teacher.mean + 0.1, teacher.std * 1.5  # another normalisation than the teacher's
+    live = LiveTeachers([teacher], student_mean, student_std, amp=None)
+    taught = live(to_input(faces, student_mean, student_std))
+    expected = teacher.model(to_input(faces, teacher.mean, teacher.std)).softmax(1)
+    assert torch.allclose(taught, expected, atol=1e-5) and not taught.requires_grad
+    assert torch.allclose(LiveTeachers([teacher, teacher], student_mean, student_std, None)(
+        to_input(faces, student_mean, student_std)), expected, atol=1e-5)  # two alike: their average is theirs
+
+
+def test_mixed_fixed_targets_teach_what_each_face_of_the_mix_would() -> None:
+    """The fixed targets of a mixed batch are mixed as its faces (lam and 1 - lam of the reversed batch's): the
+    loss against them is the mix of the losses against each face's own targets."""
+    logits, labels = torch.randn(6, 7), torch.tensor([0, 1, 2, 3, 4, 5])
+    soft, lam = torch.rand(6, 7).softmax(1), 0.7
+    loss = DistillationLoss(nn.CrossEntropyLoss(), 0.6)
+    mixed = soft * lam + soft.flip(0) * (1 - lam)
+    assert torch.allclose(loss(logits, labels, mixed),
+                          lam * loss(logits, labels, soft) + (1 - lam) * loss(logits, labels, soft.flip(0)))
+
+
+class _SaysHappyWhenBright(nn.Module):
+    """A teacher network: happy for a face brighter than the middle of its input range, sad otherwise."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bright = (x.mean(dim=(1, 2, 3)) > 0).float()
+        logits = torch.full((len(x), len(EMOTIONS)), -20.0)
+        logits[:, EMOTIONS.index("happy")] = 20 * bright - 10
+        logits[:, EMOTIONS.index("sad")] = 10 - 20 * bright
+        return logits
+
+
+def test_a_live_taught_run_learns_from_the_teachers_view_of_each_training_batch(
+        tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every step's soft targets are the live teachers' probabilities for exactly the batch the student trains on
+    (augmented, mixed), no targets are computed beforehand, and a resumed run ends where a straight one does."""
+    teacher = load_model(tiny_checkpoint, precision="float")
+    teacher.model = _SaysHappyWhenBright()
+    monkeypatch.setattr(train_module, "load_teachers", lambda paths, *_args, **_kw: [teacher] * len(paths))
+    monkeypatch.setattr(train_module, "teacher_probabilities", lambda *_: pytest.fail("fixed targets computed"))
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
+    steps: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    real_step = train_module.training_step
+
+    def recorded(model: nn.Module, optimizer: object, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 amp: object, soft: torch.Tensor | None = None, lam: float = 1.0) -> object:
+        steps.append((x.clone(), soft))
+        return real_step(model, optimizer, loss_fn, x, y, amp, soft, lam)
+
+    monkeypatch.setattr(train_module, "training_step", recorded)
+    cfg = TrainConfig.from_dict(dict(data="synthetic:700", arch="basic", epochs=2, batch_size=32, threads=1,
+                                     amp="off", teachers=["teacher.pt"], teaching="live", augment={"mixup": 0.4}))
+    run_training(cfg, tmp_path / "straight")
+    run_dir = tmp_path / "resumed"
+
+    def stop_in_epoch_2(record: dict) -> None:
+        if record["type"] == "progress" and (record["epoch"], record["step"]) == (2, 3):
+            RunDir(run_dir).request_stop()
+
+    run_training(cfg, run_dir, on_progress=stop_in_epoch_2)
+    resume_training(run_dir)
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["state_dict"]
+    resumed = torch.load(run_dir / "last.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+    assert not (run_dir / train_module.TEACHER_TARGETS).exists()
+    student = torch.load(run_dir / "last.pt", weights_only=True)["preprocessing"]
+    scale, shift = student["std"] / teacher.std, (student["mean"] - teacher.mean) / teacher.std
+    for x, soft in steps:  # what the teacher says of each batch, in its own normalisation
+        assert soft is not None and torch.allclose(soft, _SaysHappyWhenBright()(x * scale + shift).softmax(1))
+    assert {int(a) for _, soft in steps for a in soft.argmax(1)} == {EMOTIONS.index("happy"), EMOTIONS.index("sad")}
+    assert RunDir(run_dir).config()["teaching"] == "live"
+
+
+def test_teaching_is_checked() -> None:
+    with pytest.raises(UserError, match="teaching must be one of fixed, live"):
+        TrainConfig(teaching="sometimes").validate()

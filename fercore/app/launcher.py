@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -27,8 +26,8 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 def training_threads() -> int:
     """Threads for a new training process: every usable core that no active run holds.
 
-    Measured on 2 cores (benchmarks, row 8): with the server and a browser on the Live tab (0.2 of a core), a run
-    on both cores reached 0.80x a lone CLI run, one on a single core 0.55x; but two threads sharing a core with
+    Measured on 2 cores (benchmarks, row 8): with the server and a browser on the Live tab (0.15 of a core), a run
+    on both cores reached 0.85x a lone CLI run, one on a single core 0.59x; but two threads sharing a core with
     another busy process collapsed to 1/7 of one thread's speed. So: all free cores, and never more than one
     thread on occupied ones (when every core is taken, one thread: the page warns that the runs will share).
     A run started with --threads 0 holds every core.
@@ -73,11 +72,13 @@ _children: list[subprocess.Popen] = []  # launched processes, kept so that finis
 
 
 def _launch(args: list[str], run: RunDir) -> None:
-    """Start `python -m fercore ARGS` in its own session at low priority, its output going to the run's log."""
+    """Start `python -m fercore ARGS` in its own session, its output going to the run's log.
+
+    At normal priority: measured on 2 cores with the server and a browser on the Live tab (benchmarks, row 8),
+    `nice -n 10` cost the run 5% (320 against 336 img/s, 0.78x against 0.85x a lone CLI run): each wake-up of
+    the server or the browser pre-empted a training thread and left its partner waiting."""
     _children[:] = [child for child in _children if child.poll() is None]
     command = [sys.executable, "-m", "fercore", *args]
-    if shutil.which("nice"):
-        command = ["nice", "-n", "10", *command]  # nice execs python: the pid stays the training process's
     # Passive OpenMP waiting: threads that would spin while a core is busy elsewhere sleep instead
     # (measured with one core busy: 236 img/s instead of 49 on two threads).
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}

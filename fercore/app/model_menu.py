@@ -138,7 +138,9 @@ def recipe_rows(recipe: dict[str, Any], metrics: dict[str, Any]) -> dict[str, st
         rows["Warm-started from"] = shown(recipe["init_from"])
     if teachers := recipe.get("teachers"):
         rows["Distilled from"] = (f"{', '.join(map(shown, teachers))} (their averaged predictions weigh "
-                                  f"{recipe.get('distill', '?')} in the loss)")
+                                  f"{recipe.get('distill', '?')} in the loss"
+                                  + ("; they labelled every augmented batch)" if recipe.get("teaching") == "live"
+                                     else ")"))
     if swa_epochs := recipe.get("swa_epochs"):
         averaged = metrics.get("averaged_epochs")
         rows["Weight averaging"] = f"over the last {swa_epochs} epochs: these weights are " + (
