@@ -134,24 +134,29 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: n
     return loss.detach(), logits.detach()
 
 
-def measure_step_seconds(cfg: TrainConfig, num_classes: int, threads: int, repeats: int = 3) -> float:
-    """Seconds of one training step of cfg's model and batch on this machine (random faces, augmented): the
-    fastest of repeats after two warm-up steps (kernels, allocations), as a busy moment only ever slows one.
+def measure_step_seconds(cfg: TrainConfig, num_classes: int, threads: int, repeats: int = 3,
+                         teachers: Sequence[tuple[str, dict[str, Any]]] = ()) -> float:
+    """Seconds of one training step of cfg's model and batch on this machine (random faces, augmented), with the
+    forward pass of live teachers of these (architecture, arch_args): the fastest of repeats after two warm-up
+    steps (kernels, allocations), as a busy moment only ever slows one.
     One measurement at a time: torch's thread count is the whole process's (the app's sessions share it)."""
     with _MEASURING:
-        return _timed_step(cfg, num_classes, threads, repeats)
+        return _timed_step(cfg, num_classes, threads, repeats, teachers)
 
 
 _MEASURING = threading.Lock()
 
 
-def _timed_step(cfg: TrainConfig, num_classes: int, threads: int, repeats: int) -> float:
+def _timed_step(cfg: TrainConfig, num_classes: int, threads: int, repeats: int,
+                teachers: Sequence[tuple[str, dict[str, Any]]]) -> float:
     previous = torch.get_num_threads()
     hardware.configure_threads(threads)
     try:
         device = hardware.pick_device(cfg.device)
         amp = hardware.amp_dtype(device, cfg.amp)
         model = models.build(cfg.arch, num_classes, **cfg.arch_args).to(device, memory_format=torch.channels_last)
+        nets = [models.build(arch, num_classes, **args).to(device, memory_format=torch.channels_last).eval()
+                for arch, args in teachers]
         optimizer, loss_fn = _optimizer(cfg, model), nn.CrossEntropyLoss()
         gen = torch.Generator(device=device).manual_seed(0)
         faces = torch.rand(cfg.batch_size, 1, 48, 48, device=device, generator=gen)
@@ -160,6 +165,9 @@ def _timed_step(cfg: TrainConfig, num_classes: int, threads: int, repeats: int) 
         for _ in range(repeats + 2):
             start = time.perf_counter()
             x = to_input(augment_batch(faces, cfg.augment, gen), 0.5, 0.25)
+            with torch.no_grad(), hardware.autocast(device, amp):
+                for net in nets:
+                    net(x)
             float(training_step(model, optimizer, loss_fn, x, labels, amp)[0])
             times.append(time.perf_counter() - start)
         return min(times[2:])

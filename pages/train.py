@@ -54,11 +54,20 @@ def eta(seconds: float | None) -> str:
 
 @st.cache_data(max_entries=64, ttl=600, show_spinner="Timing a training step on this machine...")
 def step_seconds(arch: str, arch_args: dict[str, Any], batch_size: int, device: str, num_classes: int,
-                 threads: int) -> float:
-    """Seconds per training step of this architecture (with its arch_args) and batch here (measured again after
-    ten minutes: the machine's load changes)."""
+                 threads: int, teachers: tuple[tuple[str, dict[str, Any]], ...] = ()) -> float:
+    """Seconds per training step of this architecture (with its arch_args) and batch here, with the forward passes
+    of live teachers of these (architecture, arch_args) (measured again after ten minutes: the machine's load
+    changes)."""
     cfg = TrainConfig(arch=arch, arch_args=arch_args, batch_size=batch_size, device=device)
-    return measure_step_seconds(cfg, num_classes, threads)
+    return measure_step_seconds(cfg, num_classes, threads, teachers=teachers)
+
+
+def live_teacher_archs(cfg: TrainConfig) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """The (architecture, arch_args) of each teacher that will run at every step (live teaching), from its card."""
+    if cfg.teaching != "live":
+        return ()
+    cards = [checkpoint_card(Path(teacher)) for teacher in cfg.teachers]
+    return tuple((card["arch"], card.get("arch_args", {})) for card in cards)
 
 
 def launch(start: Callable[[], RunDir]) -> None:
@@ -331,13 +340,15 @@ def start_button(cfg: TrainConfig, name: str, train_faces: int) -> None:
         threads = launcher.training_threads()
         steps, batch = epoch_steps(train_faces, cfg.batch_size)
         try:
-            step_s = step_seconds(cfg.arch, cfg.arch_args, batch, cfg.device, len(cfg.classes), threads)
+            teachers = live_teacher_archs(cfg)
+            step_s = step_seconds(cfg.arch, cfg.arch_args, batch, cfg.device, len(cfg.classes), threads, teachers)
         except (RuntimeError, MemoryError) as exc:  # out of memory at this batch, say
             st.caption(f"Could not time a training step here ({str(exc).splitlines()[0][:120]}).")
         else:
             st.caption(f"About **{eta(step_s * steps)} per epoch** on this machine: "
                        f"{data_views.epoch_note(train_faces, cfg.batch_size)}, at {step_s * 1000:.0f} ms a step "
-                       f"(measured with {threads} thread(s), as the run will use).")
+                       f"(measured with {threads} thread(s), as the run will use"
+                       f"{'; the live teachers included' if teachers else ''}).")
     if st.button("Start training", type="primary", icon=":material/play_arrow:"):
         launch(lambda: launcher.start_training(cfg, name or default_run_name(cfg.arch)))
 

@@ -184,7 +184,7 @@ def test_train_page_times_no_step_beside_a_training_run_and_says_when_it_cannot(
         open_page: OpenPage, monkeypatch: pytest.MonkeyPatch) -> None:
     import fercore.train
 
-    def out_of_memory(*args: object) -> float:
+    def out_of_memory(*args: object, **kwargs: object) -> float:
         raise RuntimeError("DefaultCPUAllocator: not enough memory\nmore detail")
     monkeypatch.setattr(fercore.train, "measure_step_seconds", out_of_memory)
     at = open_page("pages/train.py")
@@ -326,8 +326,16 @@ def test_a_warm_start_shows_its_own_parameter_count(open_page: OpenPage) -> None
         assert f"({count / 1e6:.2f} M parameters)" in shown.format_func(shown.value), menu
 
 
-def test_train_page_distils_from_a_trained_model_of_the_same_data(open_page: OpenPage,
-                                                                  tiny_checkpoint: Path) -> None:
+def test_train_page_distils_from_a_trained_model_of_the_same_data(open_page: OpenPage, tiny_checkpoint: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import fercore.train
+
+    timed: list[tuple] = []
+
+    def step_seconds(*args: object, teachers: tuple = ()) -> float:
+        timed.append(tuple(teachers))
+        return 0.5
+    monkeypatch.setattr(fercore.train, "measure_step_seconds", step_seconds)
     shutil.copytree(tiny_checkpoint.parent, paths.runs_dir() / "tiny")
     teacher = paths.runs_dir() / "tiny" / "best.pt"
     at = open_page("pages/train.py")
@@ -339,7 +347,9 @@ def test_train_page_distils_from_a_trained_model_of_the_same_data(open_page: Ope
     teachers.select(next(o for o in teachers.options if o.startswith("tiny · best"))).run()
     at.slider(key="demo-distill").set_value(0.8)
     assert at.radio(key="demo-teaching").value == "fixed"
-    at.radio(key="demo-teaching").set_value("live")
+    at.radio(key="demo-teaching").set_value("live").run()
+    assert timed[-1] == (("basic", {}),)  # the step timed with the live teacher's network
+    assert any("the live teachers included" in c.value for c in at.caption)
     at.number_input(key="demo-epochs").set_value(1)
     at.text_input(key="run-name").input("distilled")
     next(b for b in at.button if b.label == "Start training").click().run()
@@ -442,7 +452,7 @@ def test_train_page_says_a_csvs_own_validation_split_holds_none_out_and_counts_t
         open_page: OpenPage, monkeypatch: pytest.MonkeyPatch) -> None:
     import fercore.train
 
-    monkeypatch.setattr(fercore.train, "measure_step_seconds", lambda *args: 0.5)
+    monkeypatch.setattr(fercore.train, "measure_step_seconds", lambda *args, **kwargs: 0.5)
     rows = [f"{label},{' '.join([str(8 * label + n)] * 2304)},{usage}" for label in range(7)
             for usage, count in (("Training", 32), ("PublicTest", 2), ("PrivateTest", 2)) for n in range(count)]
     at = open_page("pages/train.py")

@@ -487,6 +487,24 @@ def test_measuring_a_step_restores_the_thread_count() -> None:
     assert torch.get_num_threads() == 1
 
 
+def test_a_timed_step_runs_the_live_teachers_forward_pass_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fercore import models
+    from fercore.train import measure_step_seconds
+
+    passes: list[str] = []
+    build = models.build
+
+    def counted(name: str, num_classes: int, **kwargs: object) -> torch.nn.Module:
+        net = build(name, num_classes, **kwargs)
+        net.register_forward_hook(lambda *_: passes.append(name))
+        return net
+
+    monkeypatch.setattr(models, "build", counted)
+    teacher = ("fernet", {"widths": [8, 8, 8, 8]})
+    measure_step_seconds(TrainConfig(arch="basic", batch_size=8, amp="off"), 7, 1, repeats=2, teachers=[teacher])
+    assert passes.count("basic") == passes.count("fernet") == 4  # two warm-up steps and two timed ones
+
+
 def test_calibration_failure_leaves_a_finished_run_with_a_float_best(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch,
                                                                       capsys: pytest.CaptureFixture) -> None:
