@@ -400,7 +400,8 @@ def test_a_mixed_batch_is_scored_against_both_labels_by_lam(distilled: bool) -> 
     model.load_state_dict(state)  # the forward pass above moved the norms' running statistics
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     torch.manual_seed(1)
-    loss, _ = training_step(model, optimizer, loss_fn, x, y, None, soft, lam=0.3)
+    mixed_soft = None if soft is None else soft * 0.3 + soft.flip(0) * 0.7  # the mix's targets, as the trainer gives
+    loss, _ = training_step(model, optimizer, loss_fn, x, y, None, mixed_soft, lam=0.3)
     assert float(loss) == pytest.approx(0.3 * float(own) + 0.7 * float(partner), rel=1e-5)
     assert float(own) != pytest.approx(float(partner))
 
