@@ -50,17 +50,18 @@ class LiveTeachers:
     """Teachers that label every training batch as the student sees it, augmented and mixed (consistent targets:
     a face with its mouth erased is taught what the teachers make of that face, not of the whole one)."""
 
-    def __init__(self, teachers: list[LoadedModel], mean: float, std: float, amp: torch.dtype | None):
-        self.networks = [t.model.to(memory_format=torch.channels_last) for t in teachers]
-        # the student's input x = (face - mean) / std; teacher t wants (face - t.mean) / t.std = x * a + b
-        self.rescale = [(std / t.std, (mean - t.mean) / t.std) for t in teachers]
+    def __init__(self, teachers: list[LoadedModel], amp: torch.dtype | None):
+        self.teachers = teachers
+        for teacher in teachers:
+            teacher.model.to(memory_format=torch.channels_last)
         self.amp = amp
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The teachers' averaged probabilities [B,C] (float32) for the student's input batch x."""
+    def __call__(self, x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+        """The teachers' averaged probabilities [B,C] (float32) for the student's input batch x, normalised with the
+        student's mean and std: teacher t wants (face - t.mean) / t.std = (x * std + mean - t.mean) / t.std."""
         with torch.no_grad(), hardware.autocast(x.device, self.amp):
-            total = sum(net(x * a + b).float().softmax(1) for net, (a, b) in zip(self.networks, self.rescale))
-        return total / len(self.networks)
+            total = sum(t.model((x * std + mean - t.mean) / t.std).float().softmax(1) for t in self.teachers)
+        return total / len(self.teachers)
 
 
 class DistillationLoss(nn.Module):

@@ -279,20 +279,20 @@ class Trainer:
         self.loss_fn: nn.Module = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(self.device),
                                                       label_smoothing=cfg.label_smoothing)
         self.soft_targets: torch.Tensor | None = None  # the fixed teaching's: one row per training face
-        if cfg.teachers and cfg.teaching == "fixed":
-            self.soft_targets = self._teacher_targets(resume).to(self.device)
+        self.live_teachers: LiveTeachers | None = None
         if cfg.teachers:
             self.loss_fn = DistillationLoss(self.loss_fn, cfg.distill)
+            if cfg.teaching == "live":
+                self.live_teachers = LiveTeachers(load_teachers(cfg.teachers, self.classes, self.holdout,
+                                                                self.device, precision="float"), self.amp)
+            else:
+                self.soft_targets = self._teacher_targets(resume).to(self.device)
         self.aug_gen = torch.Generator(device=self.device)
         self.average = WeightAverage() if cfg.swa_epochs else None
         self.pos = Position()
         self.epoch_seconds: list[float] = []  # of the completed epochs, validation and saving included, for the ETA
         if resume:
             self._restore()
-        self.live_teachers: LiveTeachers | None = None  # after _restore: the student's normalisation is final
-        if cfg.teachers and cfg.teaching == "live":
-            self.live_teachers = LiveTeachers(load_teachers(cfg.teachers, self.classes, self.holdout, self.device,
-                                                            precision="float"), self.mean, self.std, self.amp)
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, with_state: bool, metrics: dict[str, Any], model: nn.Module | None = None) -> dict[str, Any]:
@@ -484,7 +484,7 @@ class Trainer:
         """The teachers' probabilities for the batch x of the faces at idx (mixed by lam): the live teachers' on x
         itself, or the fixed targets of its faces mixed as the faces were; None without teachers."""
         if self.live_teachers is not None:
-            return self.live_teachers(x)
+            return self.live_teachers(x, self.mean, self.std)
         if self.soft_targets is None:
             return None
         soft = self.soft_targets[idx]

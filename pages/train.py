@@ -339,8 +339,8 @@ def start_button(cfg: TrainConfig, name: str, train_faces: int) -> None:
     else:
         threads = launcher.training_threads()
         steps, batch = epoch_steps(train_faces, cfg.batch_size)
+        teachers = live_teacher_archs(cfg)
         try:
-            teachers = live_teacher_archs(cfg)
             step_s = step_seconds(cfg.arch, cfg.arch_args, batch, cfg.device, len(cfg.classes), threads, teachers)
         except (RuntimeError, MemoryError) as exc:  # out of memory at this batch, say
             st.caption(f"Could not time a training step here ({str(exc).splitlines()[0][:120]}).")

@@ -206,12 +206,12 @@ def test_live_teachers_see_the_students_batch_in_their_own_normalisation(tiny_ch
     teacher = load_model(tiny_checkpoint, precision="float")
     faces = torch.from_numpy(load_data("synthetic:2100").split("train", EMOTIONS, 0.1, 0).images[:16])
     student_mean, student_std = teacher.mean + 0.1, teacher.std * 1.5  # another normalisation than the teacher's
-    live = LiveTeachers([teacher], student_mean, student_std, amp=None)
-    taught = live(to_input(faces, student_mean, student_std))
+    student_input = to_input(faces, student_mean, student_std)
+    taught = LiveTeachers([teacher], amp=None)(student_input, student_mean, student_std)
     expected = teacher.model(to_input(faces, teacher.mean, teacher.std)).softmax(1)
     assert torch.allclose(taught, expected, atol=1e-5) and not taught.requires_grad
-    assert torch.allclose(LiveTeachers([teacher, teacher], student_mean, student_std, None)(
-        to_input(faces, student_mean, student_std)), expected, atol=1e-5)  # two alike: their average is theirs
+    assert torch.allclose(LiveTeachers([teacher, teacher], None)(student_input, student_mean, student_std),
+                          expected, atol=1e-5)  # two alike: their average is theirs
 
 
 def test_mixed_fixed_targets_teach_what_each_face_of_the_mix_would() -> None:

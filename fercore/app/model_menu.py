@@ -137,10 +137,9 @@ def recipe_rows(recipe: dict[str, Any], metrics: dict[str, Any]) -> dict[str, st
     if recipe.get("init_from"):
         rows["Warm-started from"] = shown(recipe["init_from"])
     if teachers := recipe.get("teachers"):
+        live = "; they labelled every augmented batch" if recipe.get("teaching") == "live" else ""
         rows["Distilled from"] = (f"{', '.join(map(shown, teachers))} (their averaged predictions weigh "
-                                  f"{recipe.get('distill', '?')} in the loss"
-                                  + ("; they labelled every augmented batch)" if recipe.get("teaching") == "live"
-                                     else ")"))
+                                  f"{recipe.get('distill', '?')} in the loss{live})")
     if swa_epochs := recipe.get("swa_epochs"):
         averaged = metrics.get("averaged_epochs")
         rows["Weight averaging"] = f"over the last {swa_epochs} epochs: these weights are " + (
