@@ -59,8 +59,9 @@ class LiveTeachers:
     def __call__(self, x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
         """The teachers' averaged probabilities [B,C] (float32) for the student's input batch x, normalised with the
         student's mean and std: teacher t wants (face - t.mean) / t.std = (x * std + mean - t.mean) / t.std."""
+        faces = x * std + mean  # once, not once per teacher
         with torch.no_grad(), hardware.autocast(x.device, self.amp):
-            total = sum(t.model((x * std + mean - t.mean) / t.std).float().softmax(1) for t in self.teachers)
+            total = sum(t.model((faces - t.mean) / t.std).float().softmax(1) for t in self.teachers)
         return total / len(self.teachers)
 
 

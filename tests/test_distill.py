@@ -283,9 +283,12 @@ def test_teaching_is_checked() -> None:
 
 
 def test_fixed_targets_of_a_mixed_batch_are_mixed_as_its_faces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def one_hot(labels: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(labels, len(EMOTIONS)).float()
+
     train_labels = torch.from_numpy(load_data("synthetic:700").split("train", EMOTIONS, 0.1, 0).labels)
     monkeypatch.setattr(train_module, "teacher_probabilities",  # each face's target: its own label, one-hot
-                        lambda *_args: torch.nn.functional.one_hot(train_labels, len(EMOTIONS)).float())
+                        lambda *_args: one_hot(train_labels))
     steps: list[tuple[torch.Tensor, torch.Tensor, float]] = []
     real_step = train_module.training_step
 
@@ -297,7 +300,6 @@ def test_fixed_targets_of_a_mixed_batch_are_mixed_as_its_faces(tmp_path: Path, m
     monkeypatch.setattr(train_module, "training_step", recorded)
     run_training(TrainConfig.from_dict(dict(data="synthetic:700", arch="basic", epochs=1, batch_size=32, threads=1,
                                             amp="off", teachers=["t.pt"], augment={"mixup": 0.4})), tmp_path / "r")
-    one_hot = lambda labels: torch.nn.functional.one_hot(labels, len(EMOTIONS)).float()  # noqa: E731
     assert any(lam < 0.99 for _, _, lam in steps)
     for y, soft, lam in steps:
         assert torch.allclose(soft, one_hot(y) * lam + one_hot(y.flip(0)) * (1 - lam))
