@@ -287,8 +287,14 @@ def ship(checkpoint: Path, data: str, out: Path, run_dir: Path | None = None, ha
         raise UserError(f"{out} is a directory: --out takes the file to write")
     if (out.parent / "config.json").is_file():  # its metrics.jsonl would be replaced: resume and curves break
         raise UserError(f"{out.parent} is a training run: ship into a folder of its own (checkpoints/ by default)")
-    if readme.is_file() and not readme.read_text(errors="replace").startswith(CARD_TITLE):
-        raise UserError(f"{readme} is not a model card and would be overwritten: ship into a folder of its own")
+    if readme.is_file():
+        title = readme.read_text(errors="replace").partition("\n")[0]
+        if not title.startswith(CARD_TITLE):
+            raise UserError(f"{readme} is not a model card and would be overwritten: ship into a folder of its own")
+        other = out.parent / title.removeprefix(CARD_TITLE).strip("`")
+        if other.name != out.name and other.is_file():  # its card and curves would become this model's
+            raise UserError(f"{readme} is the card of {other.name}, which is still there: ship into a folder of "
+                            f"its own")
     run = RunDir(run_dir) if run_dir else RunDir(Path(checkpoint).parent)
     if run.is_active():  # its card would mix a best epoch, a history and a recipe of different moments
         raise UserError(f"run {run.path} is still training: ship it once it ends, or stop it first "

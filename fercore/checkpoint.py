@@ -99,8 +99,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = checkpoint_file(path)
     if not path.is_file():
         if path.resolve() == SHIPPED_CHECKPOINT:
-            raise CheckpointError(f"the shipped model {path} is missing: train one with "
-                                  "'python -m fercore train' and pass --checkpoint RUN_DIR/best.pt")
+            raise CheckpointError(f"the shipped model {path} is missing: restore it (git checkout -- "
+                                  "checkpoints/fer2013.pt), or train one with 'python -m fercore train' and pass "
+                                  "--checkpoint RUN_DIR/best.pt")
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         with warnings.catch_warnings():  # torch warns about TorchScript archives before refusing them

@@ -245,25 +245,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_video(args: argparse.Namespace) -> int:
     from fercore.atomic import atomic_write_bytes
+    from fercore.paths import output_path, user_path
     from fercore.predict import Predictor
     from fercore.video import annotate_video
 
     _use_threads(args.threads)
-    source = Path(args.video)
+    source = user_path(args.video)
     if not source.is_file():
         raise UserError(f"{source} is not a file")
-    out = Path(args.out) if args.out else source.with_name(f"{source.stem}-annotated.mp4")
-    if out.resolve() == source.resolve():
-        raise UserError(f"--out {out} is the video itself: name another file")
+    out = output_path(args.out) if args.out else source.with_name(f"{source.stem}-annotated.mp4")
     if out.suffix.lower() not in (".mp4", ".m4v"):
         raise UserError(f"--out {out}: the annotated video is an H.264 MP4: give a name ending in .mp4")
+    csv = output_path(args.csv) if args.csv else None
+    taken = {source.resolve(): "the video itself"}
+    for flag, path in (("--out", out), ("--csv", csv)):  # told now, not after minutes of work
+        if path is None:
+            continue
+        if path.is_dir():
+            raise UserError(f"{flag} {path} is a folder: name the file to write")
+        if path.resolve() in taken:
+            raise UserError(f"{flag} {path} is {taken[path.resolve()]}: name another file")
+        taken[path.resolve()] = "the annotated video (--out)"
     predictor = Predictor.from_checkpoint(args.checkpoint, args.precision, args.device)
     result = annotate_video(source, out, predictor)
     print(f"{source}: {result.summary(predictor.classes)}")
     print(f"wrote {out}")
-    if args.csv:
-        atomic_write_bytes(Path(args.csv), result.timeline_csv(predictor.classes).encode())
-        print(f"wrote {args.csv}")
+    if csv:
+        atomic_write_bytes(csv, result.timeline_csv(predictor.classes).encode())
+        print(f"wrote {csv}")
     return 0
 
 

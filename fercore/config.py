@@ -233,7 +233,7 @@ def _flags_from(cfg: TrainConfig, name: str | None) -> tuple[list[str], list[str
     base = preset(name) if name else TrainConfig()
     flags = [f"--preset {name}"] if name else []
     flags += [f"--{option.replace('_', '-')} {getattr(cfg, option)}" for option in FLAGGED_OPTIONS
-              if getattr(cfg, option) != getattr(base, option)]
+              if getattr(cfg, option) != getattr(base, option) and (option != "teaching" or cfg.teachers)]
     unflagged = [option for option in UNFLAGGED_OPTIONS if getattr(cfg, option) != getattr(base, option)]
     if cfg.classes != base.classes:
         flags.append("--classes " + " ".join(cfg.classes))

@@ -12,8 +12,9 @@ RUNS_DIR_ENV = "FERCORE_RUNS_DIR"
 
 
 def runs_dir() -> Path:
-    """Where training runs live, for the app and the CLI alike: $FERCORE_RUNS_DIR or runs/ in the project."""
-    return user_path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs")
+    """Where training runs live, for the app and the CLI alike: $FERCORE_RUNS_DIR (a relative one from the current
+    folder, made absolute: the app's training processes start in the project) or runs/ in the project."""
+    return user_path(os.environ.get(RUNS_DIR_ENV) or PROJECT_ROOT / "runs").absolute()
 
 
 def user_path(path: str | Path) -> Path:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +108,7 @@ class Predictor:
             opened, reduction = open_photo(source)
         except UserError as exc:
             return ImagePrediction(name, error=str(exc))
-        result = self.predict_photo(as_rgb(opened), name)
-        for face in result.faces:  # a very large JPEG was decoded at 1/reduction scale
-            face.box = tuple(v * reduction for v in face.box)
-        return result
+        return scaled_boxes(self.predict_photo(as_rgb(opened), name), reduction)
 
     def predict_photo(self, photo: Image.Image, name: str = "image") -> ImagePrediction:
         """An opened RGB photo (as_rgb): detection on a copy of at most 1600 pixels a side, boxes in its pixels."""
@@ -126,6 +123,15 @@ class Predictor:
                 x, y, w, h = (round(v / scale) for v in face.box)
                 face.box = (x, y, min(w, photo.width - x), min(h, photo.height - y))
         return ImagePrediction(name, faces, None, no_face)
+
+
+def scaled_boxes(prediction: ImagePrediction, factor: float) -> ImagePrediction:
+    """A copy of the prediction with every box scaled by factor: a JPEG decoded at 1/factor of its size
+    (images.open_photo's reduction) has its boxes in the photo's own pixels with factor = reduction, and back."""
+    if factor == 1:
+        return prediction
+    faces = [replace(face, box=tuple(round(v * factor) for v in face.box)) for face in prediction.faces]
+    return replace(prediction, faces=faces)
 
 
 def predict_files(predictor: Predictor, paths: list[str | Path]) -> list[ImagePrediction]:

@@ -350,8 +350,11 @@ class Trainer:
         path = self.run.file(TEACHER_TARGETS)
         expected = (len(self.train_set.labels), len(self.classes))
         if resume and path.exists():
-            kept = torch.load(path, map_location="cpu", weights_only=True)
-            if tuple(kept.shape) == expected:
+            try:
+                kept = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # damaged in any way (truncated, not a tensor file): made again below
+                kept = None
+            if isinstance(kept, torch.Tensor) and tuple(kept.shape) == expected:
                 return kept
         targets = teacher_probabilities(self.cfg.teachers, self.train_set.images, self.classes, self.holdout,
                                         self.device, self._startup_progress("teachers"))

@@ -237,8 +237,8 @@ def explained_faces(_loaded: LoadedModel, checkpoint: str, checkpoint_mtime: flo
 def checkpoint_picker(key: str) -> Path | None:
     """Pick the shipped model or a run's checkpoint; the choice carries over between pages. None when there is none."""
     if not model_menu.SHIPPED_CHECKPOINT.is_file():
-        st.info(f"The shipped model ({model_menu.SHIPPED_CHECKPOINT.name}) is not there yet: a training run is "
-                "producing it. Meanwhile pick any run's checkpoint.")
+        st.info(f"The shipped model ({model_menu.SHIPPED_CHECKPOINT.name}) is missing (`git checkout -- "
+                "checkpoints/fer2013.pt` restores it). Meanwhile pick any run's checkpoint.")
     choices = model_menu.checkpoint_choices()
     if not choices:
         st.warning("No checkpoint yet: train a model first (the synthetic demo takes about a minute).")

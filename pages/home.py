@@ -24,11 +24,11 @@ if model_menu.SHIPPED_CHECKPOINT.is_file():
     except SHOWN_AS_ONE_LINE as exc:
         st.error(str(exc))
 else:
-    st.warning(f"The shipped model {model_menu.SHIPPED_CHECKPOINT.name} is missing: a training run is producing "
-               "it (`python -m fercore train --preset fer2013 --data FER2013_FOLDER --run-dir runs/mine`, then "
-               "`python -m fercore ship --checkpoint runs/mine --data FER2013_FOLDER`; the README's *Reproduce it* "
-               "gives the shipped recipe). "
-               "Until it exists, Evaluate and Predict work with any run's best.pt.")
+    st.warning(f"The shipped model {model_menu.SHIPPED_CHECKPOINT.name} is missing: restore it from the repository "
+               "(`git checkout -- checkpoints/fer2013.pt`) or make one (`python -m fercore train --preset fer2013 "
+               "--data FER2013_FOLDER --run-dir runs/mine`, then `python -m fercore ship --checkpoint runs/mine "
+               "--data FER2013_FOLDER`; the README's *Reproduce it* gives the shipped recipe). "
+               "Until then, Evaluate and Predict work with any run's best.pt.")
 
 st.subheader("Training runs")
 runs = list_runs(paths.runs_dir())

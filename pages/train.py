@@ -136,11 +136,11 @@ def live_panel(run: RunDir, polling: bool) -> None:
     """What the run is doing; reruns every STATUS_REFRESH_S while it is going, and the whole page once it ends."""
     status = run.status()
     waiting = awaiting_report(run)
-    if status:
+    if status:  # a resumed run's, until its new process writes one
         run_progress(run, status, waiting)
-    elif problem := launcher.launch_problem(run):
+    if problem := launcher.launch_problem(run):
         st.error(f"The training process ended before it started: {problem}")
-    else:
+    elif not status:
         st.info("Starting the training process...")
     if polling and not (waiting or status.get("state") in ACTIVE_STATES):
         st.rerun()  # it just ended: refresh the whole page (history, checkpoints) and stop polling
@@ -182,9 +182,8 @@ def data_preview(faces: FaceSet, note: str, origin: str, repeats: str) -> None:
     left, right = st.columns([3, 2])
     left.plotly_chart(plots.class_counts(counts, title=f"{len(faces):,} training faces"))
     left.caption(origin)
-    images, labels = data_views.class_samples(faces, per_class=6)
-    right.image(data_views.face_grid(images, columns=6),
-                caption="six per class, rows: " + ", ".join(dict.fromkeys(labels)))
+    grid, shown = data_views.class_grid(faces, per_class=6)
+    right.image(grid, caption="six per class, rows: " + ", ".join(shown))
     warning = data_views.imbalance_warning(counts)
     if warning:
         st.warning(warning)
@@ -244,7 +243,8 @@ def teachers_picker(base: TrainConfig, fingerprint: str, key: str,
                         horizontal=True, disabled=not picked, format_func=TEACHING_LABELS.get,
                         help="Live: the teachers label each augmented batch as the student sees it (an erased "
                              "mouth, a mixed face), which costs their forward pass at every step.")
-    return [p for p in picked if p in labels], weight, teaching
+    teachers = [p for p in picked if p in labels]
+    return (teachers, weight, teaching) if teachers else ([], base.distill, base.teaching)  # kept but unused
 
 
 def class_picker() -> tuple[str, ...] | None:

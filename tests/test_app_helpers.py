@@ -34,6 +34,10 @@ def test_settings_come_from_the_environment(folders: Path, monkeypatch: pytest.M
     assert paths.runs_dir() == folders / "runs" and settings.data_dir() == folders / "data"
     monkeypatch.delenv(paths.RUNS_DIR_ENV)
     assert paths.runs_dir() == settings.PROJECT_ROOT / "runs"
+    monkeypatch.chdir(folders)  # relative ones: from where the server started, not where training processes start
+    monkeypatch.setenv(paths.RUNS_DIR_ENV, "mine/runs")
+    monkeypatch.setenv(settings.DATA_DIR_ENV, "mine/data")
+    assert paths.runs_dir() == folders / "mine" / "runs" and settings.data_dir() == folders / "mine" / "data"
 
 
 def test_ice_servers_default_to_none_and_must_be_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,6 +102,21 @@ def test_a_process_that_dies_before_its_run_starts_is_explained(folders: Path) -
     assert launcher.launch_problem(run) == "data not found: /nowhere"
     run.write_status(state="starting", pid=1)
     assert launcher.launch_problem(run) is None  # it got going: its status speaks from now on
+
+
+def test_a_resume_that_dies_before_its_run_starts_is_explained(folders: Path) -> None:
+    run = RunDir(folders / "runs" / "damaged")
+    run.write_status(state="stopped", pid=None)  # the earlier process's status
+    run.file("last.pt").write_bytes(b"not a checkpoint")
+    assert launcher.continue_training(run) == run
+    deadline = time.monotonic() + 60
+    while launcher.launch_problem(run) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    error = next(line for line in reversed(launcher.log_tail(run).splitlines()) if line.startswith("fercore: error"))
+    assert launcher.launch_problem(run) == error.removeprefix("fercore: error: ")
+    assert run.status()["state"] == "stopped"  # the status it kept is older than this launch's error
+    run.write_status(state="running", pid=os.getpid())  # a later process got going: its status speaks
+    assert launcher.launch_problem(run) is None
 
 
 def test_resume_needs_a_last_checkpoint(folders: Path) -> None:
@@ -254,6 +273,11 @@ def test_class_samples_and_imbalance() -> None:
                     np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 1]), ("disgust", "happy"))
     images, labels = data_views.class_samples(faces, per_class=3)
     assert labels == ["disgust", "happy", "happy", "happy"] and images[0, 0, 0] == 0
+    grid, shown = data_views.class_grid(faces, per_class=3)
+    tile = 48 * 2 + 2  # a face at zoom 2 and the gap after it
+    assert shown == ["disgust", "happy"] and grid.shape == (2 * tile - 2, 3 * tile - 2)
+    assert grid[0, 0] == 0 and (grid[:96, tile:] == 255).all()  # the one disgust face, then blanks
+    assert grid[tile, 0] == images[1, 0, 0] and grid[tile, 2 * tile] == images[3, 0, 0]  # a row of happy ones
     assert data_views.imbalance_warning({"disgust": 1, "happy": 9}).startswith("Imbalanced classes: disgust has 1")
     assert data_views.imbalance_warning({"disgust": 4, "happy": 9}) is None
 
@@ -313,6 +337,22 @@ def test_annotate_photo(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:
     assert download.size == (3200, 2400) and len(shown.prediction.faces) == 1
     bad = outputs.annotate_photo(predictor, b"not an image", "notes.jpg")
     assert bad.image is None and bad.prediction.error
+
+
+def test_a_jpeg_too_large_to_decode_whole_keeps_its_boxes_in_its_own_pixels(
+        tiny_checkpoint: Path, astronaut_jpeg: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fercore.data.images.MAX_IMAGE_PIXELS", 1_000_000)  # the 7.7 MP JPEG: decoded at 1/4
+    large = io.BytesIO()
+    Image.open(io.BytesIO(astronaut_jpeg)).resize((3200, 2400)).save(large, "JPEG")
+    predictor = Predictor.from_checkpoint(tiny_checkpoint)
+    shown = outputs.annotate_photo(predictor, large.getvalue(), "large.jpg")
+    assert shown.image.shape == (600, 800, 3)
+    (face,) = shown.prediction.faces
+    assert face.box == predictor.predict_image(large.getvalue()).faces[0].box  # as the CLI and the CSV give it
+    x, y, w, h = face.box
+    assert 900 < x + w / 2 < 1700 and 250 < y + h / 2 < 850  # the astronaut's face, in 3200x2400 pixels
+    download = np.asarray(Image.open(io.BytesIO(outputs.annotated_png(large.getvalue(), shown.prediction))))
+    assert np.array_equal(download, shown.image)  # drawn where the page shows it, at the decoded scale
 
 
 def test_faces_csv_has_a_row_per_face_of_every_photo(tiny_checkpoint: Path, astronaut_jpeg: bytes) -> None:

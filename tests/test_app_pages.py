@@ -122,7 +122,8 @@ def test_the_app_refuses_to_run_when_its_server_has_no_address(tmp_path: Path) -
 
 def test_home_says_the_shipped_model_is_missing(open_page: OpenPage) -> None:
     at = open_page("pages/home.py")
-    assert any("fer2013.pt is missing" in w.value for w in at.warning)
+    assert any("fer2013.pt is missing: restore it from the repository (`git checkout -- checkpoints/fer2013.pt`)"
+               in w.value for w in at.warning)
     assert [link.label for link in at.main.get("page_link")] == [
         "Train a model", "Evaluate a checkpoint", "Predict on photos or webcam"]
 

@@ -69,7 +69,14 @@ def test_ship_names_the_card_after_the_file_and_never_overwrites_another_readme(
                                                                                  tmp_path: Path) -> None:
     ship(tiny_checkpoint, "synthetic:2100", tmp_path / "models" / "mine.pt")
     assert (tmp_path / "models" / "README.md").read_text().startswith("# Model card: `mine.pt`")
-    ship(tiny_checkpoint, "synthetic:2100", tmp_path / "models" / "mine.pt")  # a card may replace a card
+    ship(tiny_checkpoint, "synthetic:2100", tmp_path / "models" / "mine.pt")  # a card may replace its own card
+    card = (tmp_path / "models" / "README.md").read_bytes()
+    with pytest.raises(UserError, match=r"models/README.md is the card of mine.pt, which is still there"):
+        ship(tiny_checkpoint, "synthetic:2100", tmp_path / "models" / "yours.pt")
+    assert (tmp_path / "models" / "README.md").read_bytes() == card and not (tmp_path / "models" / "yours.pt").exists()
+    (tmp_path / "models" / "mine.pt").unlink()  # the card of a model that is gone may be replaced
+    ship(tiny_checkpoint, "synthetic:2100", tmp_path / "models" / "yours.pt")
+    assert (tmp_path / "models" / "README.md").read_text().startswith("# Model card: `yours.pt`")
     (tmp_path / "README.md").write_text("# My project\n")
     with pytest.raises(UserError, match="README.md is not a model card"):
         ship(tiny_checkpoint, "synthetic:2100", tmp_path / "model.pt")

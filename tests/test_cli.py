@@ -375,7 +375,8 @@ def test_missing_shipped_model_is_explained(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(checkpoint, "SHIPPED_CHECKPOINT", tmp_path / "fer2013.pt")
     assert main(["evaluate", "--data", "synthetic", "--checkpoint", str(tmp_path / "fer2013.pt")]) == 2
     line = capsys.readouterr().err.strip()
-    assert "shipped model" in line and "train" in line and "\n" not in line
+    assert "shipped model" in line and "git checkout -- checkpoints/fer2013.pt" in line and "train" in line
+    assert "\n" not in line
 
 
 def test_evaluate_can_leave_out_the_faces_the_model_trained_on(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -468,3 +469,5 @@ def test_recipe_options_no_flag_sets_are_named() -> None:
     live = ["--preset fer2013-wide", "--epochs 5", "--teaching live"]
     assert recipe_flags({**wide, "teaching": "live"}) == (live, [])
     assert recipe_flags({**wide, "teachers": []})[0] == ["--preset fer2013", "--epochs 5", "--width 1.5"]
+    untaught = {**wide, "teachers": [], "teaching": "live"}  # what the teachers see means nothing without them
+    assert recipe_flags(untaught)[0] == ["--preset fer2013", "--epochs 5", "--width 1.5"]

@@ -153,7 +153,9 @@ def test_a_distilled_run_learns_what_its_teachers_say(tmp_path: Path, monkeypatc
     assert RunDir(tmp_path / "kd").config()["teachers"] == ["teacher.pt"]
 
 
-def test_a_resumed_distilled_run_reuses_the_teachers_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("damage", [None, "truncated", "not a tensor"])
+def test_a_resumed_distilled_run_reuses_the_teachers_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             damage: str | None) -> None:
     calls = []
 
     def teachers(paths: list[str], faces: np.ndarray, *args: object) -> torch.Tensor:
@@ -173,8 +175,15 @@ def test_a_resumed_distilled_run_reuses_the_teachers_targets(tmp_path: Path, mon
     assert run_training(cfg, run_dir, on_progress=stop_in_epoch_2)["stopped"]
     kept = torch.load(run_dir / train_module.TEACHER_TARGETS, weights_only=True)
     assert calls == [len(kept)] and torch.allclose(kept, torch.tensor(1 / len(EMOTIONS)))
+    targets = run_dir / train_module.TEACHER_TARGETS
+    if damage == "truncated":
+        targets.write_bytes(targets.read_bytes()[:200])
+    elif damage == "not a tensor":
+        torch.save({"targets": kept}, targets)
     assert resume_training(run_dir)["epochs"] == 2
-    assert len(calls) == 1  # the resume read the kept targets instead of running the teachers again
+    # the resume read the kept targets instead of running the teachers again; damaged ones, it made again
+    assert len(calls) == (1 if damage is None else 2)
+    assert torch.equal(torch.load(targets, weights_only=True), kept)
 
 
 def test_a_new_run_never_takes_targets_left_in_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -205,7 +205,8 @@ def test_export_gives_the_probabilities_at_the_checkpoints_temperature(tiny_chec
     got = torch.jit.load(str(out))(torch.from_numpy(faces[:, None].astype(np.float32))).detach().numpy()
     np.testing.assert_allclose(got, sharpen(unscaled, 0.5), atol=1e-5)
     in_fercore = load_model(scaled, precision="float").proba(faces, tta=False)  # bf16 autocast where the CPU has it
-    np.testing.assert_allclose(in_fercore, got, atol=5e-3)
+    np.testing.assert_allclose(in_fercore, got, atol=2e-2)  # bf16's error, doubled by the temperature (5e-3 on AMD)
+    assert np.abs(in_fercore - unscaled).max() > 0.1  # far nearer the export's than the unscaled probabilities
     report, plain = evaluate(scaled, "synthetic:140", "test"), evaluate(tiny_checkpoint, "synthetic:140", "test")
     assert (report.temperature, plain.temperature, report.to_json()["temperature"]) == (2.0, 1.0, 2.0)  # TTA's
     assert evaluate(scaled, "synthetic:140", "test", tta=False).temperature == 0.5

@@ -171,6 +171,14 @@ def test_the_video_command(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest
     assert len((tmp_path / "f.csv").read_text().splitlines()) == 5
     assert main(["video", str(clip), "--out", str(clip), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert capsys.readouterr().err.strip() == f"fercore: error: --out {clip} is the video itself: name another file"
+    before = clip.read_bytes()
+    for flags, message in ((["--csv", str(clip)], f"--csv {clip} is the video itself: name another file"),
+                           (["--out", str(tmp_path / "a.mp4"), "--csv", str(tmp_path / "a.mp4")],
+                            f"--csv {tmp_path / 'a.mp4'} is the annotated video (--out): name another file"),
+                           (["--csv", str(tmp_path)], f"--csv {tmp_path} is a folder: name the file to write")):
+        assert main(["video", str(clip), *flags, "--checkpoint", str(tiny_checkpoint)]) == 2
+        assert capsys.readouterr().err.strip() == f"fercore: error: {message}"
+        assert clip.read_bytes() == before and not (tmp_path / "a.mp4").exists()
     assert main(["video", str(clip), "--out", str(tmp_path / "x.avi"), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert "give a name ending in .mp4" in capsys.readouterr().err
     assert main(["video", str(tmp_path / "missing.mp4")]) == 2

@@ -79,6 +79,18 @@ def class_samples(faces: FaceSet, per_class: int = 4, seed: int = 0) -> tuple[np
     return faces.images[order], [faces.classes[faces.labels[i]] for i in order]
 
 
+def class_grid(faces: FaceSet, per_class: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """One image of up to per_class random faces of each class, a row per class (blank tiles fill the row of a class
+    with fewer), and the classes of its rows."""
+    images, labels = class_samples(faces, per_class, seed)
+    shown = list(dict.fromkeys(labels))
+    rows = []
+    for name in shown:
+        row = images[[label == name for label in labels]]
+        rows += [row, np.full((per_class - len(row), *row.shape[1:]), 255, np.uint8)]
+    return face_grid(np.concatenate(rows) if rows else images, per_class), shown
+
+
 def imbalance_warning(counts: dict[str, int]) -> str | None:
     """A sentence for a class set whose largest class dwarfs its smallest, or None."""
     rarest, commonest = min(counts, key=counts.get), max(counts, key=counts.get)

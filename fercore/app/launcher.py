@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 LAUNCH_CONFIG = "launch.json"  # the recipe the app asked for; the run's own config.json follows it
 TRAIN_LOG = "train.log"  # the training process's stdout and stderr
 LAUNCH_GRACE_S = 60  # how long a launched process may take to write its first status
+LAUNCH_MARK = "--- launched at "  # begins the line _launch writes to the run's log before each process's output
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 
 
@@ -83,6 +84,9 @@ def _launch(args: list[str], run: RunDir) -> None:
     # (measured with one core busy: 236 img/s instead of 49 on two threads).
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     with open(run.file(TRAIN_LOG), "ab") as log:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        log.write(f"{LAUNCH_MARK}{time.time():.3f} ({stamp}): fercore {' '.join(args)}\n".encode())
+        log.flush()  # before the child's first line
         _children.append(subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True, env=env))
 
@@ -120,10 +124,15 @@ def log_tail(run: RunDir, lines: int = 12) -> str:
 
 
 def launch_problem(run: RunDir) -> str | None:
-    """Why a launched run never got going (its process ended before writing a status), or None."""
-    if run.status_raw() or not run.file(TRAIN_LOG).exists():
+    """Why the last process launched for run never got going: the error it logged before writing a status (a
+    resumed run's status is its earlier process's, older than the launch), or None."""
+    lines = log_tail(run, 50).splitlines()
+    marks = [i for i, line in enumerate(lines) if line.startswith(LAUNCH_MARK)]
+    launched = float(lines[marks[-1]].removeprefix(LAUNCH_MARK).split()[0]) if marks else 0.0
+    status = run.status_raw()
+    if status and status.get("updated", launched) >= launched:
         return None
-    errors = [line for line in log_tail(run, 50).splitlines() if "error" in line.lower()]
+    errors = [line for line in lines[marks[-1] + 1 if marks else 0:] if "error" in line.lower()]
     if errors:
         return errors[-1].removeprefix("fercore: error: ")
     return None

@@ -67,26 +67,31 @@ class AnnotatedPhoto:
 
 
 def annotate_photo(predictor: Predictor, content: bytes, name: str) -> AnnotatedPhoto:
-    """Predict the faces of a photo file's bytes and draw them on it; a bad file gives an error, not an exception."""
+    """Predict the faces of a photo file's bytes (boxes in the photo's own pixels, as Predictor.predict_image gives
+    them) and draw them on it; a bad file gives an error, not an exception."""
     from PIL import Image
 
-    from fercore.data.images import as_rgb, downscale, open_image
-    from fercore.predict import ImagePrediction
+    from fercore.data.images import as_rgb, downscale, open_photo
+    from fercore.predict import ImagePrediction, scaled_boxes
 
     try:
-        photo = as_rgb(open_image(content))  # decoded once, for the prediction and the drawing
+        opened, reduction = open_photo(content)
+        photo = as_rgb(opened)  # decoded once, for the prediction and the drawing
     except UserError as exc:
         return AnnotatedPhoto(ImagePrediction(name, error=str(exc)), None)
-    prediction = predictor.predict_photo(photo, name)
+    prediction = predictor.predict_photo(photo, name)  # boxes in the decoded pixels
     shown, _ = downscale(Image.fromarray(_drawn(photo, prediction)), DISPLAY_SIDE)
-    return AnnotatedPhoto(prediction, np.asarray(shown))
+    return AnnotatedPhoto(scaled_boxes(prediction, reduction), np.asarray(shown))
 
 
 def annotated_png(content: bytes, prediction: ImagePrediction) -> bytes:
-    """The photo file's bytes annotated with its prediction at full size, as PNG (the download)."""
-    from fercore.data.images import as_rgb, open_image
+    """The photo file's bytes annotated with its prediction, as PNG (the download): at full size, or for a JPEG
+    too large to decode whole, at the 1/2-1/8 scale it is decoded at (images.open_photo)."""
+    from fercore.data.images import as_rgb, open_photo
+    from fercore.predict import scaled_boxes
 
-    return png_bytes(_drawn(as_rgb(open_image(content)), prediction))
+    opened, reduction = open_photo(content)
+    return png_bytes(_drawn(as_rgb(opened), scaled_boxes(prediction, 1 / reduction)))
 
 
 def _drawn(photo: Image.Image, prediction: ImagePrediction) -> np.ndarray:

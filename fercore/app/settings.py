@@ -27,8 +27,9 @@ def unbound_server_refusal(address: str | None) -> str | None:
 
 
 def data_dir() -> Path:
-    """Where uploaded data sets are stored: $FERCORE_DATA_DIR or data/ in the project."""
-    return user_path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data")
+    """Where uploaded data sets are stored: $FERCORE_DATA_DIR (made absolute, as runs_dir) or data/ in the
+    project."""
+    return user_path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data").absolute()
 
 
 def data_roots() -> list[Path]:

@@ -339,6 +339,9 @@ def stat_fingerprint(path: Path) -> str:
         dirnames.sort()
         for name in sorted(filenames):
             if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                st = os.stat(os.path.join(dirpath, name))
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except OSError:  # a broken link, or a file gone since the walk listed it: the readers skip it too
+                    continue
                 lines.write(f"{dirpath}/{name}|{st.st_size}|{st.st_mtime_ns}\n")
     return f"{path}\n{lines.getvalue()}"
