@@ -102,6 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "data" not in {**PRESETS.get(args.preset, {}), **overrides}:  # the demo preset names its data
         raise UserError("--data is required (a folder, archive.zip, fer2013.csv, or 'synthetic')")
     cfg = preset(args.preset, **overrides) if args.preset else TrainConfig.from_dict(overrides)
+    cfg.check_types()  # a hand-edited --config's null augment or arch_args, before the flags below build on them
     if args.width is not None:
         if not 0.25 <= args.width <= 4:
             raise UserError("--width must be between 0.25 and 4")

@@ -56,7 +56,7 @@ class TrainConfig:
         """A one-line UserError for the first option that cannot make a run (types, names, ranges)."""
         from fercore.models import ARCHITECTURES, check_args  # torch: imported only when a run is checked
 
-        self._check_types()
+        self.check_types()
         if not all(isinstance(c, str) for c in self.classes):
             raise UserError(f"classes must be names of emotions: {', '.join(EMOTIONS)}")
         try:
@@ -97,7 +97,7 @@ class TrainConfig:
             if not ok:
                 raise UserError(message)
 
-    def _check_types(self) -> None:
+    def check_types(self) -> None:
         """Each option of the type of its default (as a hand-written or edited config.json might not be)."""
         defaults = TrainConfig()
         for option in fields(self):
@@ -108,7 +108,8 @@ class TrainConfig:
                 ok = (isinstance(value, (int, float) if type(default) is float else type(default))
                       and isinstance(value, bool) == isinstance(default, bool))
             if not ok:
-                kind = "a path or null" if default is None else f"of type {type(default).__name__}"
+                kind = ("a path or null" if default is None else "a JSON object" if isinstance(
+                    default, (dict, AugmentConfig)) else f"of type {type(default).__name__}")
                 raise UserError(f"training option {option.name} must be {kind}, not {value!r}")
             if type(default) is float and not math.isfinite(value):
                 raise UserError(f"training option {option.name} must be a finite number, not {value!r}")

@@ -69,9 +69,11 @@ class Holdout:
         self.val_count = len(val)
         self.leakable = val[~np.isin(val, train_digests)]  # the validation faces its training set lacks
         self.fingerprint, self.val_split, self.carved = fingerprint, val_split, carved
+        self.inherited: list[np.ndarray] = []  # the digests of the models that passed: the run learns from them
 
     def check(self, what: str, card: Mapping[str, Any], learned: np.ndarray | None, strict: bool) -> None:
-        """Raise UserError if the model called `what` learned this run's validation faces.
+        """Raise UserError if the model called `what` learned this run's validation faces; otherwise what it
+        learned (when known) joins `inherited`.
 
         With its digests the check is exact. Checkpoints without them are judged by their data fingerprint and
         carve: the same data carved otherwise is refused; strict also refuses other data, which may hold
@@ -86,6 +88,7 @@ class Holdout:
             if leaked > TOLERANCE * self.val_count:
                 raise UserError(f"{what} learned {leaked:,} of this run's {self.val_count:,} validation faces: their "
                                 "accuracy would then mean nothing" + (hint or "; use a model that never saw them"))
+            self.inherited.append(learned)
             return
         if recarved:
             raise UserError(f"{what} learned these faces with another validation carve: it has seen this run's "

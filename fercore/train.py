@@ -258,6 +258,9 @@ class Trainer:
         if note := data.raw.report.summary():  # what the reader skipped, for the user to see (not logged)
             self._report({"type": "data", "note": note}, log=False)
         self.fingerprint = data.fingerprint
+        resumed = read_checkpoint(self.run.file(LAST)) if resume else None
+        if resumed is not None and resumed.get("data_fingerprint") != self.fingerprint:  # before any teacher's pass
+            raise UserError(f"the data of {cfg.data} changed since this run started: cannot resume")
         self.train_set = data.split("train", self.classes, cfg.val_fraction, cfg.split_seed)
         self.val_set = data.split("val", self.classes, cfg.val_fraction, cfg.split_seed)
         train_digests = leakage.digests(self.train_set.images)
@@ -287,12 +290,14 @@ class Trainer:
                                                                 self.device, precision="float"), self.amp)
             else:
                 self.soft_targets = self._teacher_targets(resume).to(self.device)
+        for learned in self.holdout.inherited:  # what the --init model and the teachers learned passes to this one
+            self._learned_also(learned)
         self.aug_gen = torch.Generator(device=self.device)
         self.average = WeightAverage() if cfg.swa_epochs else None
         self.pos = Position()
         self.epoch_seconds: list[float] = []  # of the completed epochs, validation and saving included, for the ETA
-        if resume:
-            self._restore()
+        if resumed is not None:
+            self._restore(resumed)
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, with_state: bool, metrics: dict[str, Any], model: nn.Module | None = None) -> dict[str, Any]:
@@ -332,14 +337,12 @@ class Trainer:
             raise UserError(f"--init {path} is {_describe(data['arch'], data.get('arch_args', {}), data['classes'])}; "
                             f"this run is {_describe(self.cfg.arch, self.cfg.arch_args, self.classes)}: they must "
                             "match")
-        learned = leakage.learned_digests(data)
-        self.holdout.check(f"--init {path}", data, learned, strict=False)
-        self._learned_also(learned)
+        self.holdout.check(f"--init {path}", data, leakage.learned_digests(data), strict=False)
         self.model.load_state_dict(data["state_dict"])
         self.mean, self.std = data["preprocessing"]["mean"], data["preprocessing"]["std"]
 
     def _learned_also(self, learned: np.ndarray | None) -> None:
-        """Add faces a model this run continues had learned to the digests its checkpoints keep."""
+        """Add faces a model this run continues or learns from had learned to the digests its checkpoints keep."""
         if learned is not None:
             self.learned = torch.from_numpy(np.union1d(self.learned.numpy(), learned))
 
@@ -401,11 +404,8 @@ class Trainer:
         except Exception as exc:  # best.pt stays a good float checkpoint
             print(f"warning: int8 calibration skipped: {type(exc).__name__}: {exc}", file=sys.stderr)
 
-    def _restore(self) -> None:
-        """Continue from the run's last.pt: weights, optimiser, schedule and position."""
-        data = read_checkpoint(self.run.file(LAST))
-        if data.get("data_fingerprint") != self.fingerprint:
-            raise UserError(f"the data of {self.cfg.data} changed since this run started: cannot resume")
+    def _restore(self, data: dict[str, Any]) -> None:
+        """Continue from the run's last.pt (data): weights, optimiser, schedule and position."""
         self.model.load_state_dict(data["state_dict"])
         self._learned_also(leakage.learned_digests(data))  # --init's, which is not read again
         state = data["train_state"]
@@ -549,7 +549,7 @@ class Trainer:
         """Train to the last epoch (or early stop); returns the best epoch's metrics."""
         cfg, pos = self.cfg, self.pos
         with _StopFlag(self.run) as stop:
-            while pos.epoch < cfg.epochs:
+            while pos.epoch < cfg.epochs and not self._early_stopped():
                 self._train_epoch(stop)
                 trained_at = time.monotonic()  # validation, averaging and saving follow: the ETA counts them
                 model = self._epoch_model()
@@ -576,9 +576,12 @@ class Trainer:
                 self._save_last()
                 self.epoch_seconds.append(record["seconds"] + time.monotonic() - trained_at)
                 self._write_running_status(record["images_per_s"])  # the next epoch has measured nothing yet
-                if cfg.early_stop and pos.epoch - pos.best_epoch >= cfg.early_stop:
-                    break
         return {"best_val_acc": pos.best_val_acc, "best_epoch": pos.best_epoch, "epochs": pos.epoch}
+
+    def _early_stopped(self) -> bool:
+        """Whether early_stop epochs have passed without a better one: asked before every epoch, so that a run
+        interrupted after its early stop (in the int8 calibration, say) and resumed trains no further."""
+        return bool(self.cfg.early_stop) and self.pos.epoch - self.pos.best_epoch >= self.cfg.early_stop
 
 
 def run_training(cfg: TrainConfig, run_dir: Path, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
@@ -589,7 +592,8 @@ def run_training(cfg: TrainConfig, run_dir: Path, on_progress: ProgressCallback 
     if run.file(CONFIG).exists():
         if not run.reusable():
             raise UserError(run.why_taken())
-        run.file(METRICS).unlink(missing_ok=True)  # nothing to keep: the directory is this run's now
+        for earlier in (METRICS, BEST, TEACHER_TARGETS):  # nothing to keep: the directory is this run's now
+            run.file(earlier).unlink(missing_ok=True)
     return _run(cfg, run, False, on_progress, created=not run.path.exists())
 
 

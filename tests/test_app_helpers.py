@@ -104,6 +104,15 @@ def test_a_process_that_dies_before_its_run_starts_is_explained(folders: Path) -
     assert launcher.launch_problem(run) is None  # it got going: its status speaks from now on
 
 
+def test_the_log_tail_reads_the_end_of_a_long_log_only(folders: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = RunDir(folders / "runs" / "long")
+    run.path.mkdir(parents=True)
+    run.file(launcher.TRAIN_LOG).write_text("".join(f"\rstep {i}" for i in range(200_000)) + "\nlast line\n")
+    monkeypatch.setattr(launcher, "LOG_TAIL_BYTES", 1000)  # of 2.4 MB: about 80 progress lines of 12 bytes
+    lines = launcher.log_tail(run, 10_000).splitlines()
+    assert lines[-3:] == ["step 199998", "step 199999", "last line"] and 70 < len(lines) < 90
+
+
 def test_a_resume_that_dies_before_its_run_starts_is_explained(folders: Path) -> None:
     run = RunDir(folders / "runs" / "damaged")
     run.write_status(state="stopped", pid=None)  # the earlier process's status

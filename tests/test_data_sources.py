@@ -81,6 +81,18 @@ def test_unreadable_files_are_skipped_and_counted(image_tree: Path) -> None:
     assert any(name in data.raw.report.summary() for name in ("broken.jpg", "empty.png", "gone.jpg"))
 
 
+def test_skips_from_every_decoding_thread_are_counted_in_file_order(image_tree: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from fercore.data import sources
+
+    monkeypatch.setattr(sources, "DECODE_CHUNK", 2)  # many chunks, decoded by several threads at once
+    for i in range(40):
+        (image_tree / "train" / "sad" / f"zz-broken-{i:02d}.jpg").write_bytes(b"this is text")
+    report = load_data(image_tree).raw.report
+    assert report.skipped_files == 40
+    assert [e.split(":")[0] for e in report.skipped_examples] == [f"train/sad/zz-broken-{i:02d}.jpg" for i in range(5)]
+
+
 def test_all_unreadable_is_fatal(tmp_path: Path) -> None:
     folder = tmp_path / "a" / "train" / "happy"
     folder.mkdir(parents=True)

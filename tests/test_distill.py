@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import jpeg_bytes, write_image_tree
 from torch import nn
 
 from fercore import leakage
@@ -184,6 +185,28 @@ def test_a_resumed_distilled_run_reuses_the_teachers_targets(tmp_path: Path, mon
     # the resume read the kept targets instead of running the teachers again; damaged ones, it made again
     assert len(calls) == (1 if damage is None else 2)
     assert torch.equal(torch.load(targets, weights_only=True), kept)
+
+
+def test_a_resume_on_changed_data_is_refused_before_the_teachers_run(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def teachers(paths: list[str], faces: np.ndarray, *args: object) -> torch.Tensor:
+        calls.append(len(faces))
+        return torch.full((len(faces), len(EMOTIONS)), 1 / len(EMOTIONS))
+
+    monkeypatch.setattr(train_module, "teacher_probabilities", teachers)
+    folder = write_image_tree(tmp_path / "faces", per_class=10, splits=())
+    cfg = TrainConfig(data=str(folder), arch="basic", epochs=2, batch_size=16, threads=1, amp="off",
+                      teachers=["teacher.pt"])
+    run_dir = tmp_path / "kd"
+    assert run_training(cfg, run_dir, on_progress=lambda record: record["type"] == "epoch"
+                        and RunDir(run_dir).request_stop())["stopped"]
+    kept = (run_dir / train_module.TEACHER_TARGETS).read_bytes()
+    (folder / "happy" / "new.jpg").write_bytes(jpeg_bytes(np.full((48, 48), 128, np.uint8)))  # one face more
+    with pytest.raises(UserError, match="changed since this run started: cannot resume"):
+        resume_training(run_dir)
+    assert len(calls) == 1 and (run_dir / train_module.TEACHER_TARGETS).read_bytes() == kept  # not run again
 
 
 def test_a_new_run_never_takes_targets_left_in_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -157,6 +157,18 @@ def test_a_warm_started_run_keeps_the_faces_its_start_had_learned(tiny_checkpoin
     assert evaluate(run_dir, "synthetic:2100", "train", tta=False).unseen_accuracy is None  # all known
 
 
+@pytest.mark.parametrize("teaching", ["fixed", "live"])
+def test_a_distilled_run_keeps_the_faces_its_teachers_had_learned(tiny_checkpoint: Path, tmp_path: Path,
+                                                                   teaching: str) -> None:
+    """A teacher's predictions carry what it learned into the student: the student's checkpoints say so."""
+    run_dir = tmp_path / "taught"
+    run_training(_cfg("synthetic:700", teachers=[str(tiny_checkpoint)], teaching=teaching), run_dir)
+    first = leakage.learned_digests(read_checkpoint(tiny_checkpoint))
+    own = leakage.digests(load_data("synthetic:700").split("train", seed=0).images)
+    for name in ("last.pt", "best.pt"):
+        assert leakage.learned_digests(read_checkpoint(run_dir / name)).tolist() == np.union1d(first, own).tolist()
+
+
 def test_the_best_checkpoint_of_a_run_resumed_across_versions_gains_digests(tmp_path: Path) -> None:
     """best.pt saved by a fercore without digests, and never beaten after the resume, gets them when the run ends."""
     run_dir = tmp_path / "run"

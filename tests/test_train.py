@@ -215,6 +215,20 @@ def test_a_run_dir_that_failed_before_its_first_save_can_be_used_again(tmp_path:
         run_training(_cfg(epochs=1), tmp_path / "r")
 
 
+def test_a_reused_run_dir_keeps_nothing_of_the_earlier_attempt(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    run = RunDir(tmp_path / "r")
+    run.write_config({"arch": "basic"})
+    run.write_status(state="failed", error="No space left on device")  # it saved best.pt, then failed on last.pt
+    for name in ("best.pt", train_module.TEACHER_TARGETS):
+        run.file(name).write_bytes(b"the earlier attempt's")
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)  # a progress record after every step
+    stopped = run_training(_cfg(epochs=1), run.path,
+                           on_progress=lambda record: record["type"] == "progress" and run.request_stop())
+    assert stopped["stopped"] and run.file("last.pt").exists()  # stopped in its first epoch: no best.pt of its own
+    assert not run.file("best.pt").exists() and not run.file(train_module.TEACHER_TARGETS).exists()
+
+
 def test_an_interrupt_while_starting_leaves_a_reusable_directory(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(source: str) -> None:
@@ -344,6 +358,9 @@ def test_early_stop_ends_patience_epochs_after_the_best(tmp_path: Path, monkeypa
     result = run_training(_cfg(epochs=7, early_stop=2), tmp_path / "r")
     assert result == {"best_val_acc": 0.5, "best_epoch": 2, "epochs": 4}
     assert [e["val_acc"] for e in RunDir(tmp_path / "r").epochs()] == [0.3, 0.5, 0.4, 0.5]
+    RunDir(tmp_path / "r").write_status(state="interrupted")  # killed after its last epoch, before it finished
+    assert resume_training(tmp_path / "r") == result  # it stopped early: the resume trains no further epoch
+    assert len(RunDir(tmp_path / "r").epochs()) == 4
 
 
 def test_the_eta_counts_validation_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -114,10 +114,16 @@ def continue_training(run: RunDir) -> RunDir:
     return run
 
 
+LOG_TAIL_BYTES = 64 * 1024  # read from the end of a training log: the page asks on every refresh
+
+
 def log_tail(run: RunDir, lines: int = 12) -> str:
-    """The last lines of the run's training log ('' when there is none)."""
+    """The last lines of the run's training log, from at most its last LOG_TAIL_BYTES ('' when there is none)."""
     try:
-        text = run.file(TRAIN_LOG).read_text(errors="replace")
+        with open(run.file(TRAIN_LOG), "rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(0, size - LOG_TAIL_BYTES))
+            text = log.read().decode(errors="replace")
     except OSError:
         return ""
     return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])

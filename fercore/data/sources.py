@@ -131,15 +131,14 @@ def _decode_entries(entries: list[_Entry], source_name: str) -> RawFaces:
             f"{', '.join(EMOTIONS)} folders, or those folders directly; found: {', '.join(found) or 'nothing'}"
         )
 
-    def decode(item: tuple[_Entry, str, str]) -> np.ndarray | None:
-        entry = item[0]
+    def decode(item: tuple[_Entry, str, str]) -> np.ndarray | str:
+        """The face, or why it could not be read (told to the report by the calling thread, in file order)."""
         try:
-            return decode_face(entry.read())
+            return decode_face(item[0].read())
         except (ImageError, OSError) as exc:
-            report.skip("/".join((*entry.parts, entry.name)), str(exc))
-            return None
+            return str(exc)
 
-    def decode_chunk(chunk: list[tuple[_Entry, str, str]]) -> list[np.ndarray | None]:
+    def decode_chunk(chunk: list[tuple[_Entry, str, str]]) -> list[np.ndarray | str]:
         return [decode(item) for item in chunk]
 
     # Pillow releases the GIL while decoding; chunks keep the pool's per-task cost off 30,000 tiny images.
@@ -147,7 +146,10 @@ def _decode_entries(entries: list[_Entry], source_name: str) -> RawFaces:
     chunks = [placed[i:i + DECODE_CHUNK] for i in range(0, len(placed), DECODE_CHUNK)]
     with ThreadPoolExecutor(workers) as pool:
         faces = [face for chunk in pool.map(decode_chunk, chunks) for face in chunk]
-    keep = [i for i, face in enumerate(faces) if face is not None]
+    for (entry, _, _), face in zip(placed, faces):
+        if isinstance(face, str):
+            report.skip("/".join((*entry.parts, entry.name)), face)
+    keep = [i for i, face in enumerate(faces) if not isinstance(face, str)]
     if not keep:
         raise UserError(f"none of the {len(placed)} images in {source_name} could be read "
                         f"({report.skipped_examples[0]})")
