@@ -45,7 +45,7 @@ class LoadedModel:
     tta: bool
     info: dict[str, Any]  # the checkpoint without weights and training state: the model card
     runner: nn.Module  # what inference runs: the int8 version of model, or model itself
-    dtype: str  # what inference runs at: int8, bfloat16, float16 or float32
+    dtype: str  # what inference runs at: int8, bfloat16 or float32
     learned: np.ndarray | None = None  # digests of the faces it trained on (fercore.leakage), if kept
     temperature: Temperatures = Temperatures()  # how its probabilities are scaled (1: as the network gives them)
 

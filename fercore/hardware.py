@@ -93,8 +93,8 @@ def amp_dtype(device: torch.device, mode: str = "auto") -> torch.dtype | None:
     """The autocast dtype to train and infer with, or None for float32."""
     if mode == "off":
         return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":  # never float16: training in it would need loss scaling (a GradScaler)
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     if device.type == "cpu" and (mode == "on" or cpu_has_bf16()):
         return torch.bfloat16
     return None

@@ -99,7 +99,7 @@ def test_evaluate_runs_on_the_device_asked_for_or_says_why_not(tiny_checkpoint: 
                      "--device", device, "--json")
     if device == "cpu" or torch.cuda.is_available():
         assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout)["dtype"] in (("int8",) if device == "cpu" else ("bfloat16", "float16"))
+        assert json.loads(result.stdout)["dtype"] in (("int8",) if device == "cpu" else ("bfloat16", "float32"))
     else:
         assert _one_error_line(result) == "fercore: error: --device cuda asked for, but no CUDA GPU is available"
 

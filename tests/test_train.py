@@ -543,3 +543,11 @@ def test_a_stopped_run_has_a_calibrated_best(tmp_path: Path, monkeypatch: pytest
     stopped = run_training(_cfg(epochs=3), tmp_path / "run", on_progress=_stop_at(tmp_path / "run", 2, 2))
     assert stopped["stopped"]
     assert load_model(tmp_path / "run" / "best.pt").dtype == "int8"
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_a_gpu_trains_in_bfloat16_or_float32_never_unscaled_float16(monkeypatch: pytest.MonkeyPatch,
+                                                                     bf16: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    assert hardware.amp_dtype(torch.device("cuda")) == (torch.bfloat16 if bf16 else None)
+    assert hardware.amp_dtype(torch.device("cuda"), "off") is None
