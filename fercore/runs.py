@@ -9,9 +9,16 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no guard, the lock's O_EXCL alone
+    fcntl = None
 
 from fercore.atomic import atomic_write_json, atomic_write_jsonl, read_json
 from fercore.errors import UserError
@@ -94,21 +101,23 @@ class RunDir:
 
     # ---- writing (the training process)
     def acquire(self) -> None:
-        """Take the run's lock; refuse when another live process holds it."""
+        """Take the run's lock; refuse when another live process holds it. One process at a time reads, clears
+        and takes it (two resumes started together, say, would otherwise both find a dead holder's lock stale)."""
         self.path.mkdir(parents=True, exist_ok=True)
         lock = self.file(LOCK)
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                holder, token = self._lock_holder()
-                if pid_alive(holder, token) and holder != os.getpid():
-                    raise UserError(f"run {self.path} is already in use by process {holder}") from None
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(f"{os.getpid()} {process_token(os.getpid())}")
-            return
+        with _one_at_a_time(self.path):
+            for _ in range(2):
+                try:
+                    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    holder, token = self._lock_holder()
+                    if pid_alive(holder, token) and holder != os.getpid():
+                        raise UserError(f"run {self.path} is already in use by process {holder}") from None
+                    lock.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(f"{os.getpid()} {process_token(os.getpid())}")
+                return
         raise UserError(f"cannot lock run directory {self.path}")
 
     def _lock_holder(self) -> tuple[int, str]:
@@ -274,6 +283,21 @@ class RunDir:
             "started": status.get("started"), "path": str(self.path),
             "error": status.get("error") if state in ("failed", "interrupted") else None,
         }
+
+
+@contextmanager
+def _one_at_a_time(folder: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the folder itself (never deleted, unlike a lock file) while the block runs; the
+    kernel lets it go if the process dies."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def list_runs(root: Path) -> list[RunDir]:

@@ -252,6 +252,24 @@ def test_a_run_in_use_by_a_live_process_is_refused(tmp_path: Path) -> None:
         run_training(_cfg(epochs=1), run.path)
 
 
+def test_processes_read_and_take_a_runs_lock_one_at_a_time(tmp_path: Path) -> None:
+    import fcntl
+    import threading
+
+    run = RunDir(tmp_path / "contended")
+    run.path.mkdir()
+    guard = os.open(run.path, os.O_RDONLY)
+    fcntl.flock(guard, fcntl.LOCK_EX)  # another process in the middle of taking it
+    taking = threading.Thread(target=run.acquire)
+    taking.start()
+    taking.join(0.5)
+    assert taking.is_alive() and not run.file("run.lock").exists()  # it waits its turn
+    os.close(guard)
+    taking.join(5)
+    assert not taking.is_alive() and run.file("run.lock").read_text().startswith(f"{os.getpid()} ")
+    run.release()
+
+
 def test_a_pid_taken_by_another_process_after_a_reboot_is_not_the_run(tmp_path: Path) -> None:
     from fercore.runs import process_token
 
