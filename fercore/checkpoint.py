@@ -4,7 +4,6 @@ from __future__ import annotations
 import errno
 import pickle
 import shutil
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from fercore.atomic import atomic_write
 from fercore.errors import UserError
 from fercore.inference import Progress, predict_proba
 from fercore.paths import SHIPPED_CHECKPOINT
+from fercore.quiet import no_warnings
 from fercore.temperature import Temperatures, sharpen
 
 FORMAT = "fercore-checkpoint"
@@ -104,8 +104,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                                   "--checkpoint RUN_DIR/best.pt")
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with warnings.catch_warnings():  # torch warns about TorchScript archives before refusing them
-            warnings.simplefilter("ignore")
+        with no_warnings():  # torch warns about TorchScript archives before refusing them
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path.name} is not a fercore checkpoint: it holds objects other than tensors and "

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -15,6 +11,7 @@ from torch import nn
 from fercore.atomic import atomic_write
 from fercore.checkpoint import LoadedModel, checkpoint_file, load_model
 from fercore.errors import UserError
+from fercore.quiet import no_warnings, quiet_logger
 
 FORMATS = ("torchscript", "onnx")
 
@@ -44,18 +41,6 @@ class ProbabilityModel(nn.Module):
         return (self.net((faces - self.mean) / self.std) / self.temperature).softmax(1)
 
 
-@contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    """Silence a library's logger below errors for the duration."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def export(checkpoint: str | Path, fmt: str, out: str | Path) -> Exported:
     """Write the exported model atomically; returns its path and what it takes and gives."""
     if fmt not in FORMATS:
@@ -78,8 +63,7 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path) -> Exported:
     else:
         import onnx
 
-        with torch.no_grad(), warnings.catch_warnings(), _quiet_logger("torch.onnx"):
-            warnings.simplefilter("ignore")  # exporter internals (LeafSpec, torchvision ops it skips): not ours
+        with torch.no_grad(), no_warnings(), quiet_logger("torch.onnx"):  # exporter internals: not ours
             program = torch.onnx.export(wrapper, (example,), None, input_names=["faces"],
                                         output_names=["probabilities"], dynamo=True, verbose=False,
                                         dynamic_shapes={"faces": {0: torch.export.Dim("batch")}})

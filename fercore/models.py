@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import inspect
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from fercore.quiet import no_warnings
 
 
 def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -138,8 +139,7 @@ def check_args(name: str, num_classes: int, arch_args: dict[str, object]) -> Non
     if not isinstance(widths, (list, tuple)) or not widths or not all(isinstance(w, int) and w > 0 for w in widths):
         raise ValueError("widths must be a list of positive whole numbers")
     try:
-        with warnings.catch_warnings(), torch.device("meta"):
-            warnings.simplefilter("ignore")
+        with no_warnings(), torch.device("meta"):
             scores = build(name, num_classes, **arch_args)(torch.zeros(2, 1, 48, 48))
     except (TypeError, ValueError, RuntimeError, IndexError) as exc:
         raise ValueError(str(exc).splitlines()[0]) from None

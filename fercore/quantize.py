@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fercore.inference import to_input
+from fercore.quiet import warning_filters
 
 ENGINE = "onednn"
 CALIBRATION_FACES = 256  # 2,048 gave the same validation accuracy on FER2013
@@ -38,7 +39,7 @@ def _quiet_fx() -> Iterator[None]:
     conversion, for nothing we use)."""
     import torch.fx.config as fx_config
 
-    with _ENGINE_LOCK, warnings.catch_warnings():
+    with _ENGINE_LOCK, warning_filters():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=r"(?s).*(torchao|deprecat|_empty_affine_quantized)")
         previous = torch.backends.quantized.engine, fx_config.do_not_emit_stack_traces

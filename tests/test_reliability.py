@@ -241,3 +241,33 @@ def test_a_save_that_fills_the_disk_is_an_os_error_and_keeps_the_previous_file(t
     assert raised.value.errno == errno.ENOSPC
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["a"].item() == 0 and [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_warning_filters_are_changed_by_one_thread_at_a_time() -> None:
+    """Two app sessions silencing warnings at once must not leave the process's filters changed for good."""
+    import threading
+    import warnings
+
+    from fercore.quiet import no_warnings
+
+    before = list(warnings.filters)
+    inside, leave, second_in = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with no_warnings():
+            inside.set()
+            leave.wait(5)
+
+    def second() -> None:
+        inside.wait(5)
+        with no_warnings():
+            second_in.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    assert inside.wait(5) and not second_in.wait(0.3)  # the second waits while the first has them changed
+    leave.set()
+    for thread in threads:
+        thread.join(5)
+    assert second_in.is_set() and warnings.filters == before
