@@ -93,6 +93,21 @@ def test_skips_from_every_decoding_thread_are_counted_in_file_order(image_tree: 
     assert [e.split(":")[0] for e in report.skipped_examples] == [f"train/sad/zz-broken-{i:02d}.jpg" for i in range(5)]
 
 
+def test_a_folders_only_stamp_sees_files_added_removed_or_renamed(image_tree: Path) -> None:
+    happy = image_tree / "train" / "happy"
+    first = sorted(happy.iterdir())[0]
+    stamps = [stat_fingerprint(image_tree, folders_only=True)]
+    first.write_bytes(first.read_bytes())  # rewritten in place: only the files' stamp sees it
+    stamps.append(stat_fingerprint(image_tree, folders_only=True))
+    for change in (lambda: (happy / "new.jpg").write_bytes(first.read_bytes()), lambda: (happy / "new.jpg").unlink(),
+                   lambda: first.rename(happy / "renamed.jpg")):
+        time.sleep(0.05)  # a folder's time moves on with each change (coarse clocks tick every 4-10 ms)
+        change()
+        stamps.append(stat_fingerprint(image_tree, folders_only=True))
+    assert stamps[0] == stamps[1] and len(set(stamps[1:])) == 4
+    assert stat_fingerprint(image_tree).count("\n") > 2 * stamps[0].count("\n")  # a line a file, not a folder
+
+
 def test_all_unreadable_is_fatal(tmp_path: Path) -> None:
     folder = tmp_path / "a" / "train" / "happy"
     folder.mkdir(parents=True)

