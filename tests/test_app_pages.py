@@ -362,8 +362,7 @@ def test_train_page_distils_from_a_trained_model_of_the_same_data(open_page: Ope
     assert not run.file("teacher_targets.pt").exists()
 
 
-def test_train_page_distils_fer2013_data_with_the_distill_presets_weight(open_page: OpenPage,
-                                                                           tmp_path: Path) -> None:
+def test_train_page_offers_fer2013_data_the_distill_presets_weight(open_page: OpenPage, tmp_path: Path) -> None:
     data = write_image_tree(tmp_path / "data" / "fer", per_class=10)
     run_training(TrainConfig(data=str(data), arch="basic", epochs=1, batch_size=32, threads=1,
                              augment=AugmentConfig.off()), paths.runs_dir() / "teacher")

@@ -55,9 +55,11 @@ def test_corrupted_real_images_never_crash(noise: bytes, cut: int) -> None:
     position = cut % len(whole)
     whole[position:position + len(noise)] = noise
     try:
-        decode_face(bytes(whole))
+        face = decode_face(bytes(whole))
     except ImageError as exc:
         assert "\n" not in str(exc)
+    else:
+        assert face.shape == (48, 48) and face.dtype == np.uint8
 
 
 _CSV_LINE = st.text(alphabet="0123456789 ,-x\"", max_size=60)
@@ -248,6 +250,7 @@ def test_warning_filters_are_changed_by_one_thread_at_a_time() -> None:
     import threading
     import warnings
 
+    from fercore import quiet
     from fercore.quiet import no_warnings
 
     before = list(warnings.filters)
@@ -266,7 +269,8 @@ def test_warning_filters_are_changed_by_one_thread_at_a_time() -> None:
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for thread in threads:
         thread.start()
-    assert inside.wait(5) and not second_in.wait(0.3)  # the second waits while the first has them changed
+    assert inside.wait(5) and not quiet._FILTERS_LOCK.acquire(blocking=False)  # held by the first thread
+    assert not second_in.wait(0.3)  # so the second waits while the first has them changed
     leave.set()
     for thread in threads:
         thread.join(5)
