@@ -341,8 +341,8 @@ def stat_fingerprint(path: Path, folders_only: bool = False) -> str:
     lines = io.StringIO()
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames.sort()
-        images = sorted(name for name in filenames if Path(name).suffix.lower() in IMAGE_SUFFIXES)
-        for name in [""] if folders_only else images:  # "": the folder itself
+        names = [""] if folders_only else sorted(n for n in filenames if Path(n).suffix.lower() in IMAGE_SUFFIXES)
+        for name in names:  # "": the folder itself
             try:
                 st = os.stat(os.path.join(dirpath, name))
             except OSError:  # a broken link, or a file gone since the walk listed it: the readers skip it too
