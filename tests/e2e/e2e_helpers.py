@@ -92,14 +92,15 @@ def choose_run_checkpoint(page: Page, run: str) -> None:
     expect(page.get_by_role("combobox", name="Model")).to_have_value(re.compile(rf"^{re.escape(run)} · best"))
 
 
-def choose_prediction_model(page: Page) -> None:
+def choose_prediction_model(page: Page, runs_dir: Path) -> Path:
     """For Predict: the shipped model when checkpoints/fer2013.pt exists (its labels mean something, and the README's
-    screenshots show it), otherwise the tiny run's best.pt."""
+    screenshots show it), otherwise the tiny run's best.pt (in runs_dir); returns the checkpoint chosen."""
     if SHIPPED_CHECKPOINT.is_file():
         choose(page, "Model", re.compile(r"^shipped model"))
         expect(page.get_by_role("combobox", name="Model")).to_have_value(re.compile(r"^shipped model"))
-    else:
-        choose_run_checkpoint(page, TINY_RUN)
+        return SHIPPED_CHECKPOINT
+    choose_run_checkpoint(page, TINY_RUN)
+    return runs_dir / TINY_RUN / "best.pt"
 
 
 def set_number(page: Page, label: str, value: float) -> None:

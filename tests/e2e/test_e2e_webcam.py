@@ -26,7 +26,7 @@ def annotated_frames(page) -> tuple[int, float]:
 
 def test_webcam_frames_come_back_labelled_by_the_server(page, app_server, fake_webcam, shoot, record_property):
     open_page(page, app_server.url, "predict")
-    choose_prediction_model(page)
+    choose_prediction_model(page, app_server.runs_dir)
     page.get_by_role("tab", name="Live webcam").click()
     webrtc = page.frame_locator("iframe[title*='webrtc']")
     webrtc.get_by_role("button", name="Start").click()
