@@ -154,16 +154,23 @@ def test_a_distilled_run_learns_what_its_teachers_say(tmp_path: Path, monkeypatc
     assert RunDir(tmp_path / "kd").config()["teachers"] == ["teacher.pt"]
 
 
-@pytest.mark.parametrize("damage", [None, "truncated", "not a tensor"])
-def test_a_resumed_distilled_run_reuses_the_teachers_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             damage: str | None) -> None:
-    calls = []
+@pytest.fixture
+def teacher_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The trainer's teachers say every class is equally likely for every face; returns how many faces each of
+    their passes saw."""
+    calls: list[int] = []
 
     def teachers(paths: list[str], faces: np.ndarray, *args: object) -> torch.Tensor:
         calls.append(len(faces))
         return torch.full((len(faces), len(EMOTIONS)), 1 / len(EMOTIONS))
 
     monkeypatch.setattr(train_module, "teacher_probabilities", teachers)
+    return calls
+
+
+@pytest.mark.parametrize("damage", [None, "truncated", "not a tensor"])
+def test_a_resumed_distilled_run_reuses_the_teachers_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             teacher_passes: list[int], damage: str | None) -> None:
     monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)  # a progress record after every step
     cfg = TrainConfig(data="synthetic:700", arch="basic", epochs=2, batch_size=32, threads=1, amp="off",
                       teachers=["teacher.pt"])
@@ -175,7 +182,7 @@ def test_a_resumed_distilled_run_reuses_the_teachers_targets(tmp_path: Path, mon
 
     assert run_training(cfg, run_dir, on_progress=stop_in_epoch_2)["stopped"]
     kept = torch.load(run_dir / train_module.TEACHER_TARGETS, weights_only=True)
-    assert calls == [len(kept)] and torch.allclose(kept, torch.tensor(1 / len(EMOTIONS)))
+    assert teacher_passes == [len(kept)] and torch.allclose(kept, torch.tensor(1 / len(EMOTIONS)))
     targets = run_dir / train_module.TEACHER_TARGETS
     if damage == "truncated":
         targets.write_bytes(targets.read_bytes()[:200])
@@ -183,19 +190,12 @@ def test_a_resumed_distilled_run_reuses_the_teachers_targets(tmp_path: Path, mon
         torch.save({"targets": kept}, targets)
     assert resume_training(run_dir)["epochs"] == 2
     # the resume read the kept targets instead of running the teachers again; damaged ones, it made again
-    assert len(calls) == (1 if damage is None else 2)
+    assert len(teacher_passes) == (1 if damage is None else 2)
     assert torch.equal(torch.load(targets, weights_only=True), kept)
 
 
 def test_a_resume_on_changed_data_is_refused_before_the_teachers_run(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-
-    def teachers(paths: list[str], faces: np.ndarray, *args: object) -> torch.Tensor:
-        calls.append(len(faces))
-        return torch.full((len(faces), len(EMOTIONS)), 1 / len(EMOTIONS))
-
-    monkeypatch.setattr(train_module, "teacher_probabilities", teachers)
+                                                                     teacher_passes: list[int]) -> None:
     folder = write_image_tree(tmp_path / "faces", per_class=10, splits=())
     cfg = TrainConfig(data=str(folder), arch="basic", epochs=2, batch_size=16, threads=1, amp="off",
                       teachers=["teacher.pt"])
@@ -206,14 +206,10 @@ def test_a_resume_on_changed_data_is_refused_before_the_teachers_run(tmp_path: P
     (folder / "happy" / "new.jpg").write_bytes(jpeg_bytes(np.full((48, 48), 128, np.uint8)))  # one face more
     with pytest.raises(UserError, match="changed since this run started: cannot resume"):
         resume_training(run_dir)
-    assert len(calls) == 1 and (run_dir / train_module.TEACHER_TARGETS).read_bytes() == kept  # not run again
+    assert len(teacher_passes) == 1 and (run_dir / train_module.TEACHER_TARGETS).read_bytes() == kept  # not run again
 
 
-def test_a_new_run_never_takes_targets_left_in_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def uniform(paths: list[str], faces: np.ndarray, *args: object) -> torch.Tensor:
-        return torch.full((len(faces), len(EMOTIONS)), 1 / len(EMOTIONS))
-
-    monkeypatch.setattr(train_module, "teacher_probabilities", uniform)
+def test_a_new_run_never_takes_targets_left_in_its_directory(tmp_path: Path, teacher_passes: list[int]) -> None:
     run_dir = tmp_path / "kd"
     run_dir.mkdir()
     faces = len(load_data("synthetic:700").split("train", EMOTIONS, 0.1, 0).labels)
