@@ -21,6 +21,7 @@ LAUNCH_CONFIG = "launch.json"  # the recipe the app asked for; the run's own con
 TRAIN_LOG = "train.log"  # the training process's stdout and stderr
 LAUNCH_GRACE_S = 60  # how long a launched process may take to write its first status
 LAUNCH_MARK = "--- launched at "  # begins the line _launch writes to the run's log before each process's output
+LOG_TAIL_BYTES = 64 * 1024  # read from the end of a training log: the page asks on every refresh
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 
 
@@ -112,9 +113,6 @@ def continue_training(run: RunDir) -> RunDir:
         raise UserError(f"run {run.name} has no {LAST} to resume from (it stopped before its first save)")
     _launch(["train", "--resume", str(run.path), "--threads", str(training_threads())], run)
     return run
-
-
-LOG_TAIL_BYTES = 64 * 1024  # read from the end of a training log: the page asks on every refresh
 
 
 def log_tail(run: RunDir, lines: int = 12) -> str:
